@@ -1,0 +1,38 @@
+"""``python -m dfnas_pl`` - one LightningCLI for every stage.
+
+The stage is chosen by the config: ``model.class_path`` (teacher training, synthesis, ...) and
+``data.class_path``. Subcommands are Lightning's own: ``fit``, ``validate``, ``test``, ``predict``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from lightning.pytorch.cli import LightningCLI
+
+import dfnas_pl.strategies  # noqa: F401  (registers the "ddp_nosync" strategy name)
+
+
+class DFNASCLI(LightningCLI):
+    """LightningCLI with subclass mode for model and data, and rerun-safe config saving."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        # A resumed run writes its config.yaml again into the same log dir: overwrite, don't crash.
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_kwargs", {"description": "dfnas_pl: data-free NAS with PyTorch Lightning. "
+                                            "Run a stage with `fit --config experiments/<dataset>/<stage>.yaml`."})
+        super().__init__(*args, **kwargs)
+
+
+def main(args: list[str] | None = None) -> DFNASCLI:
+    # 2-core CPU machines: keep torch from oversubscribing when several DDP processes share the cores.
+    if "DFNAS_NUM_THREADS" in os.environ:
+        torch.set_num_threads(int(os.environ["DFNAS_NUM_THREADS"]))
+    return DFNASCLI(args=args)
+
+
+if __name__ == "__main__":
+    main()
