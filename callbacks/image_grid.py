@@ -1,0 +1,75 @@
+"""Image grids of the synthesised images, one per round: to PNG files in the run dir and to the
+active loggers (W&B ``log_image``, TensorBoard ``add_image``).
+
+Rows are classes (the teacher's argmax on the saved image), columns up to ``per_class`` images,
+so a glance shows whether every class is present and how varied the images of a class are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from torchvision.io import encode_png
+from torchvision.utils import make_grid
+
+from dfnas_pl.utils.io import atomic_write_bytes
+
+
+class SynthesisImageGrid(L.Callback):
+    """Args:
+        per_class: images per class (columns) in each grid.
+        upscale: nearest-neighbour zoom so 28x28 images are visible in a dashboard.
+        dirname: folder under the synthesis output dir for the PNG grids.
+    """
+
+    def __init__(self, per_class: int = 8, upscale: int = 2, dirname: str = "grids") -> None:
+        self.per_class, self.upscale, self.dirname = per_class, upscale, dirname
+        self._by_class: dict[int, list[torch.Tensor]] = {}
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._by_class = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch, batch_idx: int) -> None:
+        if not isinstance(outputs, dict) or "images" not in outputs:
+            return
+        for img, k in zip(outputs["images"], outputs["classes"].tolist()):
+            bucket = self._by_class.setdefault(k, [])
+            if len(bucket) < self.per_class:
+                bucket.append(img)
+
+    def grid(self, num_classes: int) -> torch.Tensor | None:
+        """uint8 [C, H, W] grid, rows = classes; empty cells are white. None if nothing was collected."""
+        if not self._by_class:
+            return None
+        sample = next(iter(self._by_class.values()))[0]
+        blank = torch.full_like(sample, 255)
+        cells = [img for k in range(num_classes)
+                 for img in (self._by_class.get(k, []) + [blank] * self.per_class)[: self.per_class]]
+        batch = torch.stack(cells).float()
+        if self.upscale > 1:
+            batch = F.interpolate(batch, scale_factor=self.upscale, mode="nearest")
+        grid = make_grid(batch, nrow=self.per_class, padding=2, pad_value=128)
+        return grid.round().clamp(0, 255).to(torch.uint8)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        num_classes = getattr(getattr(pl_module, "spec", None), "num_classes", None) or (max(self._by_class) + 1
+                                                                                         if self._by_class else 0)
+        grid = self.grid(num_classes)
+        if grid is None:
+            return  # every batch of this round was finished before a restart
+        round_ = trainer.current_epoch
+        root = Path(getattr(pl_module, "output_dir", None) or trainer.default_root_dir)
+        atomic_write_bytes(root / self.dirname / f"round_{round_:02d}.png", encode_png(grid).numpy().tobytes())
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="synthesis/images", images=[grid.permute(1, 2, 0).numpy()],
+                                 caption=[f"round {round_} (rows: classes)"])
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("synthesis/images", grid, global_step=round_)

@@ -1,0 +1,3 @@
+from dfnas_pl.inversion.module import ModelInversion
+
+__all__ = ["ModelInversion"]

@@ -1,0 +1,301 @@
+"""Synthesis: model inversion of a frozen teacher, with recursive label calibration and regional update.
+
+Mapping onto Lightning (shared/DESIGN.md): the train dataloader yields batches of slot ids
+(:class:`~dfnas_pl.data.synthesis_slots.SynthesisSlots`); one ``training_step`` runs the whole
+inner optimisation of one batch of freshly initialised images with its own Adam (manual
+optimisation: there are no weights to train); an epoch is one **round** of recursive label
+calibration. Finished images and the teacher's logits on them are written by
+:class:`~dfnas_pl.data.synthetic.SyntheticSetWriter`, which is also what makes a killed run
+resumable: batches with a record on disk are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dfnas_pl import __version__
+from dfnas_pl.data.synthetic import SyntheticSetWriter
+from dfnas_pl.inversion.losses import BNStatisticsLoss, image_l2, soft_cross_entropy, total_variation
+from dfnas_pl.inversion.views import jitter_flip, random_regions, warmup_cosine
+from dfnas_pl.teachers.loading import load_teacher
+
+warnings.filterwarnings("ignore", message=r".*`configure_optimizers` returned `None`.*")
+
+# Settings that change the images: a resumed run must use the same ones.
+_IMAGE_SETTINGS = ("teacher", "rounds", "label_calibration", "label_temperature", "iterations", "lowres_iterations",
+                   "lowres_factor", "lr", "betas", "warmup_iterations", "main_loss_multiplier", "r_feature",
+                   "first_bn_multiplier", "tv_l1", "tv_l2", "l2_scale", "jitter", "flip_prob", "regional_update",
+                   "region_scale", "region_ratio", "seed")
+
+
+class ModelInversion(L.LightningModule):
+    """Synthesise a labelled image set from a teacher (DeepInversion + Data-Free NAS's calibration).
+
+    Loss per step, on the view v the teacher sees (names of the official code):
+    ``main_loss_multiplier * CE(f(v), target) + r_feature * R_BN + tv_l2 * R_TV2 + tv_l1 * R_TV1 + l2_scale * R_l2``.
+
+    Args:
+        teacher: teacher source (see :func:`~dfnas_pl.teachers.loading.load_teacher`).
+        output_dir: where the synthetic set is written (``<run>/synthetic``).
+        rounds: rounds of recursive label calibration (= epochs); every round's images are kept.
+        label_calibration: round r > 0 targets the teacher's soft prediction on round r-1's image of
+            the same slot (at ``label_temperature``). Off: every round uses hard, class-balanced labels.
+        iterations: Adam steps per batch at full resolution.
+        lowres_iterations, lowres_factor: optional warm-up phase on an average-pooled canvas (the
+            official code's 2000 half-resolution steps); a new Adam starts at each phase.
+        lr, betas, warmup_iterations: Adam on the images, linear warm-up then cosine, per phase.
+        r_feature, first_bn_multiplier: weight of the BatchNorm-statistics loss, and its first layer's factor.
+        tv_l1, tv_l2, l2_scale, main_loss_multiplier: input priors and the classification term.
+        jitter, flip_prob: random shift (pixels) and flip of the whole batch (when not regional).
+        regional_update: each step optimises one random region (area fraction ``region_scale``, aspect
+            ``region_ratio``) of each image, resampled to full resolution; flipped with ``flip_prob``.
+        seed: images and views of slot batch b of round r depend only on (seed, r, b).
+        overwrite: discard an existing set made with other settings instead of refusing to touch it.
+        trust_checkpoint: load the teacher with ``weights_only=False`` (trusted files only).
+    """
+
+    def __init__(
+        self,
+        teacher: str = "embedded:fmnist_resnet8",
+        output_dir: str = "runs/fmnist/synthetic",
+        rounds: int = 2,
+        label_calibration: bool = True,
+        label_temperature: float = 1.0,
+        iterations: int = 200,
+        lowres_iterations: int = 0,
+        lowres_factor: int = 2,
+        lr: float = 0.25,
+        betas: Sequence[float] = (0.5, 0.9),
+        warmup_iterations: int = 20,
+        main_loss_multiplier: float = 1.0,
+        r_feature: float = 0.01,
+        first_bn_multiplier: float = 10.0,
+        tv_l1: float = 0.0,
+        tv_l2: float = 1e-4,
+        l2_scale: float = 1e-5,
+        jitter: int = 2,
+        flip_prob: float = 0.5,
+        regional_update: bool = True,
+        region_scale: Sequence[float] = (0.3, 1.0),
+        region_ratio: Sequence[float] = (0.75, 1.3333),
+        seed: int = 0,
+        overwrite: bool = False,
+        trust_checkpoint: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        if rounds < 1 or iterations < 1:
+            raise ValueError(f"rounds ({rounds}) and iterations ({iterations}) must be at least 1.")
+        self.spec = load_teacher(teacher, trust_checkpoint=trust_checkpoint)
+        self.teacher: nn.Module = self.spec.model
+        n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.teacher.modules())
+        if n_bn == 0 and r_feature > 0:
+            raise ValueError(f"Teacher '{teacher}' has no BatchNorm layers, so there are no feature statistics to "
+                             f"match. Use a teacher with BatchNorm, or switch the loss off with r_feature: 0.")
+        self.writer = SyntheticSetWriter(output_dir, self.spec.num_classes)
+        self._features: torch.Tensor | None = None
+        self._done: set[int] = set()
+        self._started = time.time()
+
+    # -- Lightning plumbing -------------------------------------------------------------------
+    def train(self, mode: bool = True) -> ModelInversion:
+        """The teacher stays in eval mode: train-mode BN would use batch statistics and move its running ones."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def configure_optimizers(self) -> None:
+        return None  # each batch of images gets its own Adam inside training_step
+
+    @property
+    def output_dir(self) -> Path:
+        return self.writer.root
+
+    def settings(self) -> dict[str, Any]:
+        return {k: self.hparams[k] for k in _IMAGE_SETTINGS}
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule
+        if dm is not None and getattr(dm, "num_classes", self.spec.num_classes) != self.spec.num_classes:
+            raise ValueError(f"data.num_classes is {dm.num_classes} but the teacher '{self.hparams.teacher}' has "
+                             f"{self.spec.num_classes} classes: set data.init_args.num_classes: {self.spec.num_classes}.")
+        if self.trainer.is_global_zero:
+            state = self.writer.begin(self.settings(), overwrite=self.hparams.overwrite)
+            removed = self.writer.remove_orphan_images() if state != "new" else 0
+            if state != "new":
+                print(f"Resuming the synthetic set in '{self.output_dir}' ({state}; removed {removed} images of "
+                      f"unfinished batches).")
+        self.trainer.strategy.barrier("synthesis-setup")
+        self.trainer.fit_loop.max_epochs = self.hparams.rounds  # one epoch per calibration round
+        last = self.teacher_last_linear()
+        if last is not None:
+            last.register_forward_hook(lambda m, inp, out: setattr(self, "_features", inp[0]))
+
+    def teacher_last_linear(self) -> nn.Linear | None:
+        linears = [m for m in self.teacher.modules() if isinstance(m, nn.Linear)]
+        return linears[-1] if linears else None
+
+    def on_train_epoch_start(self) -> None:
+        self._done = self.writer.done_slots(self.current_epoch)
+
+    # -- one batch = one full inner optimisation ------------------------------------------------
+    def training_step(self, slots: torch.Tensor, batch_idx: int) -> dict[str, Any] | None:
+        round_ = self.current_epoch
+        slots = slots[slots >= 0].cpu()
+        slots = slots[torch.tensor([int(s) not in self._done for s in slots], dtype=torch.bool)]
+        if len(slots) == 0:
+            return None  # padding, or finished before a restart
+        targets = self.round_targets(round_, slots).to(self.device)
+        gen = torch.Generator().manual_seed(_seed(self.hparams.seed, round_, int(slots.min())))
+        x, final_loss = self.synthesize(targets, gen)
+        images = self.to_uint8(x)
+        record = self.evaluate_saved(images, targets)
+        record["final_loss"] = final_loss
+        record["rank"] = self.global_rank
+        self.writer.write_batch(round_, slots, images.cpu(), record)
+        n = len(slots)
+        for key in ("teacher_top1", "teacher_confidence", "bn_distance", "diversity", "final_loss"):
+            self.log(f"synthesis/{key}", record[key], on_step=True, on_epoch=True, batch_size=n,
+                     prog_bar=key in ("teacher_top1", "final_loss"))
+        self.log("synthesis/round", float(round_), on_step=True, on_epoch=False, batch_size=n)
+        return {"images": images.cpu(), "classes": record["classes"], "target_classes": record["target_classes"],
+                "round": round_}
+
+    def round_targets(self, round_: int, slots: torch.Tensor) -> torch.Tensor:
+        """Round 0 (or no calibration): one-hot of slot % K. Later: softmax of last round's logits / T."""
+        k = self.spec.num_classes
+        if round_ == 0 or not self.hparams.label_calibration:
+            return F.one_hot(slots % k, k).float()
+        logits = self.writer.logits_for(round_ - 1, slots.tolist())
+        return F.softmax(logits / self.hparams.label_temperature, dim=1)
+
+    def pixel_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = torch.tensor(self.spec.mean, device=self.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.spec.std, device=self.device).view(1, -1, 1, 1)
+        return (0 - mean) / std, (1 - mean) / std
+
+    @torch.autocast("cuda", enabled=False)
+    @torch.autocast("cpu", enabled=False)
+    def synthesize(self, targets: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, float]:
+        """Optimise fresh images toward ``targets``; returns them (normalised space) and the last loss.
+
+        Always fp32: the BN-statistics and TV terms are small differences of large numbers, and the
+        images are the parameters, so bf16 rounding would stall the optimisation.
+        """
+        hp = self.hparams
+        n, c, s = len(targets), self.spec.in_channels, self.spec.image_size
+        x = torch.randn(n, c, s, s, generator=gen).to(self.device).requires_grad_(True)
+        lo, hi = self.pixel_bounds()
+        phases = [(hp.lowres_factor, hp.lowres_iterations), (1, hp.iterations)]
+        loss_value = float("nan")
+        with BNStatisticsLoss(self.teacher, hp.first_bn_multiplier) as bn:
+            for factor, steps in [(f, k) for f, k in phases if k > 0]:
+                opt = torch.optim.Adam([x], lr=hp.lr, betas=tuple(hp.betas), eps=1e-8)
+                for t in range(steps):
+                    for group in opt.param_groups:
+                        group["lr"] = warmup_cosine(t, steps, hp.lr, hp.warmup_iterations)
+                    view = self.view(F.avg_pool2d(x, factor) if factor > 1 else x, factor, gen)
+                    logits = self.teacher(view)
+                    terms = {"main": soft_cross_entropy(logits, targets),
+                             "bn": bn.loss() if hp.r_feature > 0 else logits.new_zeros(())}
+                    terms["tv_l1"], terms["tv_l2"] = total_variation(view)
+                    terms["l2"] = image_l2(view)
+                    loss = (hp.main_loss_multiplier * terms["main"] + hp.r_feature * terms["bn"]
+                            + hp.tv_l2 * terms["tv_l2"] + hp.tv_l1 * terms["tv_l1"] + hp.l2_scale * terms["l2"])
+                    if not torch.isfinite(loss):
+                        bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+                        raise FloatingPointError(
+                            f"Synthesis loss became {loss.item()} at step {t} (non-finite terms: {bad or 'none'}). "
+                            f"Lower model.init_args.lr (now {hp.lr}) or the weight of the diverging term.")
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    with torch.no_grad():
+                        x.copy_(torch.maximum(torch.minimum(x, hi), lo))
+                    loss_value = loss.item()
+        return x.detach(), loss_value
+
+    def view(self, canvas: torch.Tensor, factor: int, gen: torch.Generator) -> torch.Tensor:
+        hp = self.hparams
+        if hp.regional_update:
+            return random_regions(canvas, tuple(canvas.shape[-2:]), tuple(hp.region_scale), tuple(hp.region_ratio),
+                                  hp.flip_prob, gen)
+        return jitter_flip(canvas, max(1, hp.jitter // factor) if hp.jitter else 0, hp.flip_prob, gen)
+
+    def to_uint8(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.spec.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.spec.std, device=x.device).view(1, -1, 1, 1)
+        return ((x * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.spec.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.spec.std, device=images.device).view(1, -1, 1, 1)
+        return (images.float() / 255 - mean) / std
+
+    @torch.no_grad()
+    def evaluate_saved(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+        """Teacher logits and quality metrics on the images *as saved* (8-bit PNG), not on a jittered view:
+        these logits are the next round's soft labels and the set's stored soft labels."""
+        with BNStatisticsLoss(self.teacher, 1.0) as bn:
+            logits = self.teacher(self.normalize(images))
+        feats = self._features if self._features is not None else logits
+        target_classes = targets.argmax(1)
+        classes = logits.argmax(1)
+        return {"targets": targets.cpu(), "target_classes": target_classes.cpu(), "logits": logits.cpu(),
+                "classes": classes.cpu(), "teacher_top1": (classes == target_classes).float().mean().item(),
+                "teacher_confidence": F.softmax(logits, 1).amax(1).mean().item(),
+                "bn_distance": bn.unweighted().item() if bn.layers else float("nan"),
+                "diversity": within_class_diversity(feats, target_classes)}
+
+    # -- end of the run -------------------------------------------------------------------------------
+    def on_train_end(self) -> None:
+        self.trainer.strategy.barrier("synthesis-end")
+        if not self.trainer.is_global_zero:
+            return
+        dm = self.trainer.datamodule
+        manifest = self.writer.finalize({
+            "dfnas_pl_version": __version__, "teacher": self.spec.describe(), "config": dict(self.hparams),
+            "seed": self.hparams.seed, "rounds": self.hparams.rounds,
+            "images_per_class_per_round": getattr(dm, "images_per_class", None),
+            "batch_size": getattr(dm, "batch_size", None), "world_size": self.trainer.world_size,
+            "class_names": self.spec.class_names, "wall_time_s": round(time.time() - self._started, 1)})
+        for logger in self.loggers:
+            logger.log_metrics({f"synthetic_set/count_class_{k}": float(v)
+                                for k, v in manifest["counts_per_class"].items()}
+                               | {f"synthetic_set/{k}": float(v) for k, v in manifest["quality"].items()
+                                  if k != "per_round"})
+        q = manifest["quality"]
+        print(f"Synthetic set: {manifest['images']} images in '{self.output_dir}' | teacher top-1 "
+              f"{q['teacher_top1']:.3f}, confidence {q['teacher_confidence']:.3f}, BN distance {q['bn_distance']:.3f}, "
+              f"diversity {q['diversity']:.3f}")
+
+
+def within_class_diversity(features: torch.Tensor, classes: torch.Tensor) -> float:
+    """Mean pairwise cosine distance between the teacher's penultimate features of images of the
+    same class in the batch (0 = identical; higher = more diverse). NaN if no class has two images."""
+    f = F.normalize(features.flatten(1).float(), dim=1)
+    sims, counts = 0.0, 0
+    for k in classes.unique():
+        fk = f[classes == k]
+        m = len(fk)
+        if m < 2:
+            continue
+        s = fk @ fk.T
+        sims += float((1 - s).sum() / 2)  # each pair counted once (diagonal is 0)
+        counts += m * (m - 1) // 2
+    return sims / counts if counts else float("nan")
+
+
+def _seed(seed: int, round_: int, first_slot: int) -> int:
+    return int(hashlib.sha256(f"{seed}/{round_}/{first_slot}".encode()).hexdigest()[:15], 16)
