@@ -30,6 +30,7 @@ from dfnas_pl.inversion.views import jitter_flip, random_regions, warmup_cosine
 from dfnas_pl.teachers.loading import load_teacher
 
 warnings.filterwarnings("ignore", message=r".*`configure_optimizers` returned `None`.*")
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")  # the frozen teacher
 
 # Settings that change the images: a resumed run must use the same ones.
 _IMAGE_SETTINGS = ("teacher", "rounds", "label_calibration", "label_temperature", "iterations", "lowres_iterations",
@@ -165,7 +166,7 @@ class ModelInversion(L.LightningModule):
         record["rank"] = self.global_rank
         self.writer.write_batch(round_, slots, images.cpu(), record)
         n = len(slots)
-        for key in ("teacher_top1", "teacher_confidence", "bn_distance", "diversity", "final_loss"):
+        for key in ("teacher_top1", "teacher_confidence", "bn_distance", "final_loss"):
             self.log(f"synthesis/{key}", record[key], on_step=True, on_epoch=True, batch_size=n,
                      prog_bar=key in ("teacher_top1", "final_loss"))
         self.log("synthesis/round", float(round_), on_step=True, on_epoch=False, batch_size=n)
@@ -256,7 +257,7 @@ class ModelInversion(L.LightningModule):
                 "classes": classes.cpu(), "teacher_top1": (classes == target_classes).float().mean().item(),
                 "teacher_confidence": F.softmax(logits, 1).amax(1).mean().item(),
                 "bn_distance": bn.unweighted().item() if bn.layers else float("nan"),
-                "diversity": within_class_diversity(feats, target_classes)}
+                "features": feats.detach().float().cpu()}
 
     # -- end of the run -------------------------------------------------------------------------------
     def on_train_end(self) -> None:
@@ -281,21 +282,7 @@ class ModelInversion(L.LightningModule):
               f"diversity {q['diversity']:.3f}")
 
 
-def within_class_diversity(features: torch.Tensor, classes: torch.Tensor) -> float:
-    """Mean pairwise cosine distance between the teacher's penultimate features of images of the
-    same class in the batch (0 = identical; higher = more diverse). NaN if no class has two images."""
-    f = F.normalize(features.flatten(1).float(), dim=1)
-    sims, counts = 0.0, 0
-    for k in classes.unique():
-        fk = f[classes == k]
-        m = len(fk)
-        if m < 2:
-            continue
-        s = fk @ fk.T
-        sims += float((1 - s).sum() / 2)  # each pair counted once (diagonal is 0)
-        counts += m * (m - 1) // 2
-    return sims / counts if counts else float("nan")
-
-
 def _seed(seed: int, round_: int, first_slot: int) -> int:
+    """Seed of one batch's noise and views: depends on the batch, not on the rank or the restart,
+    so a resumed or re-sharded run makes the same images."""
     return int(hashlib.sha256(f"{seed}/{round_}/{first_slot}".encode()).hexdigest()[:15], 16)

@@ -1,0 +1,73 @@
+"""Knowledge distillation from the teacher: the loss the paper's code uses for supernet training
+(KL at temperature T = 3, teacher run online on the same augmented batch, no T^2 factor), and a
+student classifier trained with it - the standard check of a data-free synthetic set.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from dfnas_pl.teachers.loading import build_arch, load_teacher
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 3.0) -> torch.Tensor:
+    """-sum_k softmax(t/T)_k log softmax(s/T)_k, batch mean (the official ``DistributionLoss``)."""
+    p = F.softmax(teacher_logits / temperature, dim=1)
+    return -(p * F.log_softmax(student_logits / temperature, dim=1)).sum(1).mean()
+
+
+class DistilledClassifier(L.LightningModule):
+    """A student trained only by distillation from the teacher on (synthetic) images.
+
+    Batches are ``(image, stored_logits, class)`` from :class:`~dfnas_pl.data.synthetic.SyntheticImageDataset`
+    or ``(image, class)`` from real data; the loss uses the teacher's logits on the augmented batch
+    (``online_teacher``, as the official code) or the stored ones. Val/test report top-1 on real labels.
+    """
+
+    def __init__(self, student: str = "resnet8", teacher: str = "embedded:fmnist_resnet8", temperature: float = 3.0,
+                 online_teacher: bool = True, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
+                 trust_checkpoint: bool = False) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.spec = load_teacher(teacher, trust_checkpoint=trust_checkpoint)
+        self.teacher = self.spec.model
+        self.student = build_arch(student, self.spec.in_channels, self.spec.num_classes)
+        k = self.spec.num_classes
+        self.val_acc, self.test_acc = MulticlassAccuracy(k, average="micro"), MulticlassAccuracy(k, average="micro")
+
+    def train(self, mode: bool = True) -> DistilledClassifier:
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, stored = batch[0], batch[1] if len(batch) == 3 else None
+        if self.hparams.online_teacher or stored is None:
+            with torch.no_grad():
+                stored = self.teacher(x)
+        loss = kd_loss(self.student(x), stored, self.hparams.temperature)
+        self.log("train/kd_loss", loss, prog_bar=True)
+        return loss
+
+    def _eval(self, batch, metric: MulticlassAccuracy, stage: str) -> None:
+        x, y = batch[0], batch[-1]
+        metric(self.student(x), y)
+        self.log(f"{stage}/acc", metric, prog_bar=True)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval(batch, self.val_acc, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval(batch, self.test_acc, "test")
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.student.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum,
+                              weight_decay=self.hparams.weight_decay, nesterov=True)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.estimated_stepping_batches)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

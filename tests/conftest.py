@@ -1,0 +1,53 @@
+"""Shared helpers: tiny real synthesis runs (the embedded teacher, a few iterations) and CLI runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from dfnas_pl.data.synthesis_slots import SynthesisSlots
+from dfnas_pl.inversion.module import ModelInversion
+
+REPO = Path(__file__).resolve().parents[1]
+TEACHER = "embedded:fmnist_resnet8"
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def synthesize(out: Path, rounds: int = 2, images_per_class: int = 2, batch_size: int = 10, iterations: int = 20,
+               callbacks=None, logger=False, **kwargs) -> ModelInversion:
+    """A real (small) synthesis run through the Lightning Trainer."""
+    kwargs.setdefault("warmup_iterations", 5)
+    model = ModelInversion(teacher=TEACHER, output_dir=str(out), rounds=rounds, iterations=iterations, **kwargs)
+    data = SynthesisSlots(num_classes=10, images_per_class=images_per_class, batch_size=batch_size)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=logger, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks or [],
+                        default_root_dir=str(out.parent), log_every_n_steps=1)
+    trainer.fit(model, datamodule=data)
+    return model
+
+
+def run_cli(*args: str, cwd: Path = REPO, timeout: int = 600, env: dict | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "dfnas_pl", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dfnas_pl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def synthetic_set(tmp_path_factory) -> Path:
+    """One small finished synthetic set (2 rounds x 20 images), shared by read-only tests."""
+    out = tmp_path_factory.mktemp("shared") / "synthetic"
+    synthesize(out, rounds=2, images_per_class=2, batch_size=10, iterations=30)
+    return out

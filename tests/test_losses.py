@@ -1,0 +1,68 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dfnas_pl.inversion.losses import (
+    BNStatisticsLoss,
+    channel_var_mean,
+    image_l2,
+    soft_cross_entropy,
+    total_variation,
+)
+from dfnas_pl.teachers.resnet import resnet8
+
+
+def test_channel_var_mean_matches_torch():
+    x = torch.randn(7, 5, 6, 9) * 3 + 10  # large mean: the float64 accumulation must keep precision
+    var, mean = channel_var_mean(x)
+    ref_var, ref_mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+    torch.testing.assert_close(var, ref_var, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(mean, ref_mean, rtol=1e-5, atol=1e-5)
+
+
+def test_bn_loss_is_zero_at_running_statistics_and_weights_first_layer():
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 8, 8)
+    net = nn.Sequential(nn.BatchNorm2d(3), nn.BatchNorm2d(3)).eval()
+    var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+    for bn in net:  # running statistics = this batch's statistics (BN in eval mode maps them to 0/1)
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var)
+    net[1].running_mean.zero_()
+    net[1].running_var.fill_(1.0)
+    with BNStatisticsLoss(net, first_bn_multiplier=10.0) as bn_loss:
+        net(x)
+        assert bn_loss.distances[0].item() == pytest.approx(0.0, abs=1e-4)
+        second = bn_loss.distances[1].item()
+        assert second < 1e-3  # eval-mode BN output has mean 0 / var 1 (up to eps)
+        net(x + 1.0)  # shifted batch: the first layer's mean is off by 1 in each of 3 channels
+        assert bn_loss.distances[0].item() == pytest.approx(3 ** 0.5, rel=1e-3)
+        assert bn_loss.loss().item() == pytest.approx(10 * bn_loss.distances[0].item() + bn_loss.distances[1].item(),
+                                                      rel=1e-5)
+    assert not net[0]._forward_hooks  # hooks removed on exit
+
+
+def test_bn_loss_counts_every_batchnorm_of_the_teacher():
+    net = resnet8().eval()
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    with BNStatisticsLoss(net) as bn_loss:
+        net(torch.randn(4, 1, 28, 28))
+        assert len(bn_loss.distances) == n_bn == 9
+        assert all(d is not None and d.item() > 0 for d in bn_loss.distances)
+
+
+def test_total_variation_and_l2():
+    flat = torch.ones(2, 1, 5, 5)
+    tv1, tv2 = total_variation(flat)
+    assert tv1.item() == 0 and tv2.item() == 0
+    stripes = torch.zeros(1, 1, 4, 4)
+    stripes[..., ::2] = 1.0
+    tv1, tv2 = total_variation(stripes)
+    assert tv1.item() > 0.5 and tv2.item() > 1.0
+    assert image_l2(torch.ones(3, 1, 2, 2)).item() == pytest.approx(2.0)
+
+
+def test_soft_cross_entropy_equals_cross_entropy_on_one_hot():
+    logits, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 1, 0])
+    torch.testing.assert_close(soft_cross_entropy(logits, F.one_hot(y, 4).float()), F.cross_entropy(logits, y))

@@ -1,0 +1,117 @@
+"""Real synthesis runs with the embedded teacher (small sizes), checked through the files they write."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dfnas_pl.data.quality import within_class_diversity
+from dfnas_pl.data.synthetic import SyntheticImageDataset, SyntheticSetWriter
+from dfnas_pl.teachers.loading import load_teacher
+from tests.conftest import TEACHER, synthesize
+
+
+def records(root, round_):
+    return SyntheticSetWriter(root, 10).records(round_)
+
+
+def test_synthetic_set_layout_and_manifest(synthetic_set):
+    manifest = json.loads((synthetic_set / "manifest.json").read_text())
+    assert manifest["images"] == 40 and manifest["rounds"] == 2
+    assert sum(manifest["counts_per_class"].values()) == 40
+    pngs = sorted(synthetic_set.glob("images/*/*.png"))
+    assert len(pngs) == 40
+    ids = {p.stem for p in pngs}
+    assert ids == {f"r{r:02d}_{s:06d}" for r in range(2) for s in range(20)}
+    assert manifest["teacher"]["num_classes"] == 10 and manifest["config"]["r_feature"] == 0.01
+    assert set(manifest["quality"]) >= {"teacher_top1", "teacher_confidence", "bn_distance", "diversity"}
+    soft = torch.load(synthetic_set / "soft_labels.pt", weights_only=True)
+    assert soft["logits"].shape == (40, 10) and len(soft["ids"]) == 40
+    # folder = teacher argmax on the saved image
+    for png in pngs:
+        i = soft["ids"].index(png.stem)
+        assert int(png.parent.name) == int(soft["logits"][i].argmax())
+
+
+def test_inversion_makes_images_the_teacher_recognises(synthetic_set):
+    """Optimised images are classified as their targets; the same number of random-noise images is not."""
+    manifest = json.loads((synthetic_set / "manifest.json").read_text())
+    round0 = manifest["quality"]["per_round"]["0"]
+    assert round0["teacher_top1"] >= 0.8
+    teacher = load_teacher(TEACHER)
+    noise = (torch.rand(20, 1, 28, 28) - 0.286) / 0.353
+    noise_top1 = (teacher.model(noise).argmax(1) == torch.arange(20) % 10).float().mean().item()
+    assert round0["teacher_top1"] > noise_top1 + 0.4
+
+
+def test_recursive_label_calibration_targets_previous_round_predictions(synthetic_set):
+    r0 = {int(s): z for rec in records(synthetic_set, 0) for s, z in zip(rec["slots"], rec["logits"])}
+    for rec in records(synthetic_set, 1):
+        for s, target in zip(rec["slots"].tolist(), rec["targets"]):
+            torch.testing.assert_close(target, F.softmax(r0[s], 0))
+            assert target.max() < 1.0  # soft, not one-hot
+    for rec in records(synthetic_set, 0):
+        assert torch.equal(rec["targets"], F.one_hot(rec["slots"] % 10, 10).float())
+
+
+def test_soft_labels_are_the_teachers_logits_on_the_saved_png(synthetic_set):
+    ds = SyntheticImageDataset(synthetic_set)
+    teacher = load_teacher(TEACHER).model
+    imgs = torch.stack([ds[i][0] for i in range(len(ds))])
+    torch.testing.assert_close(teacher(imgs), ds.logits, atol=1e-4, rtol=1e-4)
+    assert ds[0][0].shape == (1, 28, 28) and isinstance(ds[0][2], int)
+    only_round1 = SyntheticImageDataset(synthetic_set, rounds=[1])
+    assert len(only_round1) == 20 and all(i.startswith("r01_") for i in only_round1.ids)
+
+
+def test_teacher_running_statistics_are_untouched(tmp_path):
+    model = synthesize(tmp_path / "syn", rounds=1, images_per_class=1, iterations=5)
+    reference = load_teacher(TEACHER).model.state_dict()
+    for k, v in model.teacher.state_dict().items():
+        assert torch.equal(v, reference[k]), f"teacher buffer {k} changed during synthesis"
+
+
+def test_without_label_calibration_every_round_uses_hard_labels(tmp_path):
+    out = tmp_path / "plain"
+    synthesize(out, rounds=2, images_per_class=1, iterations=5, label_calibration=False, regional_update=False)
+    for rec in records(out, 1):
+        assert torch.equal(rec["targets"], F.one_hot(rec["slots"] % 10, 10).float())
+
+
+def test_same_seed_same_images_other_seed_other_images(tmp_path):
+    a = synthesize(tmp_path / "a", rounds=1, images_per_class=1, iterations=5)
+    b = synthesize(tmp_path / "b", rounds=1, images_per_class=1, iterations=5)
+    c = synthesize(tmp_path / "c", rounds=1, images_per_class=1, iterations=5, seed=1)
+    png = lambda m: sorted(p.read_bytes() for p in m.output_dir.glob("images/*/*.png"))  # noqa: E731
+    assert png(a) == png(b)
+    assert png(a) != png(c)
+
+
+def test_lowres_warmup_phase_runs(tmp_path):
+    m = synthesize(tmp_path / "lowres", rounds=1, images_per_class=1, iterations=5, lowres_iterations=5)
+    assert len(list(m.output_dir.glob("images/*/*.png"))) == 10
+
+
+@pytest.mark.parametrize(("regional", "r_feature"), [(False, 0.05), (True, 0.2)])
+def test_bn_loss_lowers_feature_statistics_distance(tmp_path, regional, r_feature):
+    """Switching on the BN-statistics term makes the saved images' feature statistics closer to the
+    teacher's running statistics. (With regional update the term acts on crops, so its effect on the
+    whole image is weaker and needs a larger weight to show within 40 iterations.)"""
+    with_bn = synthesize(tmp_path / "bn", rounds=1, images_per_class=2, iterations=40, r_feature=r_feature,
+                         regional_update=regional)
+    without = synthesize(tmp_path / "nobn", rounds=1, images_per_class=2, iterations=40, r_feature=0.0,
+                         regional_update=regional)
+    d = lambda m: json.loads((m.output_dir / "manifest.json").read_text())["quality"]["bn_distance"]  # noqa: E731
+    assert d(with_bn) < 0.85 * d(without)
+
+
+def test_diversity_is_measured_over_the_round_and_sees_duplicates(synthetic_set):
+    """Batches hold one image per class here, so diversity must come from the whole round; a set of
+    identical images has diversity 0, the real synthetic set clearly more."""
+    manifest = json.loads((synthetic_set / "manifest.json").read_text())
+    diversity = manifest["quality"]["diversity"]
+    assert diversity == diversity and diversity > 0.01  # not NaN
+    feats = torch.cat([rec["features"] for rec in records(synthetic_set, 0)])
+    classes = torch.cat([rec["target_classes"] for rec in records(synthetic_set, 0)])
+    assert within_class_diversity(feats[:1].repeat(len(feats), 1), classes) == pytest.approx(0.0, abs=1e-6)
