@@ -51,3 +51,13 @@ def synthetic_set(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shared") / "synthetic"
     synthesize(out, rounds=2, images_per_class=2, batch_size=10, iterations=30)
     return out
+
+
+@pytest.fixture(scope="session")
+def fmnist_root(tmp_path_factory) -> Path:
+    """Real Fashion-MNIST, gunzipped from Debian's package into a fresh root."""
+    from dfnas_pl.data.fashion_mnist import prepare_fashion_mnist
+
+    root = tmp_path_factory.mktemp("fmnist")
+    assert prepare_fashion_mnist(root), "Debian's dataset-fashion-mnist package is missing: run `make install`."
+    return root

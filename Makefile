@@ -1,0 +1,43 @@
+# dfnas_pl — everything goes through the virtual environment in .venv, which `install` builds.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast run synthesize lint bench paper-table clean
+
+install: $(VENV)/.installed $(FMNIST)
+
+$(VENV)/.installed: setup.cfg setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# Real Fashion-MNIST without a download: Debian's dataset-fashion-mnist package.
+$(FMNIST):
+	$(SUDO) apt-get install -y dataset-fashion-mnist || \
+	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The main job on the embedded default teacher.
+run: install
+	$(PY) -m dfnas_pl fit --config experiments/fmnist/synthesize.yaml
+
+synthesize: run
+
+lint: install
+	$(PY) -m ruff check .
+
+bench: install
+	$(PY) -m bench.synthesis --out bench/results.md
+
+clean:
+	rm -rf runs lightning_logs wandb .pytest_cache
