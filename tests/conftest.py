@@ -25,7 +25,8 @@ def synthesize(out: Path, rounds: int = 2, images_per_class: int = 2, batch_size
                callbacks=None, logger=False, **kwargs) -> ModelInversion:
     """A real (small) synthesis run through the Lightning Trainer."""
     kwargs.setdefault("warmup_iterations", 5)
-    model = ModelInversion(teacher=TEACHER, output_dir=str(out), rounds=rounds, iterations=iterations, **kwargs)
+    kwargs.setdefault("teacher", TEACHER)
+    model = ModelInversion(output_dir=str(out), rounds=rounds, iterations=iterations, **kwargs)
     data = SynthesisSlots(num_classes=10, images_per_class=images_per_class, batch_size=batch_size)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=logger, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks or [],

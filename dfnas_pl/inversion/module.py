@@ -98,6 +98,8 @@ class ModelInversion(L.LightningModule):
         self.automatic_optimization = False
         if rounds < 1 or iterations < 1:
             raise ValueError(f"rounds ({rounds}) and iterations ({iterations}) must be at least 1.")
+        if not 0 < lr < float("inf"):
+            raise ValueError(f"lr must be a positive finite number, got {lr}.")
         self.spec = load_teacher(teacher, trust_checkpoint=trust_checkpoint)
         self.teacher: nn.Module = self.spec.model
         n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.teacher.modules())
@@ -199,7 +201,7 @@ class ModelInversion(L.LightningModule):
         x = torch.randn(n, c, s, s, generator=gen).to(self.device).requires_grad_(True)
         lo, hi = self.pixel_bounds()
         phases = [(hp.lowres_factor, hp.lowres_iterations), (1, hp.iterations)]
-        loss_value = float("nan")
+        loss_value, first_step = float("nan"), True
         with BNStatisticsLoss(self.teacher, hp.first_bn_multiplier) as bn:
             for factor, steps in [(f, k) for f, k in phases if k > 0]:
                 opt = torch.optim.Adam([x], lr=hp.lr, betas=tuple(hp.betas), eps=1e-8)
@@ -216,15 +218,17 @@ class ModelInversion(L.LightningModule):
                             + hp.tv_l2 * terms["tv_l2"] + hp.tv_l1 * terms["tv_l1"] + hp.l2_scale * terms["l2"])
                     if not torch.isfinite(loss):
                         bad = [k for k, v in terms.items() if not torch.isfinite(v)]
-                        raise FloatingPointError(
-                            f"Synthesis loss became {loss.item()} at step {t} (non-finite terms: {bad or 'none'}). "
-                            f"Lower model.init_args.lr (now {hp.lr}) or the weight of the diverging term.")
+                        fix = ("The teacher gives non-finite outputs on fresh noise: check its weights."
+                               if first_step else
+                               f"Lower model.init_args.lr (now {hp.lr}) or the weight of the diverging term.")
+                        raise FloatingPointError(f"Synthesis loss became {loss.item()} at step {t} (non-finite "
+                                                 f"terms: {bad or 'none'}). {fix}")
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                     with torch.no_grad():
                         x.copy_(torch.maximum(torch.minimum(x, hi), lo))
-                    loss_value = loss.item()
+                    loss_value, first_step = loss.item(), False
         return x.detach(), loss_value
 
     def view(self, canvas: torch.Tensor, factor: int, gen: torch.Generator) -> torch.Tensor:

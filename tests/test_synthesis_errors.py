@@ -1,0 +1,65 @@
+"""Bad input to synthesis fails early with a message that names the problem and the fix."""
+
+import json
+
+import lightning as L
+import pytest
+import torch
+
+from dfnas_pl.data.synthesis_slots import SynthesisSlots
+from dfnas_pl.inversion.module import ModelInversion
+from dfnas_pl.teachers.loading import build_arch, save_teacher
+from tests.conftest import TEACHER, synthesize
+
+
+def test_teacher_without_batchnorm_needs_r_feature_zero(tmp_path):
+    path = save_teacher(tmp_path / "nobn.pt", build_arch("nobn_cnn", 1, 10), "nobn_cnn", 10, 1, 28, (0.5,), (0.5,))
+    with pytest.raises(ValueError, match="no BatchNorm layers.*r_feature: 0"):
+        ModelInversion(teacher=str(path), output_dir=str(tmp_path / "out"))
+    synthesize(tmp_path / "out", teacher=str(path), r_feature=0.0, rounds=1, images_per_class=1, iterations=3)
+    assert len(list((tmp_path / "out").glob("images/*/*.png"))) == 10
+
+
+def test_class_count_mismatch_between_data_and_teacher(tmp_path):
+    model = ModelInversion(teacher=TEACHER, output_dir=str(tmp_path / "out"), iterations=2)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="data.num_classes is 100 .* 10 classes.*num_classes: 10"):
+        trainer.fit(model, datamodule=SynthesisSlots(num_classes=100, images_per_class=1, batch_size=10))
+    assert not (tmp_path / "out" / "records").exists()  # nothing written before the check
+
+
+def test_unwritable_output_dir(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(PermissionError, match="not writable.*Choose another location"):
+        synthesize(blocker / "synthetic", rounds=1, images_per_class=1, iterations=2)
+
+
+def test_nan_loss_stops_with_the_fix(tmp_path):
+    model = build_arch("resnet8", 1, 10)
+    with torch.no_grad():
+        model.fc.weight[0, 0] = float("nan")  # a damaged teacher: every logit of class 0 is NaN
+    path = save_teacher(tmp_path / "nan.pt", model, "resnet8", 10, 1, 28, (0.5,), (0.5,))
+    with pytest.raises(FloatingPointError, match=r"non-finite terms: \['main'\]\). .*check its weights"):
+        synthesize(tmp_path / "out", teacher=str(path), rounds=1, images_per_class=1, iterations=5)
+    assert not list((tmp_path / "out").glob("records/*/*.pt"))  # no half-made batch was recorded
+    with pytest.raises(ValueError, match="lr must be a positive finite number"):
+        ModelInversion(teacher=TEACHER, output_dir=str(tmp_path / "out"), lr=float("nan"))
+
+
+def test_other_settings_on_an_existing_set_are_refused_then_overwritten(tmp_path):
+    out = tmp_path / "out"
+    synthesize(out, rounds=1, images_per_class=1, iterations=3)
+    first = json.loads((out / "manifest.json").read_text())
+    with pytest.raises(ValueError, match=r"other settings \(iterations\).*overwrite: true"):
+        synthesize(out, rounds=1, images_per_class=1, iterations=4)
+    assert json.loads((out / "manifest.json").read_text()) == first  # refused without touching it
+    synthesize(out, rounds=1, images_per_class=1, iterations=4, overwrite=True)
+    assert json.loads((out / "manifest.json").read_text())["config"]["iterations"] == 4
+
+
+def test_invalid_sizes(tmp_path):
+    with pytest.raises(ValueError, match="must be at least 1"):
+        ModelInversion(teacher=TEACHER, output_dir=str(tmp_path), rounds=0)
+    with pytest.raises(ValueError, match="must be positive"):
+        SynthesisSlots(images_per_class=0)
