@@ -46,20 +46,31 @@ class ModelInversion(L.LightningModule):
     ``main_loss_multiplier * CE(f(v), target) + r_feature * R_BN + tv_l2 * R_TV2 + tv_l1 * R_TV1 + l2_scale * R_l2``.
 
     Args:
-        teacher: teacher source (see :func:`~dfnas_pl.teachers.loading.load_teacher`).
+        teacher: teacher source: ``embedded:<name>``, a teacher file, a Lightning checkpoint or a state dict.
         output_dir: where the synthetic set is written (``<run>/synthetic``).
         rounds: rounds of recursive label calibration (= epochs); every round's images are kept.
         label_calibration: round r > 0 targets the teacher's soft prediction on round r-1's image of
-            the same slot (at ``label_temperature``). Off: every round uses hard, class-balanced labels.
+            the same slot. Off: every round uses hard, class-balanced labels (plain DeepInversion).
+        label_temperature: temperature of the soft targets of calibrated rounds (official: 1).
         iterations: Adam steps per batch at full resolution.
-        lowres_iterations, lowres_factor: optional warm-up phase on an average-pooled canvas (the
-            official code's 2000 half-resolution steps); a new Adam starts at each phase.
-        lr, betas, warmup_iterations: Adam on the images, linear warm-up then cosine, per phase.
-        r_feature, first_bn_multiplier: weight of the BatchNorm-statistics loss, and its first layer's factor.
-        tv_l1, tv_l2, l2_scale, main_loss_multiplier: input priors and the classification term.
-        jitter, flip_prob: random shift (pixels) and flip of the whole batch (when not regional).
-        regional_update: each step optimises one random region (area fraction ``region_scale``, aspect
-            ``region_ratio``) of each image, resampled to full resolution; flipped with ``flip_prob``.
+        lowres_iterations: optional warm-up steps on an average-pooled canvas (official: 2000 at half
+            resolution); a new Adam starts at each phase.
+        lowres_factor: down-sampling factor of the warm-up canvas.
+        lr: Adam learning rate on the images (official: 0.25).
+        betas: Adam betas (official: 0.5, 0.9).
+        warmup_iterations: linear lr warm-up steps before the cosine decay, per phase.
+        main_loss_multiplier: weight of the cross-entropy to the targets.
+        r_feature: weight of the BatchNorm-statistics loss (feature-level regularisation); 0 switches it off.
+        first_bn_multiplier: extra factor on the first BatchNorm layer's statistics term (official: 10).
+        tv_l1: weight of the L1 total-variation prior.
+        tv_l2: weight of the L2 total-variation prior.
+        l2_scale: weight of the image L2 prior.
+        jitter: random shift in pixels of the whole batch (used when regional_update is off).
+        flip_prob: probability of a horizontal flip of each view.
+        regional_update: each step optimises one random region of each image, resampled to full
+            resolution, so only that region's pixels get gradient (the paper's diversity device).
+        region_scale: area fraction range of the regions.
+        region_ratio: aspect-ratio range of the regions.
         seed: images and views of slot batch b of round r depend only on (seed, r, b).
         overwrite: discard an existing set made with other settings instead of refusing to touch it.
         trust_checkpoint: load the teacher with ``weights_only=False`` (trusted files only).

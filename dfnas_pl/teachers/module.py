@@ -21,7 +21,8 @@ class TeacherClassifier(L.LightningModule):
 
     Args:
         arch: registry name (``resnet8``), ``torchvision:<name>`` or ``timm:<name>``.
-        num_classes, in_channels: must match the data (checked at setup).
+        num_classes: classes of the data (checked at setup).
+        in_channels: input channels of the data (checked at setup).
         lr: peak learning rate of the one-cycle schedule.
         momentum, weight_decay, label_smoothing: SGD / loss settings.
         export_path: where the teacher file is written when fitting ends (``None``: not written).
