@@ -1,0 +1,203 @@
+"""DARTS (Liu et al., 2019) as a LightningModule: bilevel search of the DARTS cell space.
+
+Each step: (1) an architecture step on a search-val batch, first-order (gradient of the val loss
+at the current weights) or second-order (through one virtual SGD step of the weights, the
+Hessian-vector product by central finite differences, as in the DARTS paper); (2) a weight step
+on a search-train batch. The architecture parameters are replicated on every rank and their
+gradient is averaged across ranks, so all ranks keep identical alphas and derive the same genotype.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from dfnas_pl.search.darts_space import DartsSpaceConfig, DartsSupernet, derive_genotype
+from dfnas_pl.search.export import write_architecture
+from dfnas_pl.search.objective import SearchObjective
+from dfnas_pl.search.plots import alpha_heatmap
+from dfnas_pl.teachers.loading import load_teacher
+from dfnas_pl.utils.io import atomic_write_json, check_writable_dir
+
+
+class DartsSearch(L.LightningModule):
+    """Args:
+        space: size of the DARTS cell space.
+        teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data).
+        temperature: KD temperature (official: 3).
+        image_size: input height = width of the data.
+        unrolled: second-order architecture gradient (True) or first-order (False).
+        w_lr: SGD learning rate of the supernet weights (cosine to ``w_lr_min``).
+        w_lr_min: final weight learning rate.
+        w_momentum: SGD momentum of the weights.
+        w_weight_decay: weight decay of the weights.
+        w_grad_clip: gradient-norm clip of the weights.
+        alpha_lr: Adam learning rate of the architecture parameters (DARTS: 3e-4).
+        alpha_betas: Adam betas of the architecture parameters (DARTS: 0.5, 0.999).
+        alpha_weight_decay: weight decay of the architecture parameters (DARTS: 1e-3).
+        output_dir: where architecture.json, alpha heatmaps and the genotype history go.
+        seed: initialisation of the architecture parameters.
+    """
+
+    def __init__(self, space: DartsSpaceConfig = DartsSpaceConfig(), teacher: str | None = "embedded:fmnist_resnet8",
+                 temperature: float = 3.0, image_size: int = 28, unrolled: bool = False, w_lr: float = 0.025,
+                 w_lr_min: float = 0.001, w_momentum: float = 0.9, w_weight_decay: float = 3e-4,
+                 w_grad_clip: float = 5.0, alpha_lr: float = 3e-4, alpha_betas: Sequence[float] = (0.5, 0.999),
+                 alpha_weight_decay: float = 1e-3, output_dir: str = "runs/fmnist/search/darts",
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.space = space
+        self.supernet = DartsSupernet(space)
+        gen = torch.Generator().manual_seed(seed)
+        k = len(space.primitives)
+        self.alpha_normal = nn.Parameter(1e-3 * torch.randn(space.num_edges, k, generator=gen))
+        self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(space.num_edges, k, generator=gen))
+        teacher_net = load_teacher(teacher).model if teacher else None
+        if teacher_net is not None:
+            teacher_net.requires_grad_(False)
+        self.objective = SearchObjective(teacher_net, temperature)
+        self.output_dir = Path(output_dir)
+        self.history: list[dict[str, Any]] = []
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> DartsSearch:
+        super().train(mode)
+        if self.objective.teacher is not None:
+            self.objective.teacher.eval()
+        return self
+
+    def alphas(self) -> list[nn.Parameter]:
+        return [self.alpha_normal, self.alpha_reduce]
+
+    def weights(self) -> list[nn.Parameter]:
+        return list(self.supernet.parameters())
+
+    def arch_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return F.softmax(self.alpha_normal, dim=-1), F.softmax(self.alpha_reduce, dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.supernet(x, *self.arch_weights())
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        w_opt = torch.optim.SGD(self.weights(), lr=hp.w_lr, momentum=hp.w_momentum, weight_decay=hp.w_weight_decay)
+        a_opt = torch.optim.Adam(self.alphas(), lr=hp.alpha_lr, betas=tuple(hp.alpha_betas),
+                                 weight_decay=hp.alpha_weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=max(1, self.trainer.max_epochs or 1),
+                                                           eta_min=hp.w_lr_min)
+        return [w_opt, a_opt], [sched]
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule if self.trainer is not None else None
+        if dm is not None and hasattr(dm, "uses_teacher") and dm.uses_teacher != (self.objective.teacher is not None):
+            need = "a teacher (model.init_args.teacher)" if dm.uses_teacher else "teacher: null (labels, CE)"
+            raise ValueError(f"data source '{dm.source}' needs {need}.")
+        if self.trainer is not None and self.trainer.is_global_zero:
+            check_writable_dir(self.output_dir, "search output")
+
+    # -- the losses as functions of explicit weights (for the unrolled step) ---------------------
+    def _loss(self, params: dict[str, torch.Tensor] | None, alphas: Sequence[torch.Tensor], x: torch.Tensor,
+              targets: torch.Tensor) -> torch.Tensor:
+        normal, reduce = (F.softmax(a, dim=-1) for a in alphas)
+        if params is None:
+            logits = self.supernet(x, normal, reduce)
+        else:
+            logits = functional_call(self.supernet, params, (x, normal, reduce))
+        return self.objective(logits, targets)
+
+    def alpha_gradient(self, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
+                       xi: float) -> list[torch.Tensor]:
+        """d L_val / d alpha: first order, or through w' = w - xi * (grad_w L_train + wd * w)."""
+        alphas = self.alphas()
+        if not self.hparams.unrolled:
+            return list(torch.autograd.grad(self._loss(None, alphas, *val), alphas))
+        names = [n for n, _ in self.supernet.named_parameters()]
+        w = [p.detach() for p in self.supernet.parameters()]
+        g_train = torch.autograd.grad(self._loss(None, alphas, *train), self.weights())
+        wd = self.hparams.w_weight_decay
+        w_virtual = [(wi - xi * (gi + wd * wi)).requires_grad_(True) for wi, gi in zip(w, g_train)]
+        val_loss = self._loss(dict(zip(names, w_virtual)), alphas, *val)
+        grads = torch.autograd.grad(val_loss, alphas + w_virtual)
+        d_alpha, d_w = list(grads[: len(alphas)]), grads[len(alphas):]
+        eps = 0.01 / torch.cat([g.flatten() for g in d_w]).norm().clamp_min(1e-12)
+        hess = []
+        for sign in (1.0, -1.0):
+            shifted = dict(zip(names, [wi + sign * eps * gi for wi, gi in zip(w, d_w)]))
+            hess.append(torch.autograd.grad(self._loss(shifted, alphas, *train), alphas))
+        return [da - xi * (hp_ - hm) / (2 * eps) for da, hp_, hm in zip(d_alpha, *hess)]
+
+    # -- one search step ----------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        w_opt, a_opt = self.optimizers()
+        x_t, x_v = batch["train"][0], batch["val"][0]
+        t_t, t_v = self.objective.targets(batch["train"]), self.objective.targets(batch["val"])
+
+        grads = self.alpha_gradient((x_t, t_t), (x_v, t_v), xi=w_opt.param_groups[0]["lr"])
+        if self.trainer.world_size > 1:
+            grads = [self.trainer.strategy.reduce(g, reduce_op="mean") for g in grads]
+
+        logits = self.supernet(x_t, *self.arch_weights())
+        loss = self.objective(logits, t_t)
+        w_opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self.clip_gradients(w_opt, gradient_clip_val=self.hparams.w_grad_clip, gradient_clip_algorithm="norm")
+        w_opt.step()
+        a_opt.zero_grad(set_to_none=True)
+        for a, g in zip(self.alphas(), grads):
+            a.grad = g.detach()
+        a_opt.step()
+        self.log("search/train_loss", loss, prog_bar=True)
+        self.log("search/train_agreement", self.objective.agreement(logits.detach(), t_t), prog_bar=True)
+
+    def on_train_epoch_end(self) -> None:
+        self.lr_schedulers().step()
+        normal, reduce = (w.detach().cpu() for w in self.arch_weights())
+        genotype = self.genotype()
+        self.history.append({"epoch": self.current_epoch, "genotype": genotype})
+        if not self.trainer.is_global_zero:
+            return
+        edges = [f"n{i}<-{j}" for i, j in self.supernet.cells[0].edges()]
+        png = alpha_heatmap(self.output_dir / "alphas" / f"epoch_{self.current_epoch:03d}.png",
+                            {"normal": normal, "reduce": reduce}, list(self.space.primitives), edges,
+                            f"DARTS architecture weights, epoch {self.current_epoch}")
+        atomic_write_json(self.output_dir / "genotype_history.json", self.history)
+        for logger in self.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key="search/alphas", images=[str(png)], step=self.global_step)
+        print(f"epoch {self.current_epoch} genotype: {json.dumps(genotype)}")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        targets = self.objective.targets(batch)
+        logits = self(batch[0])
+        self.log("search/val_loss", self.objective(logits, targets), prog_bar=True)
+        self.log("search/val_agreement", self.objective.agreement(logits, targets), prog_bar=True)
+
+    def genotype(self) -> dict[str, list[list[tuple[str, int]]]]:
+        normal, reduce = self.arch_weights()
+        return {"normal": derive_genotype(normal, self.space), "reduce": derive_genotype(reduce, self.space)}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["darts_history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("darts_history", []))
+
+    def on_train_end(self) -> None:
+        if self.trainer.is_global_zero:
+            record = write_architecture(self.output_dir / "architecture.json", "darts", "darts", self.space,
+                                        self.hparams.image_size, self.genotype(),
+                                        alphas={"normal": self.arch_weights()[0].tolist(),
+                                                "reduce": self.arch_weights()[1].tolist()},
+                                        unrolled=self.hparams.unrolled, epochs=self.current_epoch + 1)
+            print(f"DARTS architecture written to {self.output_dir / 'architecture.json'}: "
+                  f"{record['flops'] / 1e6:.1f} MFLOPs, {record['params'] / 1e3:.1f} K params")

@@ -1,0 +1,33 @@
+"""What a supernet is trained toward: the teacher (KD at temperature T, teacher run online on the
+same augmented batch, as the paper's code) or the labels (cross-entropy, the real-data baseline)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dfnas_pl.distillation import kd_loss
+
+
+class SearchObjective(nn.Module):
+    def __init__(self, teacher: nn.Module | None, temperature: float = 3.0) -> None:
+        super().__init__()
+        self.teacher, self.temperature = teacher, temperature
+
+    def targets(self, batch) -> torch.Tensor:
+        """Teacher logits (KD) or class indices (CE) for a batch ``(x, ..., y)``."""
+        if self.teacher is None:
+            return batch[-1]
+        with torch.no_grad():
+            return self.teacher(batch[0])
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.teacher is None:
+            return F.cross_entropy(logits, targets)
+        return kd_loss(logits, targets, self.temperature)
+
+    def agreement(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Top-1 against the labels, or against the teacher's argmax."""
+        ref = targets if self.teacher is None else targets.argmax(1)
+        return (logits.argmax(1) == ref).float().mean()
