@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from dfnas_pl.search.darts_space import DartsSpaceConfig, DartsSupernet, derive_genotype
+from dfnas_pl.search.darts_space import DEFAULT_DARTS_SPACE, DartsSpaceConfig, DartsSupernet, derive_genotype
 from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.objective import SearchObjective
 from dfnas_pl.search.plots import alpha_heatmap
@@ -43,15 +43,17 @@ class DartsSearch(L.LightningModule):
         alpha_lr: Adam learning rate of the architecture parameters (DARTS: 3e-4).
         alpha_betas: Adam betas of the architecture parameters (DARTS: 0.5, 0.999).
         alpha_weight_decay: weight decay of the architecture parameters (DARTS: 1e-3).
+        hessian_eps: finite-difference step of the second-order Hessian-vector product, divided by
+            the norm of the val gradient (DARTS: 0.01).
         output_dir: where architecture.json, alpha heatmaps and the genotype history go.
         seed: initialisation of the architecture parameters.
     """
 
-    def __init__(self, space: DartsSpaceConfig = DartsSpaceConfig(), teacher: str | None = "embedded:fmnist_resnet8",
+    def __init__(self, space: DartsSpaceConfig = DEFAULT_DARTS_SPACE, teacher: str | None = "embedded:fmnist_resnet8",
                  temperature: float = 3.0, image_size: int = 28, unrolled: bool = False, w_lr: float = 0.025,
                  w_lr_min: float = 0.001, w_momentum: float = 0.9, w_weight_decay: float = 3e-4,
                  w_grad_clip: float = 5.0, alpha_lr: float = 3e-4, alpha_betas: Sequence[float] = (0.5, 0.999),
-                 alpha_weight_decay: float = 1e-3, output_dir: str = "runs/fmnist/search/darts",
+                 alpha_weight_decay: float = 1e-3, hessian_eps: float = 0.01, output_dir: str = "runs/fmnist/search/darts",
                  seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -129,7 +131,7 @@ class DartsSearch(L.LightningModule):
         val_loss = self._loss(dict(zip(names, w_virtual)), alphas, *val)
         grads = torch.autograd.grad(val_loss, alphas + w_virtual)
         d_alpha, d_w = list(grads[: len(alphas)]), grads[len(alphas):]
-        eps = 0.01 / torch.cat([g.flatten() for g in d_w]).norm().clamp_min(1e-12)
+        eps = self.hparams.hessian_eps / torch.cat([g.flatten() for g in d_w]).norm().clamp_min(1e-12)
         hess = []
         for sign in (1.0, -1.0):
             shifted = dict(zip(names, [wi + sign * eps * gi for wi, gi in zip(w, d_w)]))

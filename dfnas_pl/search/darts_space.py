@@ -38,6 +38,9 @@ class DartsSpaceConfig:
         return {self.layers // 3, 2 * self.layers // 3} if self.layers >= 3 else {self.layers // 2}
 
 
+DEFAULT_DARTS_SPACE = DartsSpaceConfig()
+
+
 class MixedEdge(nn.Module):
     """All candidate ops on one edge; output = sum_k w_k op_k(x). Ops with zero weight are skipped."""
 
@@ -72,7 +75,7 @@ class SearchCell(_CellBase):
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
         offset = 0
-        for i in range(self.steps):
+        for _ in range(self.steps):
             states.append(sum(self.mixed[offset + j](h, weights[offset + j]) for j, h in enumerate(states)))
             offset += len(states) - 1
         return torch.cat(states[2:], dim=1)
