@@ -35,14 +35,24 @@ def count_params(model: nn.Module) -> int:
 
 
 def build_model(space: str, space_config: dict[str, Any], choices: Any) -> nn.Module:
+    """The standalone network of ``choices`` in a search space (fresh weights)."""
     if space == "darts":
         from dfnas_pl.search.darts_space import DartsNetwork, DartsSpaceConfig
 
-        cfg = DartsSpaceConfig(**{**space_config, "primitives": tuple(space_config.get("primitives", ()))
-                                  or DartsSpaceConfig().primitives})
+        cfg = {k: v for k, v in space_config.items() if k != "image_size"}
+        cfg = DartsSpaceConfig(**{**cfg, "primitives": tuple(cfg.get("primitives") or DartsSpaceConfig().primitives)})
         genotype = {k: [[(op, int(j)) for op, j in node] for node in v] for k, v in choices.items()}
         return DartsNetwork(cfg, genotype)
-    raise ValueError(f"Unknown search space '{space}' in architecture.json (known: darts).")
+    if space in ("mobilenetv2", "shufflenetv2"):
+        from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
+
+        cfg = LayerwiseSpaceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in space_config.items()})
+        names = LayerwiseSupernet(cfg).choice_names
+        unknown = [(i, c) for i, (c, ok) in enumerate(zip(choices, names)) if c not in ok]
+        if len(choices) != len(names) or unknown:
+            raise ValueError(f"Choices {choices} do not fit the {space} space ({len(names)} layers; bad: {unknown}).")
+        return LayerwiseSupernet(cfg, only=[ok.index(c) for c, ok in zip(choices, names)])
+    raise ValueError(f"Unknown search space '{space}' in architecture.json (known: darts, mobilenetv2, shufflenetv2).")
 
 
 def image_shape(space_config: dict[str, Any]) -> tuple[int, int, int]:
@@ -59,14 +69,13 @@ def build_from_architecture(arch: str | Path | dict[str, Any]) -> nn.Module:
     if arch.get("format") != ARCHITECTURE_FORMAT:
         raise ValueError(f"Not a dfnas_pl architecture file (format {arch.get('format')!r}, "
                          f"expected {ARCHITECTURE_FORMAT!r}).")
-    cfg = {k: v for k, v in arch["space_config"].items() if k != "image_size"}
-    return build_model(arch["space"], cfg, arch["choices"])
+    return build_model(arch["space"], arch["space_config"], arch["choices"])
 
 
 def write_architecture(path: str | Path, algorithm: str, space: str, space_config: Any, image_size: int,
                        choices: Any, **extra: Any) -> dict[str, Any]:
     cfg = dataclasses.asdict(space_config) if dataclasses.is_dataclass(space_config) else dict(space_config)
-    cfg = {**cfg, "image_size": image_size}
+    cfg = {**cfg, "image_size": image_size}  # the DARTS space is size-free; FLOPs need the size
     record = {"format": ARCHITECTURE_FORMAT, "algorithm": algorithm, "space": space,
               "space_config": json.loads(json.dumps(cfg)), "choices": json.loads(json.dumps(choices))}
     model = build_from_architecture(record)

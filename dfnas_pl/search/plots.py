@@ -31,3 +31,20 @@ def alpha_heatmap(path: Path, weights: dict[str, torch.Tensor], primitives: list
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def line_plot(path: Path, series: dict[str, list[float]], xlabel: str, ylabel: str, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for name, values in series.items():
+        ax.plot(range(len(values)), values, marker="o", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path

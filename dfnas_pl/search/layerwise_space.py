@@ -1,0 +1,130 @@
+"""Layer-wise search spaces: a stem, a sequence of layers each choosing one block, a head.
+
+* ``mobilenetv2`` (ProxylessNAS): MBConv with kernel {3,5,7} x expansion {3,6}, plus ``zero`` (skip
+  the layer) where input and output shapes agree.
+* ``shufflenetv2`` (SPOS): ShuffleNetV2 units with 3x3, 5x5, 7x7 depthwise kernels and xception.
+
+The supernet holds every candidate of every layer; ``forward(x, choices)`` runs one path, and
+``forward_gated(x, gates)`` runs a weighted set of candidates per layer (ProxylessNAS's binary gates).
+Costs are exact FLOPs of each candidate at its input size, so the FLOPs of a path are additive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dfnas_pl.search.blocks import MBConv, ShuffleUnit, ZeroLayer, conv_bn
+
+
+@dataclass(frozen=True)
+class LayerwiseSpaceConfig:
+    """Args:
+        family: ``mobilenetv2`` (ProxylessNAS) or ``shufflenetv2`` (SPOS).
+        stem_channels: channels of the stem convolution.
+        stage_channels: output channels of each stage.
+        stage_layers: searchable layers per stage; the first layer of each stage but the first has stride 2.
+        in_channels: image channels.
+        num_classes: classes of the head.
+        image_size: input height = width.
+    """
+
+    family: str = "shufflenetv2"
+    stem_channels: int = 16
+    stage_channels: tuple[int, ...] = (32, 64, 128)
+    stage_layers: tuple[int, ...] = (2, 2, 2)
+    in_channels: int = 1
+    num_classes: int = 10
+    image_size: int = 28
+
+    def layer_specs(self) -> list[tuple[int, int, int]]:
+        """(c_in, c_out, stride) per searchable layer."""
+        specs, c = [], self.stem_channels
+        for stage, (c_out, n) in enumerate(zip(self.stage_channels, self.stage_layers)):
+            for i in range(n):
+                specs.append((c, c_out, 2 if i == 0 and stage > 0 else 1))
+                c = c_out
+        return specs
+
+
+MBCONV_CHOICES = [f"mbconv_k{k}_e{e}" for k in (3, 5, 7) for e in (3, 6)]
+SHUFFLE_CHOICES = ["k3", "k5", "k7", "xception"]
+
+
+def layer_choices(cfg: LayerwiseSpaceConfig, c_in: int, c_out: int, stride: int) -> list[str]:
+    if cfg.family == "mobilenetv2":
+        return MBCONV_CHOICES + (["zero"] if stride == 1 and c_in == c_out else [])
+    if cfg.family == "shufflenetv2":
+        return list(SHUFFLE_CHOICES)
+    raise ValueError(f"Unknown layer-wise space family '{cfg.family}' (known: mobilenetv2, shufflenetv2).")
+
+
+def make_block(name: str, c_in: int, c_out: int, stride: int) -> nn.Module:
+    if name == "zero":
+        return ZeroLayer()
+    if name.startswith("mbconv"):
+        _, k, e = name.split("_")
+        return MBConv(c_in, c_out, stride, int(k[1:]), int(e[1:]))
+    return ShuffleUnit(c_in, c_out, stride, name)
+
+
+class LayerwiseSupernet(nn.Module):
+    def __init__(self, cfg: LayerwiseSpaceConfig, only: Sequence[int] | None = None) -> None:
+        """All candidates per layer, or (``only``) the chosen one per layer: the standalone network."""
+        super().__init__()
+        self.cfg = cfg
+        self.stem = conv_bn(cfg.in_channels, cfg.stem_channels, 3)
+        self.specs = cfg.layer_specs()
+        self.choice_names = [layer_choices(cfg, *spec) for spec in self.specs]
+        if only is not None and len(only) != len(self.specs):
+            raise ValueError(f"{len(only)} choices given for {len(self.specs)} layers.")
+        self.layers = nn.ModuleList(
+            nn.ModuleList(make_block(n, *spec) for i, n in enumerate(names) if only is None or i == only[layer])
+            for layer, (names, spec) in enumerate(zip(self.choice_names, self.specs)))
+        self.only = list(only) if only is not None else None
+        self.head = nn.Sequential(conv_bn(cfg.stage_channels[-1], cfg.stage_channels[-1] * 2, 1),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cfg.stage_channels[-1] * 2,
+                                                                                   cfg.num_classes))
+
+    @property
+    def num_choices(self) -> list[int]:
+        return [len(n) for n in self.choice_names]
+
+    def forward(self, x: torch.Tensor, choices: Sequence[int] | None = None) -> torch.Tensor:
+        x = self.stem(x)
+        for layer, blocks in enumerate(self.layers):
+            x = blocks[0](x) if self.only is not None else blocks[int(choices[layer])](x)
+        return self.head(x)
+
+    def forward_gated(self, x: torch.Tensor, active: Sequence[Sequence[int]],
+                      gates: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Per layer, sum_k gates[layer][k] * block_{active[layer][k]}(x)."""
+        x = self.stem(x)
+        for blocks, idx, g in zip(self.layers, active, gates):
+            x = sum(g[k] * blocks[int(i)](x) for k, i in enumerate(idx))
+        return self.head(x)
+
+    def cost_table(self) -> tuple[int, list[list[int]]]:
+        """FLOPs of the fixed part (stem + head) and of every candidate of every layer (one image)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        def flops(module: nn.Module, shape: tuple[int, ...]) -> int:
+            was = module.training
+            module.eval()
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                out = module(torch.zeros(1, *shape))
+            module.train(was)
+            return int(counter.get_total_flops()), out.shape[1:]
+
+        s = self.cfg.image_size
+        fixed, shape = flops(self.stem, (self.cfg.in_channels, s, s))
+        table = []
+        for blocks in self.layers:
+            row = [flops(b, tuple(shape))[0] for b in blocks]
+            shape = flops(blocks[0], tuple(shape))[1]
+            table.append(row)
+        fixed += flops(self.head, tuple(shape))[0]
+        return fixed, table

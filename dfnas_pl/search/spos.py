@@ -1,0 +1,206 @@
+"""Single Path One-Shot (Guo et al., 2020) as a LightningModule.
+
+Supernet training: every step trains one path drawn uniformly (rejection-sampled under
+``max_mflops``); the draw depends only on (seed, step), so all DDP ranks train the same path. Then,
+at the end of training, an evolutionary search under the same FLOPs limit scores each candidate on
+the search-val split after recalibrating BatchNorm statistics on search-train batches (shared
+weights leave BN statistics that fit no single path). Every rank runs the same deterministic
+search on the same data; rank 0's result is broadcast. The evolution state is saved after each
+generation, so a killed search resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from dfnas_pl.search.evolution import Candidate, EvolutionSearch
+from dfnas_pl.search.export import write_architecture
+from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
+from dfnas_pl.search.objective import SearchObjective
+from dfnas_pl.search.plots import line_plot
+from dfnas_pl.teachers.loading import load_teacher
+from dfnas_pl.utils.io import atomic_write_json, check_writable_dir
+
+DEFAULT_SHUFFLENET_SPACE = LayerwiseSpaceConfig(family="shufflenetv2")
+
+
+class SPOSSearch(L.LightningModule):
+    """Args:
+        space: the ShuffleNetV2 layer-wise space.
+        teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data).
+        temperature: KD temperature (official: 3).
+        lr: SGD learning rate of the supernet (cosine to 0).
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay (SPOS: 4e-5).
+        max_mflops: FLOPs limit (millions, one image) for training paths and for evolution; null: none.
+        population: candidates per generation (SPOS: 50).
+        generations: generations of evolution (SPOS: 20).
+        top_k: parents kept per generation (SPOS: 10).
+        mutation_prob: per-layer mutation probability (SPOS: 0.1).
+        bn_recalibration_batches: search-train batches to re-estimate BN statistics per candidate.
+        score_batches: search-val batches to score a candidate (null: all).
+        output_dir: where architecture.json, evolution_state.json and the evolution plot go.
+        seed: seed of path sampling and evolution.
+    """
+
+    def __init__(self, space: LayerwiseSpaceConfig = DEFAULT_SHUFFLENET_SPACE,
+                 teacher: str | None = "embedded:fmnist_resnet8", temperature: float = 3.0, lr: float = 0.1,
+                 momentum: float = 0.9, weight_decay: float = 4e-5, max_mflops: float | None = None,
+                 population: int = 20, generations: int = 5, top_k: int = 5, mutation_prob: float = 0.1,
+                 bn_recalibration_batches: int = 5, score_batches: int | None = None,
+                 output_dir: str = "runs/fmnist/search/spos", seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.space = space
+        self.supernet = LayerwiseSupernet(space)
+        teacher_net = load_teacher(teacher).model if teacher else None
+        self.objective = SearchObjective(teacher_net, temperature)
+        self.output_dir = Path(output_dir)
+        self.fixed_flops, self.flops_table = self.supernet.cost_table()
+        self.max_flops = None if max_mflops is None else max_mflops * 1e6
+        if self.max_flops is not None and self.path_flops(self.cheapest()) > self.max_flops:
+            raise ValueError(f"max_mflops {max_mflops} is below the cheapest path of the space "
+                             f"({self.path_flops(self.cheapest()) / 1e6:.2f} MFLOPs): raise it.")
+
+    def train(self, mode: bool = True) -> SPOSSearch:
+        super().train(mode)
+        if self.objective.teacher is not None:
+            self.objective.teacher.eval()
+        return self
+
+    # -- paths and costs ----------------------------------------------------------------------
+    def path_flops(self, path: Candidate) -> int:
+        return self.fixed_flops + sum(row[c] for row, c in zip(self.flops_table, path))
+
+    def cheapest(self) -> Candidate:
+        return tuple(min(range(len(row)), key=row.__getitem__) for row in self.flops_table)
+
+    def feasible(self, path: Candidate) -> bool:
+        return self.max_flops is None or self.path_flops(path) <= self.max_flops
+
+    def sample_path(self, step: int) -> Candidate:
+        rng = random.Random(self.hparams.seed * 1_000_003 + step)
+        while True:
+            path = tuple(rng.randrange(n) for n in self.supernet.num_choices)
+            if self.feasible(path):
+                return path
+
+    def names(self, path: Candidate) -> list[str]:
+        return [names[c] for names, c in zip(self.supernet.choice_names, path)]
+
+    # -- supernet training --------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule if self.trainer is not None else None
+        if dm is not None and hasattr(dm, "uses_teacher") and dm.uses_teacher != (self.objective.teacher is not None):
+            need = "a teacher (model.init_args.teacher)" if dm.uses_teacher else "teacher: null (labels, CE)"
+            raise ValueError(f"data source '{dm.source}' needs {need}.")
+        if self.trainer is not None and self.trainer.is_global_zero:
+            check_writable_dir(self.output_dir, "search output")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.SGD(self.supernet.parameters(), lr=hp.lr, momentum=hp.momentum,
+                              weight_decay=hp.weight_decay, nesterov=True)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.trainer.estimated_stepping_batches))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        train = batch["train"] if isinstance(batch, dict) else batch
+        targets = self.objective.targets(train)
+        logits = self.supernet(train[0], self.sample_path(self.global_step))
+        loss = self.objective(logits, targets)
+        self.log("search/train_loss", loss, prog_bar=True)
+        self.log("search/train_agreement", self.objective.agreement(logits.detach(), targets), prog_bar=True)
+        return loss
+
+    # -- evolution ----------------------------------------------------------------------------
+    def _batches(self, loader, limit: int | None):
+        for i, batch in enumerate(loader):
+            if limit is not None and i >= limit:
+                return
+            yield batch
+
+    @torch.no_grad()
+    def fitness(self, path: Candidate, train_loader, val_loader) -> float:
+        """Top-1 agreement on search-val after BN recalibration on search-train batches."""
+        bns = [m for m in self.supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over the recalibration batches
+        self.supernet.train()
+        for batch in self._batches(train_loader, self.hparams.bn_recalibration_batches):
+            self.supernet(batch[0].to(self.device), path)
+        self.supernet.eval()
+        correct = total = 0.0
+        for batch in self._batches(val_loader, self.hparams.score_batches):
+            x = batch[0].to(self.device)
+            targets = self.objective.targets([x, *batch[1:]]) if self.objective.teacher is not None else \
+                batch[-1].to(self.device)
+            correct += float(self.objective.agreement(self.supernet(x, path), targets)) * len(x)
+            total += len(x)
+        return correct / max(total, 1.0)
+
+    def evolution_settings(self) -> dict[str, Any]:
+        keys = ("population", "generations", "top_k", "mutation_prob", "bn_recalibration_batches", "score_batches",
+                "seed", "max_mflops")
+        return {**{k: self.hparams[k] for k in keys}, "space": dataclasses.asdict(self.space),
+                "global_step": int(self.global_step)}
+
+    def run_evolution(self) -> Candidate:
+        hp = self.hparams
+        dm = self.trainer.datamodule
+        train_loader, val_loader = dm._loader(dm.search_train, False), dm._loader(dm.search_val, False)
+        search = EvolutionSearch(self.supernet.num_choices, self.path_flops, self.max_flops, hp.population,
+                                 hp.generations, hp.top_k, hp.mutation_prob, seed=hp.seed)
+        state_file = self.output_dir / "evolution_state.json"
+        settings = self.evolution_settings()
+        if state_file.exists():
+            saved = json.loads(state_file.read_text())
+            if saved.get("settings") == json.loads(json.dumps(settings)):
+                search.state = saved["state"]
+                print(f"Resuming the SPOS evolution at generation {search.state['generation']}.")
+        saved_buffers = {k: v.clone() for k, v in self.supernet.state_dict().items() if "running" in k or
+                         "num_batches" in k}
+        momenta = {m: m.momentum for m in self.supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+
+        def on_generation(state: dict[str, Any]) -> None:
+            h = state["history"][-1]
+            print(f"SPOS evolution generation {h['generation']}: best {h['best']:.4f}, mean {h['mean']:.4f}, "
+                  f"best path {self.names(tuple(h['best_candidate']))}")
+            for logger in self.loggers:
+                logger.log_metrics({"evolution/best": h["best"], "evolution/mean": h["mean"],
+                                    "evolution/generation": h["generation"]})
+            if self.trainer.is_global_zero:
+                atomic_write_json(state_file, {"settings": settings, "state": state})
+                line_plot(self.output_dir / "evolution.png",
+                          {"best": [x["best"] for x in state["history"]], "mean": [x["mean"] for x in state["history"]]},
+                          "generation", "search-val top-1 agreement", "SPOS evolution")
+
+        try:
+            best = search.run(lambda c: self.fitness(c, train_loader, val_loader), on_generation)
+        finally:
+            self.supernet.load_state_dict({**self.supernet.state_dict(), **saved_buffers})
+            for m, momentum in momenta.items():
+                m.momentum = momentum
+        self.evolution_state = search.state
+        return tuple(self.trainer.strategy.broadcast(list(best), src=0))
+
+    def on_train_end(self) -> None:
+        best = self.run_evolution()
+        if self.trainer.is_global_zero:
+            history = self.evolution_state["history"]
+            record = write_architecture(self.output_dir / "architecture.json", "spos", self.space.family,
+                                        self.space, self.space.image_size, self.names(best),
+                                        search_val_agreement=history[-1]["best"], evolution=history,
+                                        max_mflops=self.hparams.max_mflops)
+            print(f"SPOS architecture written to {self.output_dir / 'architecture.json'}: {self.names(best)}, "
+                  f"{record['flops'] / 1e6:.2f} MFLOPs, {record['params'] / 1e3:.1f} K params")
+        self.trainer.strategy.barrier("spos-end")
