@@ -1,0 +1,195 @@
+"""ProxylessNAS (Cai et al., 2019) as a LightningModule, on the MobileNetV2 layer-wise space.
+
+Weight step: one path drawn from the architecture distribution p = softmax(alpha) per layer
+(binarised: only that block runs). Architecture step: per layer two candidates are drawn from p and
+one of them is switched on by a binary gate; the gradient of the loss w.r.t. the gates (both blocks
+run so it exists) becomes the gradient of alpha through the renormalised two-way softmax:
+dL/d alpha_i = sum_j dL/dg_j p_j (delta_ij - p_i). A cost term ``cost_weight * E_p[FLOPs] / ref``
+(exact per-candidate FLOPs at the configured input size) trades accuracy for cost. Draws depend
+only on (seed, step), and alpha gradients are averaged over ranks: every rank keeps the same alphas.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dfnas_pl.search.export import write_architecture
+from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
+from dfnas_pl.search.objective import SearchObjective
+from dfnas_pl.search.plots import alpha_heatmap
+from dfnas_pl.teachers.loading import load_teacher
+from dfnas_pl.utils.io import atomic_write_json, check_writable_dir
+
+DEFAULT_MOBILENET_SPACE = LayerwiseSpaceConfig(family="mobilenetv2", stem_channels=16, stage_channels=(16, 24, 40),
+                                               stage_layers=(2, 2, 2))
+
+
+class ProxylessSearch(L.LightningModule):
+    """Args:
+        space: the MobileNetV2 layer-wise space.
+        teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data).
+        temperature: KD temperature (official: 3).
+        w_lr: SGD learning rate of the weights (cosine to 0).
+        w_momentum: SGD momentum.
+        w_weight_decay: SGD weight decay.
+        alpha_lr: Adam learning rate of the architecture parameters (ProxylessNAS: 6e-3).
+        alpha_betas: Adam betas of the architecture parameters (ProxylessNAS: 0, 0.999).
+        cost_weight: weight of the expected-FLOPs term (0: accuracy only).
+        warmup_epochs: epochs of weight-only training before architecture steps start.
+        output_dir: where architecture.json, gate-probability plots and their history go.
+        seed: seed of the path draws.
+    """
+
+    def __init__(self, space: LayerwiseSpaceConfig = DEFAULT_MOBILENET_SPACE,
+                 teacher: str | None = "embedded:fmnist_resnet8", temperature: float = 3.0, w_lr: float = 0.05,
+                 w_momentum: float = 0.9, w_weight_decay: float = 4e-5, alpha_lr: float = 6e-3,
+                 alpha_betas: tuple[float, float] = (0.0, 0.999), cost_weight: float = 0.0, warmup_epochs: int = 0,
+                 output_dir: str = "runs/fmnist/search/proxylessnas", seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.space = space
+        self.supernet = LayerwiseSupernet(space)
+        self.alphas = nn.ParameterList(nn.Parameter(torch.zeros(n)) for n in self.supernet.num_choices)
+        teacher_net = load_teacher(teacher).model if teacher else None
+        self.objective = SearchObjective(teacher_net, temperature)
+        self.output_dir = Path(output_dir)
+        fixed, table = self.supernet.cost_table()
+        self.fixed_flops = fixed
+        self.costs = [torch.tensor(row, dtype=torch.float32) for row in table]
+        self.cost_ref = float(fixed + sum(c.mean() for c in self.costs))  # expected FLOPs of a uniform path
+        self.history: list[dict[str, Any]] = []
+
+    def train(self, mode: bool = True) -> ProxylessSearch:
+        super().train(mode)
+        if self.objective.teacher is not None:
+            self.objective.teacher.eval()
+        return self
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule if self.trainer is not None else None
+        if dm is not None and hasattr(dm, "uses_teacher") and dm.uses_teacher != (self.objective.teacher is not None):
+            need = "a teacher (model.init_args.teacher)" if dm.uses_teacher else "teacher: null (labels, CE)"
+            raise ValueError(f"data source '{dm.source}' needs {need}.")
+        if self.trainer is not None and self.trainer.is_global_zero:
+            check_writable_dir(self.output_dir, "search output")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        w_opt = torch.optim.SGD(self.supernet.parameters(), lr=hp.w_lr, momentum=hp.w_momentum,
+                                weight_decay=hp.w_weight_decay, nesterov=True)
+        a_opt = torch.optim.Adam(self.alphas.parameters(), lr=hp.alpha_lr, betas=tuple(hp.alpha_betas))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=max(1, self.trainer.max_epochs or 1))
+        return [w_opt, a_opt], [sched]
+
+    # -- the distribution ---------------------------------------------------------------------
+    def probs(self) -> list[torch.Tensor]:
+        return [F.softmax(a, dim=0) for a in self.alphas]
+
+    def expected_flops(self) -> torch.Tensor:
+        return self.fixed_flops + sum((p * c.to(p.device)).sum() for p, c in zip(self.probs(), self.costs))
+
+    def _gen(self, step: int, salt: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + 2 * step + salt)
+
+    def sample_path(self, step: int) -> list[int]:
+        gen = self._gen(step, 0)
+        return [int(torch.multinomial(p.detach().cpu(), 1, generator=gen)) for p in self.probs()]
+
+    def best_path(self) -> list[int]:
+        return [int(a.argmax()) for a in self.alphas]
+
+    def names(self, path: list[int]) -> list[str]:
+        return [names[c] for names, c in zip(self.supernet.choice_names, path)]
+
+    # -- steps ----------------------------------------------------------------------------------
+    def alpha_gradient(self, x: torch.Tensor, targets: torch.Tensor, step: int) -> tuple[list[torch.Tensor], float]:
+        gen = self._gen(step, 1)
+        probs = self.probs()
+        active, gates, local = [], [], []
+        for p in probs:
+            pair = torch.multinomial(p.detach().cpu(), 2, replacement=False, generator=gen)
+            p2 = F.softmax(self.alphas[len(active)][pair.to(p.device)].detach(), dim=0)
+            on = int(torch.multinomial(p2.cpu(), 1, generator=gen))
+            gate = torch.zeros(2, device=p.device)
+            gate[on] = 1.0
+            active.append(pair.tolist())
+            gates.append(gate.requires_grad_(True))
+            local.append(p2)
+        loss = self.objective(self.supernet.forward_gated(x, active, gates), targets)
+        gate_grads = torch.autograd.grad(loss, gates)
+        grads = []
+        for a, pair, p2, dg in zip(self.alphas, active, local, gate_grads):
+            g = torch.zeros_like(a)
+            jac = torch.diag(p2) - torch.outer(p2, p2)  # d p2_j / d alpha_i = p2_j (delta_ij - p2_i)
+            g[torch.tensor(pair, device=a.device)] = jac @ dg
+            grads.append(g)
+        if self.hparams.cost_weight > 0:
+            cost = self.hparams.cost_weight * self.expected_flops() / self.cost_ref
+            grads = [g + c for g, c in zip(grads, torch.autograd.grad(cost, list(self.alphas)))]
+        return grads, float(loss)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        w_opt, a_opt = self.optimizers()
+        step = self.global_step
+        train, val = batch["train"], batch["val"]
+        t_train = self.objective.targets(train)
+        logits = self.supernet(train[0], self.sample_path(step))
+        loss = self.objective(logits, t_train)
+        w_opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        w_opt.step()
+        self.log("search/train_loss", loss, prog_bar=True)
+        if self.current_epoch >= self.hparams.warmup_epochs:
+            grads, val_loss = self.alpha_gradient(val[0], self.objective.targets(val), step)
+            if self.trainer.world_size > 1:
+                grads = [self.trainer.strategy.reduce(g, reduce_op="mean") for g in grads]
+            a_opt.zero_grad(set_to_none=True)
+            for a, g in zip(self.alphas, grads):
+                a.grad = g.detach()
+            a_opt.step()
+            self.log("search/val_loss", val_loss, prog_bar=True)
+            self.log("search/expected_mflops", float(self.expected_flops()) / 1e6, prog_bar=True)
+
+    def on_train_epoch_end(self) -> None:
+        self.lr_schedulers().step()
+        probs = [p.detach().cpu().tolist() for p in self.probs()]
+        self.history.append({"epoch": self.current_epoch, "probs": probs, "path": self.names(self.best_path())})
+        if not self.trainer.is_global_zero:
+            return
+        width = max(len(p) for p in probs)
+        grid = torch.full((len(probs), width), float("nan"))
+        for i, p in enumerate(probs):
+            grid[i, : len(p)] = torch.tensor(p)
+        png = alpha_heatmap(self.output_dir / "gates" / f"epoch_{self.current_epoch:03d}.png", {"path": grid},
+                            self.supernet.choice_names[0] + [""] * (width - len(self.supernet.choice_names[0])),
+                            [f"layer {i}" for i in range(len(probs))],
+                            f"ProxylessNAS choice probabilities, epoch {self.current_epoch}")
+        atomic_write_json(self.output_dir / "probability_history.json", self.history)
+        for logger in self.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key="search/gate_probabilities", images=[str(png)], step=self.global_step)
+        print(f"epoch {self.current_epoch} path: {json.dumps(self.names(self.best_path()))}")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["proxyless_history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("proxyless_history", []))
+
+    def on_train_end(self) -> None:
+        if self.trainer.is_global_zero:
+            path = self.names(self.best_path())
+            record = write_architecture(self.output_dir / "architecture.json", "proxylessnas", self.space.family,
+                                        self.space, self.space.image_size, path,
+                                        probabilities=[p.detach().cpu().tolist() for p in self.probs()],
+                                        cost_weight=self.hparams.cost_weight)
+            print(f"ProxylessNAS architecture written to {self.output_dir / 'architecture.json'}: {path}, "
+                  f"{record['flops'] / 1e6:.2f} MFLOPs, {record['params'] / 1e3:.1f} K params")
