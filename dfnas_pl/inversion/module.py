@@ -98,7 +98,7 @@ class ModelInversion(L.LightningModule):
         jitter: int = 2,
         flip_prob: float = 0.5,
         regional_update: bool = True,
-        region_scale: Sequence[float] = (0.3, 1.0),
+        region_scale: Sequence[float] = (0.64, 1.0),
         region_ratio: Sequence[float] = (0.75, 1.3333),
         seed: int = 0,
         overwrite: bool = False,

@@ -73,7 +73,11 @@ class EvolutionSearch:
         """Evolve from the current state; ``on_generation`` gets the state after each generation."""
         while self.state["generation"] < self.generations:
             g = self.state["generation"]
-            scores = {c: fitness(c) for c in self.propose(g)}
+            proposals = self.propose(g)
+            if not proposals:  # every feasible candidate near the top has been scored: nothing left to try
+                self.state["generation"] = self.generations
+                break
+            scores = {c: fitness(c) for c in proposals}
             for c, s in scores.items():
                 self.state["scores"][",".join(map(str, c))] = s
             ranked = sorted(self.state["scores"].items(), key=lambda kv: (-kv[1], kv[0]))

@@ -158,6 +158,12 @@ class ProxylessSearch(L.LightningModule):
             self.log("search/val_loss", val_loss, prog_bar=True)
             self.log("search/expected_mflops", float(self.expected_flops()) / 1e6, prog_bar=True)
 
+    def validation_step(self, batch, batch_idx: int) -> None:
+        """Search-val agreement of the currently most probable path."""
+        targets = self.objective.targets(batch)
+        logits = self.supernet(batch[0], self.best_path())
+        self.log("search/val_agreement", self.objective.agreement(logits, targets), prog_bar=True)
+
     def on_train_epoch_end(self) -> None:
         self.lr_schedulers().step()
         probs = [p.detach().cpu().tolist() for p in self.probs()]

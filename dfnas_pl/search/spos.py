@@ -121,6 +121,12 @@ class SPOSSearch(L.LightningModule):
         self.log("search/train_agreement", self.objective.agreement(logits.detach(), targets), prog_bar=True)
         return loss
 
+    def validation_step(self, batch, batch_idx: int) -> None:
+        """Supernet health: search-val agreement of one fixed random path (running BN statistics)."""
+        targets = self.objective.targets(batch)
+        logits = self.supernet(batch[0], self.sample_path(-1))
+        self.log("search/val_agreement_fixed_path", self.objective.agreement(logits, targets), prog_bar=True)
+
     # -- evolution ----------------------------------------------------------------------------
     def _batches(self, loader, limit: int | None):
         for i, batch in enumerate(loader):
