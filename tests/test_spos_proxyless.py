@@ -101,6 +101,11 @@ def test_spos_search_exports_a_feasible_architecture_and_resumes_its_evolution(t
     assert 0 < len(calls) <= 4  # only generation 1's candidates were scored (population 4)
 
 
+def test_shufflenet_stages_must_grow():
+    with pytest.raises(ValueError, match="more channels than the one before.*stage_channels"):
+        LayerwiseSupernet(LayerwiseSpaceConfig(stage_channels=(16, 32, 32)))
+
+
 def test_spos_rejects_a_limit_below_the_cheapest_path():
     with pytest.raises(ValueError, match="below the cheapest path"):
         SPOSSearch(space=SMALL_SHUFFLE, max_mflops=0.001)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from dfnas_pl.search.consistency import assert_same_on_all_ranks
 from dfnas_pl.search.darts_space import DEFAULT_DARTS_SPACE, DartsSpaceConfig, DartsSupernet, derive_genotype
 from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.objective import SearchObjective
@@ -70,6 +71,7 @@ class DartsSearch(L.LightningModule):
         self.objective = SearchObjective(teacher_net, temperature)
         self.output_dir = Path(output_dir)
         self.history: list[dict[str, Any]] = []
+        self._finished = False
 
     # -- plumbing ------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> DartsSearch:
@@ -161,7 +163,7 @@ class DartsSearch(L.LightningModule):
         self.log("search/train_loss", loss, prog_bar=True)
         self.log("search/train_agreement", self.objective.agreement(logits.detach(), t_t), prog_bar=True)
 
-    def on_train_epoch_end(self) -> None:
+    def _record_epoch(self) -> None:
         self.lr_schedulers().step()
         normal, reduce = (w.detach().cpu() for w in self.arch_weights())
         genotype = self.genotype()
@@ -177,6 +179,11 @@ class DartsSearch(L.LightningModule):
             if hasattr(logger, "log_image"):
                 logger.log_image(key="search/alphas", images=[str(png)], step=self.global_step)
         print(f"epoch {self.current_epoch} genotype: {json.dumps(genotype)}")
+
+    def on_train_epoch_end(self) -> None:
+        self._record_epoch()
+        if self.current_epoch == self.trainer.max_epochs - 1:
+            self.finish()
 
     def validation_step(self, batch, batch_idx: int) -> None:
         targets = self.objective.targets(batch)
@@ -195,11 +202,22 @@ class DartsSearch(L.LightningModule):
         self.history = list(checkpoint.get("darts_history", []))
 
     def on_train_end(self) -> None:
+        if not self._finished:  # stopped early (max_steps, time): finish with what there is
+            self.finish()
+
+    def finish(self) -> None:
+        """Export the result. Runs inside the last epoch, *before* its checkpoint is saved, so a run
+        killed after that checkpoint has its architecture already, and one killed before it redoes
+        the last epoch (and a SPOS evolution continues from its saved generation)."""
+        self._finished = True
+        ranks = assert_same_on_all_ranks(self.trainer, torch.cat([a.flatten() for a in self.alphas()]),
+                                         "DARTS architecture parameters")
         if self.trainer.is_global_zero:
             record = write_architecture(self.output_dir / "architecture.json", "darts", "darts", self.space,
                                         self.hparams.image_size, self.genotype(),
                                         alphas={"normal": self.arch_weights()[0].tolist(),
                                                 "reduce": self.arch_weights()[1].tolist()},
-                                        unrolled=self.hparams.unrolled, epochs=self.current_epoch + 1)
+                                        unrolled=self.hparams.unrolled, epochs=self.current_epoch + 1,
+                                        ranks_agreeing=ranks)
             print(f"DARTS architecture written to {self.output_dir / 'architecture.json'}: "
                   f"{record['flops'] / 1e6:.1f} MFLOPs, {record['params'] / 1e3:.1f} K params")

@@ -78,6 +78,12 @@ class LayerwiseSupernet(nn.Module):
         self.cfg = cfg
         self.stem = conv_bn(cfg.in_channels, cfg.stem_channels, 3)
         self.specs = cfg.layer_specs()
+        if cfg.family == "shufflenetv2":
+            bad = [(c_in, c_out) for c_in, c_out, stride in self.specs if stride == 2 and c_out <= c_in]
+            if bad:
+                raise ValueError(f"ShuffleNetV2 stride-2 layers concatenate the input to the new features, so each "
+                                 f"stage needs more channels than the one before; got {bad} (in, out). Fix "
+                                 f"space.stage_channels (now {list(cfg.stage_channels)}).")
         self.choice_names = [layer_choices(cfg, *spec) for spec in self.specs]
         if only is not None and len(only) != len(self.specs):
             raise ValueError(f"{len(only)} choices given for {len(self.specs)} layers.")

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfnas_pl.search.consistency import assert_same_on_all_ranks
 from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
 from dfnas_pl.search.objective import SearchObjective
@@ -66,6 +67,7 @@ class ProxylessSearch(L.LightningModule):
         self.costs = [torch.tensor(row, dtype=torch.float32) for row in table]
         self.cost_ref = float(fixed + sum(c.mean() for c in self.costs))  # expected FLOPs of a uniform path
         self.history: list[dict[str, Any]] = []
+        self._finished = False
 
     def train(self, mode: bool = True) -> ProxylessSearch:
         super().train(mode)
@@ -165,6 +167,11 @@ class ProxylessSearch(L.LightningModule):
         self.log("search/val_agreement", self.objective.agreement(logits, targets), prog_bar=True)
 
     def on_train_epoch_end(self) -> None:
+        self._record_epoch()
+        if self.current_epoch == self.trainer.max_epochs - 1:
+            self.finish()
+
+    def _record_epoch(self) -> None:
         self.lr_schedulers().step()
         probs = [p.detach().cpu().tolist() for p in self.probs()]
         self.history.append({"epoch": self.current_epoch, "probs": probs, "path": self.names(self.best_path())})
@@ -191,11 +198,21 @@ class ProxylessSearch(L.LightningModule):
         self.history = list(checkpoint.get("proxyless_history", []))
 
     def on_train_end(self) -> None:
+        if not self._finished:  # stopped early (max_steps, time): finish with what there is
+            self.finish()
+
+    def finish(self) -> None:
+        """Export the result. Runs inside the last epoch, *before* its checkpoint is saved, so a run
+        killed after that checkpoint has its architecture already, and one killed before it redoes
+        the last epoch (and a SPOS evolution continues from its saved generation)."""
+        self._finished = True
+        ranks = assert_same_on_all_ranks(self.trainer, torch.cat([a.flatten() for a in self.alphas]),
+                                         "ProxylessNAS architecture parameters")
         if self.trainer.is_global_zero:
             path = self.names(self.best_path())
             record = write_architecture(self.output_dir / "architecture.json", "proxylessnas", self.space.family,
                                         self.space, self.space.image_size, path,
                                         probabilities=[p.detach().cpu().tolist() for p in self.probs()],
-                                        cost_weight=self.hparams.cost_weight)
+                                        cost_weight=self.hparams.cost_weight, ranks_agreeing=ranks)
             print(f"ProxylessNAS architecture written to {self.output_dir / 'architecture.json'}: {path}, "
                   f"{record['flops'] / 1e6:.2f} MFLOPs, {record['params'] / 1e3:.1f} K params")

@@ -5,7 +5,7 @@ Supernet training: every step trains one path drawn uniformly (rejection-sampled
 at the end of training, an evolutionary search under the same FLOPs limit scores each candidate on
 the search-val split after recalibrating BatchNorm statistics on search-train batches (shared
 weights leave BN statistics that fit no single path). Every rank runs the same deterministic
-search on the same data; rank 0's result is broadcast. The evolution state is saved after each
+search on the same data, and the results are compared across ranks at the end. The evolution state is saved after each
 generation, so a killed search resumes where it stopped.
 """
 
@@ -21,6 +21,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from dfnas_pl.search.consistency import assert_same_on_all_ranks
 from dfnas_pl.search.evolution import Candidate, EvolutionSearch
 from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
@@ -66,6 +67,7 @@ class SPOSSearch(L.LightningModule):
         self.output_dir = Path(output_dir)
         self.fixed_flops, self.flops_table = self.supernet.cost_table()
         self.max_flops = None if max_mflops is None else max_mflops * 1e6
+        self._finished = False
         if self.max_flops is not None and self.path_flops(self.cheapest()) > self.max_flops:
             raise ValueError(f"max_mflops {max_mflops} is below the cheapest path of the space "
                              f"({self.path_flops(self.cheapest()) / 1e6:.2f} MFLOPs): raise it.")
@@ -120,6 +122,10 @@ class SPOSSearch(L.LightningModule):
         self.log("search/train_loss", loss, prog_bar=True)
         self.log("search/train_agreement", self.objective.agreement(logits.detach(), targets), prog_bar=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self.current_epoch == self.trainer.max_epochs - 1:
+            self.finish()
 
     def validation_step(self, batch, batch_idx: int) -> None:
         """Supernet health: search-val agreement of one fixed random path (running BN statistics)."""
@@ -197,16 +203,25 @@ class SPOSSearch(L.LightningModule):
             for m, momentum in momenta.items():
                 m.momentum = momentum
         self.evolution_state = search.state
-        return tuple(self.trainer.strategy.broadcast(list(best), src=0))
+        self.ranks_agreeing = assert_same_on_all_ranks(self.trainer, torch.tensor(best), "SPOS evolution result")
+        return best
 
     def on_train_end(self) -> None:
+        if not self._finished:  # stopped early (max_steps, time): finish with what there is
+            self.finish()
+
+    def finish(self) -> None:
+        """Export the result. Runs inside the last epoch, *before* its checkpoint is saved, so a run
+        killed after that checkpoint has its architecture already, and one killed before it redoes
+        the last epoch (and a SPOS evolution continues from its saved generation)."""
+        self._finished = True
         best = self.run_evolution()
         if self.trainer.is_global_zero:
             history = self.evolution_state["history"]
             record = write_architecture(self.output_dir / "architecture.json", "spos", self.space.family,
                                         self.space, self.space.image_size, self.names(best),
                                         search_val_agreement=history[-1]["best"], evolution=history,
-                                        max_mflops=self.hparams.max_mflops)
+                                        max_mflops=self.hparams.max_mflops, ranks_agreeing=self.ranks_agreeing)
             print(f"SPOS architecture written to {self.output_dir / 'architecture.json'}: {self.names(best)}, "
                   f"{record['flops'] / 1e6:.2f} MFLOPs, {record['params'] / 1e3:.1f} K params")
         self.trainer.strategy.barrier("spos-end")

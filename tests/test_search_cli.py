@@ -1,0 +1,67 @@
+"""The three search configs through the real CLI: DDP on 2 CPU processes with identical
+architectures on every rank, and resume from the last checkpoint after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+
+TINY = {
+    "darts": ["--model.init_args.space.channels", "4", "--model.init_args.space.layers", "3"],
+    "proxylessnas": ["--model.init_args.space.stage_channels", "[8, 16, 16]", "--model.init_args.warmup_epochs", "0"],
+    "spos": ["--model.init_args.space.stage_channels", "[16, 24, 32]", "--model.init_args.max_mflops", "null",
+             "--model.init_args.population", "4", "--model.init_args.generations", "2",
+             "--model.init_args.top_k", "2", "--model.init_args.bn_recalibration_batches", "1"],
+}
+
+
+def search_args(algorithm, out, synthetic, epochs=2, batches=2, *extra):
+    return ["fit", "--config", f"experiments/fmnist/search_{algorithm}.yaml", "--data.init_args.path", str(synthetic),
+            "--data.init_args.batch_size", "8", "--model.init_args.output_dir", str(out),
+            "--trainer.callbacks.init_args.dirpath", str(out / "checkpoints"), "--trainer.logger", "false",
+            "--trainer.default_root_dir", str(out), "--trainer.max_epochs", str(epochs),
+            "--trainer.limit_train_batches", str(batches), "--trainer.limit_val_batches", "1", *TINY[algorithm],
+            *extra]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["darts", "proxylessnas", "spos"])
+def test_ddp_two_processes_agree_on_the_architecture(tmp_path, synthetic_set, algorithm):
+    strategy = "ddp" if algorithm == "darts" else "ddp_find_unused_parameters_true"
+    out = tmp_path / algorithm
+    run_cli(*search_args(algorithm, out, synthetic_set, 1, 2, "--trainer.devices", "2",
+                         "--trainer.strategy", strategy), env={"OMP_NUM_THREADS": "1"})
+    arch = json.loads((out / "architecture.json").read_text())
+    assert arch["ranks_agreeing"] == 2 and arch["algorithm"] == algorithm
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["darts", "proxylessnas"])
+def test_killed_search_resumes_from_the_last_checkpoint(tmp_path, synthetic_set, algorithm):
+    out = tmp_path / algorithm
+    args = search_args(algorithm, out, synthetic_set, 8, 4)
+    proc = subprocess.Popen([sys.executable, "-m", "dfnas_pl", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "WANDB_MODE": "offline"})
+    history_file = out / ("genotype_history.json" if algorithm == "darts" else "probability_history.json")
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if (out / "checkpoints" / "last.ckpt").exists() and history_file.exists() and \
+                len(json.loads(history_file.read_text())) >= 2:
+            break
+        assert proc.poll() is None, "the search ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = len(json.loads(history_file.read_text()))
+    assert killed_at < 8 and not (out / "architecture.json").exists()
+    result = run_cli(*args, "--ckpt_path", "last")
+    assert "Restoring states from the checkpoint" in result.stdout + result.stderr
+    epochs = [h["epoch"] for h in json.loads(history_file.read_text())]
+    assert epochs == list(range(8))  # every epoch once: nothing lost, nothing repeated
+    assert json.loads((out / "architecture.json").read_text())["algorithm"] == algorithm
