@@ -74,8 +74,11 @@ class EvolutionSearch:
         while self.state["generation"] < self.generations:
             g = self.state["generation"]
             proposals = self.propose(g)
-            if not proposals:  # every feasible candidate near the top has been scored: nothing left to try
+            if not proposals:  # every feasible candidate has been scored: nothing left to try
                 self.state["generation"] = self.generations
+                self.state["exhausted"] = True
+                if on_generation is not None:
+                    on_generation(self.state)
                 break
             scores = {c: fitness(c) for c in proposals}
             for c, s in scores.items():

@@ -184,6 +184,9 @@ class SPOSSearch(L.LightningModule):
         momenta = {m: m.momentum for m in self.supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
 
         def on_generation(state: dict[str, Any]) -> None:
+            if state.get("exhausted"):
+                print(f"SPOS evolution stopped early: all {len(state['scores'])} candidates within the FLOPs limit "
+                      f"were scored (raise max_mflops for a larger search).")
             h = state["history"][-1]
             print(f"SPOS evolution generation {h['generation']}: best {h['best']:.4f}, mean {h['mean']:.4f}, "
                   f"best path {self.names(tuple(h['best_candidate']))}")
