@@ -136,7 +136,7 @@ class ProxylessSearch(L.LightningModule):
         if self.hparams.cost_weight > 0:
             cost = self.hparams.cost_weight * self.expected_flops() / self.cost_ref
             grads = [g + c for g, c in zip(grads, torch.autograd.grad(cost, list(self.alphas)))]
-        return grads, float(loss)
+        return grads, float(loss.detach())
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         w_opt, a_opt = self.optimizers()
