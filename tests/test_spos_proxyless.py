@@ -85,20 +85,22 @@ def test_spos_search_exports_a_feasible_architecture_and_resumes_its_evolution(t
     assert state["state"]["generation"] == 2 and len(state["state"]["history"]) == 2
     assert (tmp_path / "spos" / "evolution.png").stat().st_size > 0
 
-    # a search that stopped after generation 1 continues from it: generation 0 is not scored again
+    # a search killed after generation 0 continues from it, with the weights its scores came from
     state["state"]["generation"] = 1
     state["state"]["history"] = state["state"]["history"][:1]
     (tmp_path / "spos" / "evolution_state.json").write_text(json.dumps(state))
-    resumed = SPOSSearch(**kwargs, max_mflops=limit)
-    resumed.load_state_dict(model.state_dict())
+    resumed = SPOSSearch(**kwargs, max_mflops=limit)  # fresh weights: the resume must load the saved ones
     calls = []
     original = resumed.fitness
     resumed.fitness = lambda c, *a: calls.append(c) or original(c, *a)
-    trainer = small_trainer(tmp_path)
-    trainer.fit(resumed, datamodule=data)
+    small_trainer(tmp_path).fit(resumed, datamodule=data)
     after = json.loads((tmp_path / "spos" / "evolution_state.json").read_text())["state"]
     assert len(after["history"]) == 2 and after["generation"] == 2
     assert 0 < len(calls) <= 4  # only generation 1's candidates were scored (population 4)
+    saved = torch.load(tmp_path / "spos" / "evolution_supernet.pt", weights_only=True)
+    for k, v in resumed.supernet.state_dict().items():
+        if "running" not in k and "num_batches" not in k:
+            assert torch.equal(v, saved[k]), k
 
 
 def test_shufflenet_stages_must_grow():

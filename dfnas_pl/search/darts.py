@@ -124,20 +124,20 @@ class DartsSearch(L.LightningModule):
         """d L_val / d alpha: first order, or through w' = w - xi * (grad_w L_train + wd * w)."""
         alphas = self.alphas()
         if not self.hparams.unrolled:
-            return list(torch.autograd.grad(self._loss(None, alphas, *val), alphas))
+            return _grad(self._loss(None, alphas, *val), alphas)
         names = [n for n, _ in self.supernet.named_parameters()]
         w = [p.detach() for p in self.supernet.parameters()]
-        g_train = torch.autograd.grad(self._loss(None, alphas, *train), self.weights())
+        g_train = _grad(self._loss(None, alphas, *train), self.weights())
         wd = self.hparams.w_weight_decay
         w_virtual = [(wi - xi * (gi + wd * wi)).requires_grad_(True) for wi, gi in zip(w, g_train)]
         val_loss = self._loss(dict(zip(names, w_virtual)), alphas, *val)
-        grads = torch.autograd.grad(val_loss, alphas + w_virtual)
+        grads = _grad(val_loss, alphas + w_virtual)
         d_alpha, d_w = list(grads[: len(alphas)]), grads[len(alphas):]
         eps = self.hparams.hessian_eps / torch.cat([g.flatten() for g in d_w]).norm().clamp_min(1e-12)
         hess = []
         for sign in (1.0, -1.0):
             shifted = dict(zip(names, [wi + sign * eps * gi for wi, gi in zip(w, d_w)]))
-            hess.append(torch.autograd.grad(self._loss(shifted, alphas, *train), alphas))
+            hess.append(_grad(self._loss(shifted, alphas, *train), alphas))
         return [da - xi * (hp_ - hm) / (2 * eps) for da, hp_, hm in zip(d_alpha, *hess)]
 
     # -- one search step ----------------------------------------------------------------------
@@ -221,3 +221,10 @@ class DartsSearch(L.LightningModule):
                                         ranks_agreeing=ranks)
             print(f"DARTS architecture written to {self.output_dir / 'architecture.json'}: "
                   f"{record['flops'] / 1e6:.1f} MFLOPs, {record['params'] / 1e3:.1f} K params")
+
+
+def _grad(loss: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Gradients, with zeros for inputs the loss does not use (e.g. normal-cell alphas of a net
+    with only reduction cells)."""
+    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]

@@ -28,7 +28,7 @@ from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSuper
 from dfnas_pl.search.objective import SearchObjective
 from dfnas_pl.search.plots import line_plot
 from dfnas_pl.teachers.loading import load_teacher
-from dfnas_pl.utils.io import atomic_write_json, check_writable_dir
+from dfnas_pl.utils.io import atomic_torch_save, atomic_write_json, check_writable_dir
 
 DEFAULT_SHUFFLENET_SPACE = LayerwiseSpaceConfig(family="shufflenetv2")
 
@@ -163,8 +163,7 @@ class SPOSSearch(L.LightningModule):
     def evolution_settings(self) -> dict[str, Any]:
         keys = ("population", "generations", "top_k", "mutation_prob", "bn_recalibration_batches", "score_batches",
                 "seed", "max_mflops")
-        return {**{k: self.hparams[k] for k in keys}, "space": dataclasses.asdict(self.space),
-                "global_step": int(self.global_step)}
+        return {**{k: self.hparams[k] for k in keys}, "space": dataclasses.asdict(self.space)}
 
     def run_evolution(self) -> Candidate:
         hp = self.hparams
@@ -173,12 +172,20 @@ class SPOSSearch(L.LightningModule):
         search = EvolutionSearch(self.supernet.num_choices, self.path_flops, self.max_flops, hp.population,
                                  hp.generations, hp.top_k, hp.mutation_prob, seed=hp.seed)
         state_file = self.output_dir / "evolution_state.json"
+        weights_file = self.output_dir / "evolution_supernet.pt"  # the weights every score was measured with
         settings = self.evolution_settings()
-        if state_file.exists():
-            saved = json.loads(state_file.read_text())
-            if saved.get("settings") == json.loads(json.dumps(settings)):
-                search.state = saved["state"]
-                print(f"Resuming the SPOS evolution at generation {search.state['generation']}.")
+        saved = json.loads(state_file.read_text()) if state_file.exists() else {}
+        if saved.get("settings") == json.loads(json.dumps(settings)) and weights_file.exists():
+            # a killed evolution: continue it with the very weights its scores came from (the last epoch,
+            # redone after the restart, would not give bit-identical weights)
+            self.supernet.load_state_dict(torch.load(weights_file, map_location=self.device, weights_only=True))
+            search.state = saved["state"]
+            print(f"Resuming the SPOS evolution at generation {search.state['generation']}.")
+        else:
+            if self.trainer.is_global_zero:
+                atomic_torch_save(weights_file, self.supernet.state_dict())
+                state_file.unlink(missing_ok=True)
+            self.trainer.strategy.barrier("spos-evolution-start")
         saved_buffers = {k: v.clone() for k, v in self.supernet.state_dict().items() if "running" in k or
                          "num_batches" in k}
         momenta = {m: m.momentum for m in self.supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}

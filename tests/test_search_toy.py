@@ -1,0 +1,93 @@
+"""On a toy task where one candidate is clearly better, each algorithm picks it.
+
+The task: two bright dots 7 pixels apart, horizontally (class 0) or vertically (class 1), at random
+places on a 16x16 image. A unit must see both dots at once to tell the classes apart, so only a
+candidate whose receptive field (with the 3x3 stem) spans 8 pixels can solve it: the 7x7 kernel
+in MBConv (3x3: 5 px, 5x5: 7 px), the 7x7 or xception unit in ShuffleNetV2. For DARTS (one reduction cell,
+candidates ``skip_connect`` and ``sep_conv_3x3``) the dots are 4 apart: the separable conv sees
+9 px, the skip (a 1x1 factorised reduction) only the stem's 3.
+"""
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import DataLoader, TensorDataset
+
+from dfnas_pl.search.darts import DartsSearch
+from dfnas_pl.search.darts_space import DartsSpaceConfig
+from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
+from dfnas_pl.search.proxylessnas import ProxylessSearch
+from dfnas_pl.search.spos import SPOSSearch
+
+
+def dot_pairs(n: int, distance: int, seed: int, size: int = 16) -> TensorDataset:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.zeros(n, 1, size, size)
+    y = torch.randint(0, 2, (n,), generator=gen)
+    for i in range(n):
+        a = int(torch.randint(1, size - 1 - distance, (1,), generator=gen))
+        b = int(torch.randint(1, size - 1, (1,), generator=gen))
+        r, c = (b, a) if y[i] == 0 else (a, b)
+        dr, dc = (0, distance) if y[i] == 0 else (distance, 0)
+        x[i, 0, r, c] = x[i, 0, r + dr, c + dc] = 3.0
+    return TensorDataset(x, y)
+
+
+class DotPairs(L.LightningDataModule):
+    uses_teacher, source = False, "toy"
+
+    def __init__(self, distance: int, n: int = 512, batch_size: int = 64) -> None:
+        super().__init__()
+        self.search_train, self.search_val = dot_pairs(n, distance, 0), dot_pairs(n, distance, 1)
+        self.batch_size = batch_size
+
+    def _loader(self, ds, shuffle):
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle)
+
+    def train_dataloader(self):
+        return CombinedLoader({"train": self._loader(self.search_train, True),
+                               "val": self._loader(self.search_val, True)}, mode="max_size_cycle")
+
+    def val_dataloader(self):
+        return self._loader(self.search_val, False)
+
+
+def fit(model, data, epochs, tmp_path):
+    torch.manual_seed(0)
+    L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+              limit_val_batches=0, default_root_dir=str(tmp_path)).fit(model, datamodule=data)
+
+
+LAYERWISE = dict(stem_channels=8, stage_layers=(1,), in_channels=1, num_classes=2, image_size=16)
+
+
+@pytest.mark.slow
+def test_proxylessnas_picks_the_7x7_kernel(tmp_path):
+    space = LayerwiseSpaceConfig(family="mobilenetv2", stage_channels=(16,), **LAYERWISE)
+    model = ProxylessSearch(space=space, teacher=None, alpha_lr=0.05, warmup_epochs=2, w_lr=0.05,
+                            output_dir=str(tmp_path / "px"))
+    fit(model, DotPairs(7), 14, tmp_path)
+    assert model.names(model.best_path())[0].startswith("mbconv_k7"), model.history[-1]
+
+
+@pytest.mark.slow
+def test_spos_evolution_picks_a_large_receptive_field(tmp_path):
+    """7x7 and xception (three 3x3) both span 9 px with the stem; 3x3 and 5x5 cannot solve the task."""
+    space = LayerwiseSpaceConfig(family="shufflenetv2", stage_channels=(16,), **LAYERWISE)
+    model = SPOSSearch(space=space, teacher=None, lr=0.2, population=4, generations=1, top_k=2,
+                       bn_recalibration_batches=2, output_dir=str(tmp_path / "spos"))
+    fit(model, DotPairs(7), 20, tmp_path)
+    scores = model.evolution_state["scores"]  # candidate index: 0 k3, 1 k5, 2 k7, 3 xception
+    assert max(scores, key=scores.get) in ("2", "3"), scores
+    assert min(scores["2"], scores["3"]) > max(scores["0"], scores["1"]) + 0.2, scores
+
+
+@pytest.mark.slow
+def test_darts_picks_the_convolution_over_the_skip(tmp_path):
+    space = DartsSpaceConfig(channels=8, layers=1, steps=1, num_classes=2,
+                             primitives=("skip_connect", "sep_conv_3x3"))
+    model = DartsSearch(space=space, teacher=None, image_size=16, alpha_lr=0.01, output_dir=str(tmp_path / "d"))
+    fit(model, DotPairs(4), 20, tmp_path)
+    assert model.genotype()["reduce"] == [[("sep_conv_3x3", 0), ("sep_conv_3x3", 1)]], model.arch_weights()[1]
