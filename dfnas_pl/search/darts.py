@@ -178,6 +178,9 @@ class DartsSearch(L.LightningModule):
         for logger in self.loggers:
             if hasattr(logger, "log_image"):
                 logger.log_image(key="search/alphas", images=[str(png)], step=self.global_step)
+            if hasattr(logger, "log_text"):  # W&B: the genotype history as a table
+                logger.log_text(key="search/genotype", columns=["epoch", "genotype"],
+                                data=[[h["epoch"], json.dumps(h["genotype"])] for h in self.history])
         print(f"epoch {self.current_epoch} genotype: {json.dumps(genotype)}")
 
     def on_train_epoch_end(self) -> None:

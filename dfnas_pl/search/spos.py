@@ -202,9 +202,12 @@ class SPOSSearch(L.LightningModule):
                                     "evolution/generation": h["generation"]})
             if self.trainer.is_global_zero:
                 atomic_write_json(state_file, {"settings": settings, "state": state})
-                line_plot(self.output_dir / "evolution.png",
+                png = line_plot(self.output_dir / "evolution.png",
                           {"best": [x["best"] for x in state["history"]], "mean": [x["mean"] for x in state["history"]]},
                           "generation", "search-val top-1 agreement", "SPOS evolution")
+                for logger in self.loggers:
+                    if hasattr(logger, "log_image"):
+                        logger.log_image(key="search/evolution", images=[str(png)])
 
         try:
             best = search.run(lambda c: self.fitness(c, train_loader, val_loader), on_generation)

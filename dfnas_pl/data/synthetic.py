@@ -1,0 +1,215 @@
+"""The synthetic set on disk: the contract between synthesis and every later stage.
+
+Layout of ``<run>/synthetic/``::
+
+    run.json                       settings that determine the images (checked on resume)
+    images/<class>/<id>.png        ImageFolder layout; class = teacher argmax on the saved image,
+                                   folders named by zero-padded class index so sorted order = index
+    records/round_RR/batch_SSSSSS.pt   per finished batch: ids, slots, targets, teacher logits, metrics
+    soft_labels.pt                 all rounds: ids, teacher logits, targets, classes (written at the end)
+    manifest.json                  teacher, config, seed, rounds, counts, quality metrics (at the end)
+
+An image id is ``r<round>_<slot>``: slot s of round r is optimised toward the teacher's soft
+prediction on slot s of round r-1 (recursive label calibration), so ids never collide. Every file
+is written atomically, and a batch's record is written after its images: a record is the proof
+that a batch is complete, which is what lets a killed run resume without losing or duplicating work.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_png, encode_png
+
+from dfnas_pl.data.quality import within_class_diversity
+from dfnas_pl.utils.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, check_writable_dir
+
+MANIFEST_FORMAT = "dfnas_pl.synthetic/1"
+
+
+def image_id(round_: int, slot: int) -> str:
+    return f"r{round_:02d}_{slot:06d}"
+
+
+def class_folder(k: int, num_classes: int) -> str:
+    return f"{k:0{max(3, len(str(num_classes - 1)))}d}"
+
+
+class SyntheticSetWriter:
+    """Writes finished batches, knows which are done, and consolidates the set at the end."""
+
+    def __init__(self, root: str | Path, num_classes: int) -> None:
+        self.root = Path(root)
+        self.num_classes = num_classes
+        self._logits_cache: dict[int, dict[int, torch.Tensor]] = {}
+
+    # -- start / resume --------------------------------------------------------------------
+    def begin(self, settings: dict[str, Any], overwrite: bool = False) -> str:
+        """Check that an existing set was made with the same settings; returns 'new', 'resume' or 'complete'."""
+        check_writable_dir(self.root, "synthetic-set output")
+        run_file = self.root / "run.json"
+        if run_file.exists():
+            old = json.loads(run_file.read_text())
+            changed = sorted(k for k in set(old) | set(settings) if _jsonable(old.get(k)) != _jsonable(settings.get(k)))
+            if changed and not overwrite:
+                raise ValueError(
+                    f"'{self.root}' already holds a synthetic set made with other settings ({', '.join(changed)}). "
+                    f"Run again with the same config to resume it, choose another output directory "
+                    f"(model.init_args.output_dir), or set model.init_args.overwrite: true to discard it.")
+            if changed:
+                self.clear()
+        if not (self.root / "run.json").exists():
+            atomic_write_json(run_file, settings)
+            return "new"
+        return "complete" if (self.root / "manifest.json").exists() else "resume"
+
+    def clear(self) -> None:
+        import shutil
+
+        for name in ("images", "records", "grids"):
+            shutil.rmtree(self.root / name, ignore_errors=True)
+        for name in ("run.json", "manifest.json", "soft_labels.pt"):
+            (self.root / name).unlink(missing_ok=True)
+
+    def remove_orphan_images(self) -> int:
+        """Delete PNGs of batches that were killed before their record was written."""
+        done = {rec_id for r in self.rounds_on_disk() for rec_id in self._ids_done(r)}
+        removed = 0
+        for png in (self.root / "images").glob("*/*.png"):
+            if png.stem not in done:
+                png.unlink()
+                removed += 1
+        return removed
+
+    # -- per batch ---------------------------------------------------------------------------
+    def record_path(self, round_: int, first_slot: int) -> Path:
+        return self.root / "records" / f"round_{round_:02d}" / f"batch_{first_slot:06d}.pt"
+
+    def records(self, round_: int) -> list[dict[str, Any]]:
+        folder = self.root / "records" / f"round_{round_:02d}"
+        return [torch.load(p, map_location="cpu", weights_only=True) for p in sorted(folder.glob("batch_*.pt"))]
+
+    def rounds_on_disk(self) -> list[int]:
+        return sorted(int(p.name.split("_")[1]) for p in (self.root / "records").glob("round_*"))
+
+    def _ids_done(self, round_: int) -> set[str]:
+        return {image_id(round_, int(s)) for rec in self.records(round_) for s in rec["slots"]}
+
+    def done_slots(self, round_: int) -> set[int]:
+        return {int(s) for rec in self.records(round_) for s in rec["slots"]}
+
+    def write_batch(self, round_: int, slots: torch.Tensor, images: torch.Tensor, record: dict[str, Any]) -> None:
+        """``images``: uint8 [N, C, H, W]; ``record`` must hold 'classes' (folder of each image)."""
+        for slot, img, k in zip(slots.tolist(), images, record["classes"].tolist()):
+            path = self.root / "images" / class_folder(k, self.num_classes) / f"{image_id(round_, slot)}.png"
+            atomic_write_bytes(path, encode_png(img.cpu()).numpy().tobytes())
+        ids = [image_id(round_, s) for s in slots.tolist()]
+        atomic_torch_save(self.record_path(round_, int(slots.min())),
+                          {"round": round_, "slots": slots.cpu(), "ids": ids, **record})
+
+    def logits_for(self, round_: int, slots: Iterable[int]) -> torch.Tensor:
+        """Teacher logits on the saved images of ``round_`` for these slots (targets of the next round)."""
+        slots = list(slots)
+        cache = self._logits_cache.setdefault(round_, {})
+        if any(s not in cache for s in slots):
+            for rec in self.records(round_):
+                for s, z in zip(rec["slots"].tolist(), rec["logits"]):
+                    cache[s] = z
+        missing = [s for s in slots if s not in cache]
+        if missing:
+            raise RuntimeError(f"Round {round_} has no images for slots {missing[:5]} in '{self.root}', so round "
+                               f"{round_ + 1} has no soft labels for them. The set is incomplete: rerun the same "
+                               f"command to finish round {round_} first.")
+        return torch.stack([cache[s] for s in slots])
+
+    # -- end -------------------------------------------------------------------------------------
+    def finalize(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Gather all records into soft_labels.pt and write manifest.json (with counts and metrics)."""
+        recs = [rec for r in self.rounds_on_disk() for rec in self.records(r)]
+        if not recs:
+            raise RuntimeError(f"No finished batches in '{self.root}': nothing to finalise.")
+        ids = [i for rec in recs for i in rec["ids"]]
+        if len(ids) != len(set(ids)):
+            raise RuntimeError(f"Duplicate image ids in '{self.root}/records': the set is corrupt.")
+        cat = lambda key: torch.cat([rec[key] for rec in recs])  # noqa: E731
+        soft = {"ids": ids, "logits": cat("logits"), "targets": cat("targets"), "classes": cat("classes"),
+                "target_classes": cat("target_classes"), "rounds": torch.tensor([rec["round"] for rec in recs
+                                                                                 for _ in rec["ids"]])}
+        atomic_torch_save(self.root / "soft_labels.pt", soft)
+        rounds: dict[str, Any] = {}
+        for r in sorted(set(soft["rounds"].tolist())):
+            rr = [rec for rec in recs if rec["round"] == r]
+            n = sum(len(rec["ids"]) for rec in rr)
+            wavg = lambda key: sum(float(rec[key]) * len(rec["ids"]) for rec in rr) / n  # noqa: E731
+            rounds[str(r)] = {"images": n, "teacher_top1": wavg("teacher_top1"),
+                              "teacher_confidence": wavg("teacher_confidence"),
+                              "bn_distance": wavg("bn_distance"),
+                              "diversity": within_class_diversity(torch.cat([rec["features"] for rec in rr]),
+                                                                  torch.cat([rec["target_classes"] for rec in rr])),
+                              "final_loss": wavg("final_loss")}
+        counts = torch.bincount(soft["classes"], minlength=self.num_classes).tolist()
+        manifest = {"format": MANIFEST_FORMAT, **manifest, "images": len(ids),
+                    "image_root": "images", "soft_labels": "soft_labels.pt",
+                    "counts_per_class": {class_folder(k, self.num_classes): c for k, c in enumerate(counts)},
+                    "quality": {"teacher_top1": _mean_w(rounds, "teacher_top1"),
+                                "teacher_confidence": _mean_w(rounds, "teacher_confidence"),
+                                "bn_distance": _mean_w(rounds, "bn_distance"),
+                                "diversity": _mean_w(rounds, "diversity"), "per_round": rounds}}
+        atomic_write_json(self.root / "manifest.json", manifest)
+        return manifest
+
+
+def _mean_w(rounds: dict[str, Any], key: str) -> float:
+    total = sum(v["images"] for v in rounds.values())
+    return sum(v[key] * v["images"] for v in rounds.values()) / total
+
+
+def _jsonable(v: Any) -> Any:
+    return json.loads(json.dumps(v, default=str))
+
+
+class SyntheticImageDataset(Dataset):
+    """A finished synthetic set: (image, teacher logits, class) per item, images normalised with the
+    teacher's input statistics from the manifest. ``rounds`` selects rounds (default: all)."""
+
+    def __init__(self, root: str | Path, transform: Callable | None = None, rounds: Iterable[int] | None = None,
+                 normalize: bool = True) -> None:
+        self.root = Path(root)
+        manifest_path = self.root / "manifest.json"
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"'{self.root}' is not a finished synthetic set (no manifest.json). Run the "
+                                    f"synthesis stage first (python -m dfnas_pl fit --config .../synthesize.yaml).")
+        self.manifest = json.loads(manifest_path.read_text())
+        soft = torch.load(self.root / self.manifest["soft_labels"], map_location="cpu", weights_only=True)
+        keep = torch.ones(len(soft["ids"]), dtype=torch.bool)
+        if rounds is not None:
+            keep = torch.isin(soft["rounds"], torch.tensor(list(rounds)))
+        idx = keep.nonzero().flatten()
+        self.ids = [soft["ids"][i] for i in idx.tolist()]
+        self.logits, self.classes = soft["logits"][idx], soft["classes"][idx]
+        self.num_classes = int(self.manifest["teacher"]["num_classes"])
+        self.paths = [self.root / self.manifest["image_root"] / class_folder(int(k), self.num_classes) / f"{i}.png"
+                      for i, k in zip(self.ids, self.classes.tolist())]
+        mean = torch.tensor(self.manifest["teacher"]["mean"]).view(-1, 1, 1)
+        std = torch.tensor(self.manifest["teacher"]["std"]).view(-1, 1, 1)
+        self.mean, self.std = mean, std
+        self.transform, self.normalize = transform, normalize
+        mode = ImageReadMode.GRAY if len(mean) == 1 else ImageReadMode.RGB
+        self._mode = mode
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        data = torch.frombuffer(bytearray(self.paths[i].read_bytes()), dtype=torch.uint8)
+        img = decode_png(data, mode=self._mode).float() / 255.0
+        if self.transform is not None:
+            img = self.transform(img)
+        if self.normalize:
+            img = (img - self.mean) / self.std
+        return img, self.logits[i], int(self.classes[i])

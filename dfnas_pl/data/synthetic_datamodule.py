@@ -1,0 +1,78 @@
+"""A finished synthetic set as a LightningDataModule: train on the synthetic images (optionally a
+seeded train/val split of them, for search), evaluate on real data (``eval_data``), which is only
+ever used to *report* accuracy, never to train or select."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Subset
+from torchvision.transforms import v2 as T
+
+from dfnas_pl.data.synthetic import SyntheticImageDataset
+from dfnas_pl.data.vision import VisionDataModule
+
+
+class SyntheticDataModule(L.LightningDataModule):
+    """Args:
+        path: the synthetic set (``<run>/synthetic``, with manifest.json).
+        batch_size: per-process batch size.
+        val_fraction: fraction of synthetic images held out as ``val`` (0: validate on ``eval_data``).
+        augment: random crop (``crop_padding``) + horizontal flip on synthetic training images.
+        rounds: use only these calibration rounds (default: all).
+        eval_data: real data for test (and val when ``val_fraction`` is 0).
+        split_seed: seed of the synthetic train/val split.
+    """
+
+    def __init__(self, path: str = "runs/fmnist/synthetic", batch_size: int = 64, val_fraction: float = 0.0,
+                 augment: bool = True, crop_padding: int = 2, rounds: list[int] | None = None,
+                 eval_data: VisionDataModule | None = None, num_workers: int = 0, split_seed: int = 0) -> None:
+        super().__init__()
+        self.path, self.batch_size, self.val_fraction = Path(path), batch_size, val_fraction
+        self.augment, self.crop_padding, self.rounds = augment, crop_padding, rounds
+        self.eval_data, self.num_workers, self.split_seed = eval_data, num_workers, split_seed
+        self.train_set = self.val_set = None
+
+    def prepare_data(self) -> None:
+        if self.eval_data is not None:
+            self.eval_data.prepare_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            tf = T.Compose([T.RandomCrop(self._size(), padding=self.crop_padding), T.RandomHorizontalFlip()]) \
+                if self.augment else None
+            full = SyntheticImageDataset(self.path, transform=tf, rounds=self.rounds)
+            plain = SyntheticImageDataset(self.path, transform=None, rounds=self.rounds)
+            self.manifest = full.manifest
+            n_val = int(round(len(full) * self.val_fraction))
+            perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(self.split_seed)).tolist()
+            self.train_set = Subset(full, perm[n_val:])
+            self.val_set = Subset(plain, perm[:n_val]) if n_val else None
+        if self.eval_data is not None:
+            self.eval_data.setup(stage)
+
+    def _size(self) -> int:
+        return int(SyntheticImageDataset(self.path).manifest["teacher"]["image_size"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.manifest["teacher"]["num_classes"])
+
+    def _loader(self, ds, shuffle: bool) -> DataLoader:
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_set is not None:
+            return self._loader(self.val_set, shuffle=False)
+        return self.eval_data.val_dataloader() if self.eval_data is not None else []
+
+    def test_dataloader(self) -> DataLoader:
+        if self.eval_data is None:
+            raise ValueError("Testing needs real data: set data.init_args.eval_data (e.g. FashionMNISTDataModule).")
+        return self.eval_data.test_dataloader()

@@ -1,0 +1,179 @@
+"""Real image datasets through torchvision, as LightningDataModules.
+
+``VisionDataModule`` takes any torchvision classification dataset by name (``FashionMNIST``,
+``MNIST``, ``CIFAR10``, ``CIFAR100``, ...) or an ``ImageFolder`` tree, so a user with CIFAR-10 on
+disk points a config at it. Train/val are a seeded split of the official training set; test is
+the official test set, which no stage ever uses for selection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import datasets
+from torchvision.transforms import v2 as T
+
+from dfnas_pl.data import fashion_mnist
+
+# Per-channel statistics of the training sets (pixel values in [0, 1]).
+DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "FashionMNIST": ((0.2860,), (0.3530,)),
+    "MNIST": ((0.1307,), (0.3081,)),
+    "CIFAR10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "CIFAR100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+DATASET_SIZES = {"FashionMNIST": 28, "MNIST": 28, "CIFAR10": 32, "CIFAR100": 32}
+
+
+class VisionDataModule(L.LightningDataModule):
+    """A torchvision dataset (or an ImageFolder root) with a seeded train/val split.
+
+    Args:
+        dataset: torchvision dataset class name, or ``"ImageFolder"`` (then ``root`` holds
+            ``train/`` and ``test/`` class folders).
+        root: where the files are (nothing is downloaded unless ``download`` is true).
+        batch_size: per-process batch size.
+        val_size: images of the training set held out for validation.
+        mean: per-channel normalisation mean; defaults to the dataset's known statistics.
+        std: per-channel normalisation std; defaults to the dataset's known statistics.
+        image_size: resize to this size (ImageFolder sets of other sizes); ``None`` keeps it.
+        augment: random crop with ``crop_padding`` and horizontal flip on the training split.
+        num_workers: data loader worker processes.
+        split_seed: seed of the train/val split (fixed, so every stage sees the same split).
+        download: let torchvision download the dataset if it is not on disk.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "FashionMNIST",
+        root: str = "data",
+        batch_size: int = 128,
+        val_size: int = 5000,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        image_size: int | None = None,
+        augment: bool = True,
+        crop_padding: int = 2,
+        num_workers: int = 0,
+        split_seed: int = 0,
+        download: bool = False,
+    ) -> None:
+        super().__init__()
+        # Explicit dict: subclasses call this __init__, and save_hyperparameters() would read their frame.
+        self.save_hyperparameters({k: v for k, v in locals().items() if k not in ("self", "__class__")})
+        if mean is None or std is None:
+            if dataset not in DATASET_STATS:
+                raise ValueError(
+                    f"No known normalisation statistics for dataset '{dataset}'. "
+                    f"Set data.mean and data.std in the config (known: {sorted(DATASET_STATS)})."
+                )
+            mean, std = DATASET_STATS[dataset]
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.mean)
+
+    @property
+    def image_size(self) -> int | None:
+        return self.hparams.image_size or DATASET_SIZES.get(self.hparams.dataset)
+
+    @property
+    def class_names(self) -> list[str]:
+        if self.hparams.dataset == "FashionMNIST":
+            return list(fashion_mnist.CLASSES)
+        dataset = self.train_set.dataset if isinstance(self.train_set, Subset) else self.train_set
+        return list(getattr(dataset, "classes", []))
+
+    def _transforms(self, train: bool) -> T.Compose:
+        ops: list = [T.ToImage()]
+        if self.hparams.image_size is not None:
+            ops.append(T.Resize((self.hparams.image_size, self.hparams.image_size), antialias=True))
+        if self.in_channels == 1:
+            ops.append(T.Grayscale(1))
+        if train and self.hparams.augment:
+            size = self.hparams.image_size
+            ops += [T.RandomCrop(size, padding=self.hparams.crop_padding) if size else _PadCrop(self.hparams.crop_padding),
+                    T.RandomHorizontalFlip()]
+        ops += [T.ToDtype(torch.float32, scale=True), T.Normalize(self.mean, self.std)]
+        return T.Compose(ops)
+
+    def _make(self, train: bool, transform) -> Dataset:
+        name, root = self.hparams.dataset, self.hparams.root
+        if name == "ImageFolder":
+            folder = Path(root) / ("train" if train else "test")
+            if not folder.is_dir():
+                raise FileNotFoundError(f"ImageFolder data needs '{folder}' with one sub-folder per class.")
+            return datasets.ImageFolder(folder, transform=transform)
+        if name == "FashionMNIST":
+            fashion_mnist.prepare_fashion_mnist(root)
+        if not hasattr(datasets, name):
+            raise ValueError(f"torchvision.datasets has no dataset '{name}'. Use a class name such as "
+                             f"FashionMNIST or CIFAR10, or ImageFolder.")
+        try:
+            return getattr(datasets, name)(root, train=train, transform=transform, download=self.hparams.download)
+        except RuntimeError as err:
+            hint = fashion_mnist.missing_data_message(root) if name == "FashionMNIST" else (
+                f"put the files under '{root}' or set data.download: true on a machine with internet")
+            raise FileNotFoundError(f"Dataset {name} is not available: {err}. Fix: {hint}") from err
+
+    def prepare_data(self) -> None:
+        if self.hparams.dataset == "FashionMNIST" and not fashion_mnist.prepare_fashion_mnist(self.hparams.root):
+            if not self.hparams.download:
+                raise FileNotFoundError(fashion_mnist.missing_data_message(self.hparams.root))
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            full_train = self._make(True, self._transforms(train=True))
+            full_eval = self._make(True, self._transforms(train=False))
+            n = len(full_train)
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.split_seed)).tolist()
+            val_idx, train_idx = perm[: self.hparams.val_size], perm[self.hparams.val_size :]
+            self.train_set = Subset(full_train, train_idx)
+            self.val_set = Subset(full_eval, val_idx)
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self.test_set = self._make(False, self._transforms(train=False))
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle,
+                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+
+class _PadCrop(torch.nn.Module):
+    """RandomCrop back to the input's own size after padding (size known only per sample)."""
+
+    def __init__(self, padding: int) -> None:
+        super().__init__()
+        self.padding = padding
+
+    def forward(self, img):
+        size = img.shape[-2:]
+        return T.RandomCrop(tuple(size), padding=self.padding)(img)
+
+
+class FashionMNISTDataModule(VisionDataModule):
+    """Fashion-MNIST (60k train / 10k test, 28x28 grey, 10 classes) from Debian's package."""
+
+    def __init__(self, root: str = "data", batch_size: int = 128, val_size: int = 5000, augment: bool = True,
+                 num_workers: int = 0, split_seed: int = 0, download: bool = False) -> None:
+        super().__init__("FashionMNIST", root=root, batch_size=batch_size, val_size=val_size, augment=augment,
+                         num_workers=num_workers, split_seed=split_seed, download=download)
