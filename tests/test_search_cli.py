@@ -65,3 +65,15 @@ def test_killed_search_resumes_from_the_last_checkpoint(tmp_path, synthetic_set,
     epochs = [h["epoch"] for h in json.loads(history_file.read_text())]
     assert epochs == list(range(8))  # every epoch once: nothing lost, nothing repeated
     assert json.loads((out / "architecture.json").read_text())["algorithm"] == algorithm
+
+
+@pytest.mark.slow
+def test_search_logs_alpha_heatmaps_and_genotype_table_to_wandb_offline(tmp_path, synthetic_set):
+    out = tmp_path / "darts"
+    args = search_args("darts", out, synthetic_set, 2, 2)
+    i = args.index("--trainer.logger")
+    del args[i:i + 2]  # keep the config's W&B logger (offline), redirected to tmp_path
+    run_cli(*args, "--trainer.logger.init_args.save_dir", str(tmp_path))
+    run_dir = next(tmp_path.glob("wandb/offline-run-*"))
+    assert len(list(run_dir.glob("files/media/images/search/alphas_*.png"))) == 2
+    assert list(run_dir.glob("files/media/table/search/genotype_*.table.json"))

@@ -144,14 +144,11 @@ class SyntheticSetWriter:
         rounds: dict[str, Any] = {}
         for r in sorted(set(soft["rounds"].tolist())):
             rr = [rec for rec in recs if rec["round"] == r]
-            n = sum(len(rec["ids"]) for rec in rr)
-            wavg = lambda key: sum(float(rec[key]) * len(rec["ids"]) for rec in rr) / n  # noqa: E731
-            rounds[str(r)] = {"images": n, "teacher_top1": wavg("teacher_top1"),
-                              "teacher_confidence": wavg("teacher_confidence"),
-                              "bn_distance": wavg("bn_distance"),
+            rounds[str(r)] = {"images": sum(len(rec["ids"]) for rec in rr),
+                              **{key: _batch_weighted_mean(rr, key)
+                                 for key in ("teacher_top1", "teacher_confidence", "bn_distance", "final_loss")},
                               "diversity": within_class_diversity(torch.cat([rec["features"] for rec in rr]),
-                                                                  torch.cat([rec["target_classes"] for rec in rr])),
-                              "final_loss": wavg("final_loss")}
+                                                                  torch.cat([rec["target_classes"] for rec in rr]))}
         counts = torch.bincount(soft["classes"], minlength=self.num_classes).tolist()
         manifest = {"format": MANIFEST_FORMAT, **manifest, "images": len(ids),
                     "image_root": "images", "soft_labels": "soft_labels.pt",
@@ -162,6 +159,12 @@ class SyntheticSetWriter:
                                 "diversity": _mean_w(rounds, "diversity"), "per_round": rounds}}
         atomic_write_json(self.root / "manifest.json", manifest)
         return manifest
+
+
+def _batch_weighted_mean(records: list[dict[str, Any]], key: str) -> float:
+    """Mean of a per-batch metric over a round, each batch weighted by its number of images."""
+    n = sum(len(rec["ids"]) for rec in records)
+    return sum(float(rec[key]) * len(rec["ids"]) for rec in records) / n
 
 
 def _mean_w(rounds: dict[str, Any], key: str) -> float:
