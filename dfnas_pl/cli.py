@@ -1,12 +1,14 @@
 """``python -m dfnas_pl`` - one LightningCLI for every stage.
 
 The stage is chosen by the config: ``model.class_path`` (teacher training, synthesis, ...) and
-``data.class_path``. Subcommands are Lightning's own: ``fit``, ``validate``, ``test``, ``predict``.
+``data.class_path``. Subcommands are Lightning's own: ``fit``, ``validate``, ``test``, ``predict``,
+plus ``pipeline`` (synthesis -> search -> retraining, see :mod:`dfnas_pl.pipeline`).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 from lightning.pytorch.cli import LightningCLI
@@ -27,10 +29,15 @@ class DFNASCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
 
-def main(args: list[str] | None = None) -> DFNASCLI:
+def main(args: list[str] | None = None):
     # 2-core CPU machines: keep torch from oversubscribing when several DDP processes share the cores.
     if "DFNAS_NUM_THREADS" in os.environ:
         torch.set_num_threads(int(os.environ["DFNAS_NUM_THREADS"]))
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["pipeline"]:  # all stages in order; see dfnas_pl.pipeline
+        from dfnas_pl.pipeline import main as pipeline_main
+
+        return pipeline_main(argv[1:])
     return DFNASCLI(args=args)
 
 

@@ -1,0 +1,146 @@
+"""``python -m dfnas_pl pipeline --config experiments/fmnist/pipeline.yaml``: synthesis -> search
+(any subset of darts / proxylessnas / spos) -> retraining, each stage through the same LightningCLI
+configs as when run by hand, in its own process, with the paths between stages passed as overrides.
+
+A stage whose output exists is skipped (``synthetic/manifest.json``, ``search/<alg>/architecture.json``,
+``retrain/<alg>/metrics.json``); a stage with a ``last.ckpt`` resumes from it. So a killed pipeline,
+started again with the same command, redoes nothing that finished.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json
+
+ALGORITHMS = ("darts", "proxylessnas", "spos")
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m dfnas_pl pipeline", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", action=ActionConfigFile, help="pipeline YAML (experiments/fmnist/pipeline.yaml)")
+    p.add_argument("--run_dir", type=str, default="runs/fmnist", help="where every stage writes")
+    p.add_argument("--algorithms", type=list[str], default=list(ALGORITHMS), help="searches to run")
+    p.add_argument("--synthesis_config", type=str, default="experiments/fmnist/synthesize.yaml")
+    p.add_argument("--search_configs", type=dict[str, str],
+                   default={a: f"experiments/fmnist/search_{a}.yaml" for a in ALGORITHMS})
+    p.add_argument("--retrain_config", type=str, default="experiments/fmnist/retrain.yaml")
+    p.add_argument("--overrides", type=dict[str, list[str]], default={},
+                   help="extra CLI arguments per stage: synthesis, search, darts, proxylessnas, spos, retrain")
+    return p
+
+
+class Pipeline:
+    def __init__(self, run_dir: str, algorithms: list[str], synthesis_config: str, search_configs: dict[str, str],
+                 retrain_config: str, overrides: dict[str, list[str]]) -> None:
+        unknown = sorted(set(algorithms) - set(ALGORITHMS))
+        if unknown:
+            raise ValueError(f"Unknown search algorithm(s) {unknown}; choose from {list(ALGORITHMS)}.")
+        missing = [a for a in algorithms if a not in search_configs]
+        if missing:
+            raise ValueError(f"No search config for {missing}: add them to search_configs.")
+        self.run = Path(run_dir)
+        self.algorithms, self.synthesis_config = list(algorithms), synthesis_config
+        self.search_configs, self.retrain_config, self.overrides = search_configs, retrain_config, overrides
+        self.timings: dict[str, float] = {}
+
+    # -- running one stage ------------------------------------------------------------------------
+    def _cli(self, name: str, subcommand: str, config: str, args: list[str], extra_keys: list[str]) -> None:
+        extra = [a for key in extra_keys for a in self.overrides.get(key, [])]
+        cmd = [sys.executable, "-m", "dfnas_pl", subcommand, "--config", config, *args, *extra]
+        print(f"\n=== {name}: {' '.join(cmd[2:])}", flush=True)
+        start = time.time()
+        result = subprocess.run(cmd)
+        self.timings[name] = self.timings.get(name, 0.0) + time.time() - start
+        if result.returncode != 0:
+            raise SystemExit(f"Stage '{name}' failed (exit {result.returncode}). Fix the cause and run the same "
+                             f"pipeline command again: finished stages are kept.")
+
+    @staticmethod
+    def _resume(checkpoint_dir: Path) -> list[str]:
+        return ["--ckpt_path", str(checkpoint_dir / "last.ckpt")] if (checkpoint_dir / "last.ckpt").exists() else []
+
+    def synthesis(self) -> Path:
+        out = self.run / "synthetic"
+        if (out / "manifest.json").exists():
+            print(f"=== synthesis: done ({out / 'manifest.json'}), skipped")
+            return out
+        self._cli("synthesis", "fit", self.synthesis_config,
+                  ["--model.init_args.output_dir", str(out), "--trainer.default_root_dir", str(self.run),
+                   "--trainer.logger.init_args.save_dir", str(self.run)], ["synthesis"])
+        return out
+
+    def search(self, algorithm: str, synthetic: Path) -> Path:
+        out = self.run / "search" / algorithm
+        if (out / "architecture.json").exists():
+            print(f"=== search {algorithm}: done ({out / 'architecture.json'}), skipped")
+            return out / "architecture.json"
+        ckpt = out / "checkpoints"
+        self._cli(f"search {algorithm}", "fit", self.search_configs[algorithm],
+                  ["--data.init_args.path", str(synthetic), "--model.init_args.output_dir", str(out),
+                   "--trainer.default_root_dir", str(out), "--trainer.callbacks.init_args.dirpath", str(ckpt),
+                   "--trainer.logger.init_args.save_dir", str(self.run), *self._resume(ckpt)],
+                  ["search", algorithm])
+        return out / "architecture.json"
+
+    def retrain(self, algorithm: str, architecture: Path) -> Path:
+        out = self.run / "retrain" / algorithm
+        metrics = out / "metrics.json"
+        if metrics.exists():
+            print(f"=== retrain {algorithm}: done ({metrics}), skipped")
+            return metrics
+        ckpt = out / "checkpoints"
+        args = ["--model.init_args.architecture", str(architecture), "--model.init_args.metrics_path", str(metrics),
+                "--trainer.default_root_dir", str(out), "--trainer.callbacks.init_args.dirpath", str(ckpt),
+                "--trainer.logger.init_args.save_dir", str(out)]
+        self._cli(f"retrain {algorithm}", "fit", self.retrain_config, [*args, *self._resume(ckpt)], ["retrain"])
+        self._cli(f"retrain {algorithm}", "test", self.retrain_config, [*args, "--ckpt_path", str(ckpt / "last.ckpt")],
+                  ["retrain"])
+        return metrics
+
+    # -- all of it ------------------------------------------------------------------------------------
+    def __call__(self) -> list[dict]:
+        synthetic = self.synthesis()
+        rows = []
+        for algorithm in self.algorithms:
+            architecture = self.search(algorithm, synthetic)
+            metrics = json.loads(self.retrain(algorithm, architecture).read_text())
+            rows.append({"algorithm": algorithm, "architecture": summarise(metrics["choices"]),
+                         "mflops": metrics["flops"] / 1e6, "kparams": metrics["params"] / 1e3,
+                         "test_top1": metrics["test_top1"]})
+        self.report(rows)
+        return rows
+
+    def report(self, rows: list[dict]) -> None:
+        lines = ["| algorithm | architecture | MFLOPs | K params | test top-1 |", "|---|---|---:|---:|---:|"]
+        lines += [f"| {r['algorithm']} | {r['architecture']} | {r['mflops']:.2f} | {r['kparams']:.1f} | "
+                  f"{100 * r['test_top1']:.2f} % |" for r in rows]
+        table = "\n".join(lines)
+        atomic_write_bytes(self.run / "pipeline_results.md", (table + "\n").encode())
+        atomic_write_json(self.run / "pipeline_results.json", {"rows": rows, "stage_seconds": self.timings})
+        print("\n" + table)
+        print(f"\nResults: {self.run / 'pipeline_results.md'}\nSynthetic set and image grids: "
+              f"{self.run / 'synthetic'} (grids/)\nSearch plots and architectures: {self.run / 'search'}/<algorithm>/\n"
+              f"Retraining logs and metrics: {self.run / 'retrain'}/<algorithm>/\n"
+              f"W&B offline runs: {self.run / 'wandb'} (wandb sync <dir> to upload)")
+
+
+def summarise(choices) -> str:
+    """A short one-line architecture description for the table."""
+    if isinstance(choices, dict):  # DARTS genotype
+        return "; ".join(f"{cell}: " + ", ".join(op.replace("_conv", "").replace("_connect", "")
+                                                 for node in nodes for op, _ in node)
+                         for cell, nodes in choices.items())
+    return ", ".join(str(c).replace("mbconv_", "") for c in choices)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    cfg = parser().parse_args(argv)
+    return Pipeline(cfg.run_dir, cfg.algorithms, cfg.synthesis_config, dict(cfg.search_configs), cfg.retrain_config,
+                    {k: list(v) for k, v in (cfg.overrides or {}).items()})()

@@ -1,0 +1,74 @@
+"""The pipeline end to end at toy size, and a killed pipeline that resumes without redoing stages."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+
+
+def toy_config(tmp_path, fmnist_root):
+    run = tmp_path / "run"
+    quiet = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    overrides = {
+        "synthesis": ["--data.init_args.images_per_class", "1", "--data.init_args.batch_size", "10",
+                      "--model.init_args.iterations", "5", "--model.init_args.warmup_iterations", "2", *quiet],
+        "search": ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches",
+                   "1", "--data.init_args.batch_size", "4", "--data.init_args.val_fraction", "0.5", *quiet],
+        "darts": ["--model.init_args.space.channels", "4", "--model.init_args.space.layers", "3"],
+        "proxylessnas": ["--model.init_args.space.stage_channels", "[8, 16, 16]", "--model.init_args.warmup_epochs",
+                         "0"],
+        "spos": ["--model.init_args.space.stage_channels", "[16, 24, 32]", "--model.init_args.max_mflops", "null",
+                 "--model.init_args.population", "2", "--model.init_args.generations", "1",
+                 "--model.init_args.top_k", "1", "--model.init_args.bn_recalibration_batches", "1"],
+        "retrain": ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches",
+                    "1", "--trainer.limit_test_batches", "2", "--data.init_args.root", str(fmnist_root), *quiet],
+    }
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(json.dumps({"run_dir": str(run), "algorithms": ["darts", "proxylessnas", "spos"],
+                                  "overrides": overrides}))
+    return config, run
+
+
+@pytest.mark.slow
+def test_pipeline_runs_every_stage_and_prints_the_table(tmp_path, fmnist_root):
+    config, run = toy_config(tmp_path, fmnist_root)
+    out = run_cli("pipeline", "--config", str(config), timeout=900).stdout
+    assert json.loads((run / "synthetic" / "manifest.json").read_text())["images"] == 20
+    for algorithm in ("darts", "proxylessnas", "spos"):
+        arch = json.loads((run / "search" / algorithm / "architecture.json").read_text())
+        metrics = json.loads((run / "retrain" / algorithm / "metrics.json").read_text())
+        assert metrics["flops"] == arch["flops"] and metrics["params"] == arch["params"]
+        assert 0.0 <= metrics["test_top1"] <= 1.0 and metrics["algorithm"] == algorithm
+        assert f"| {algorithm} |" in out
+    assert "| algorithm | architecture | MFLOPs | K params | test top-1 |" in out
+    assert (run / "pipeline_results.md").read_text().count("\n") == 5
+
+
+@pytest.mark.slow
+def test_killed_pipeline_resumes_without_redoing_finished_stages(tmp_path, fmnist_root):
+    config, run = toy_config(tmp_path, fmnist_root)
+    proc = subprocess.Popen([sys.executable, "-m", "dfnas_pl", "pipeline", "--config", str(config)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "WANDB_MODE": "offline"})
+    darts = run / "search" / "darts" / "architecture.json"
+    deadline = time.time() + 600
+    while time.time() < deadline and not darts.exists():
+        assert proc.poll() is None, "the pipeline ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the pipeline and the stage it was running
+    proc.wait()
+    assert not (run / "pipeline_results.md").exists()
+    manifest, arch = run / "synthetic" / "manifest.json", darts
+    stamps = {p: p.stat().st_mtime_ns for p in (manifest, arch)}
+
+    out = run_cli("pipeline", "--config", str(config), timeout=900).stdout
+    assert "synthesis: done" in out and "search darts: done" in out
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # not redone
+    assert (run / "pipeline_results.md").exists()
+    assert all((run / "retrain" / a / "metrics.json").exists() for a in ("darts", "proxylessnas", "spos"))
