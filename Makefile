@@ -6,7 +6,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast run synthesize lint bench paper-table clean
+.PHONY: install test test-fast run synthesize lint bench clean
 
 install: $(VENV)/.installed $(FMNIST)
 
@@ -27,11 +27,12 @@ test: install
 test-fast: install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# The main job on the embedded default teacher.
+# The main job on the embedded default teacher: synthesis -> 3 searches -> retraining, then a table.
 run: install
-	$(PY) -m dfnas_pl fit --config experiments/fmnist/synthesize.yaml
+	$(PY) -m dfnas_pl pipeline --config experiments/fmnist/pipeline.yaml
 
-synthesize: run
+synthesize: install
+	$(PY) -m dfnas_pl fit --config experiments/fmnist/synthesize.yaml
 
 lint: install
 	$(PY) -m ruff check .
