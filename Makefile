@@ -6,7 +6,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast run synthesize lint bench clean
+.PHONY: install test test-fast run synthesize paper-table lint bench clean
 
 install: $(VENV)/.installed $(FMNIST)
 
@@ -33,6 +33,10 @@ run: install
 
 synthesize: install
 	$(PY) -m dfnas_pl fit --config experiments/fmnist/synthesize.yaml
+
+# The paper's comparison at our scale (about 2 hours; a benchmark, not a test).
+paper-table: install
+	$(PY) -m dfnas_pl paper-table --config experiments/fmnist/paper_table.yaml
 
 lint: install
 	$(PY) -m ruff check .

@@ -38,6 +38,10 @@ def main(args: list[str] | None = None):
         from dfnas_pl.pipeline import main as pipeline_main
 
         return pipeline_main(argv[1:])
+    if argv[:1] == ["paper-table"]:  # the paper's comparison; see dfnas_pl.paper_table
+        from dfnas_pl.paper_table import main as paper_table_main
+
+        return paper_table_main(argv[1:])
     return DFNASCLI(args=args)
 
 

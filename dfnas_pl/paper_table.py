@@ -1,0 +1,167 @@
+"""``python -m dfnas_pl paper-table --config experiments/fmnist/paper_table.yaml``: the paper's
+comparison at our scale. For each algorithm, search on (a) real Fashion-MNIST, (b) our synthetic set
+(label calibration + regional update), (c) plain model-inversion data, (d) Gaussian noise; plus (e) a
+random architecture of the same space at FLOPs similar to (b). Every architecture is retrained on the
+real training split with several seeds; the table reports test top-1 mean and std.
+
+Every search, retraining and synthesis is a stage of :class:`~dfnas_pl.pipeline.Pipeline` (its own
+process, skipped when its output exists), so a killed table run resumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from dfnas_pl.pipeline import ALGORITHMS, Pipeline
+from dfnas_pl.search.export import write_architecture
+from dfnas_pl.search.random_arch import random_like
+from dfnas_pl.utils.io import atomic_write_bytes
+
+SOURCES = {"real": "(a) real data", "synthetic": "(b) ours: calibration + regional",
+           "plain": "(c) plain inversion", "noise": "(d) Gaussian noise", "random": "(e) random architecture"}
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m dfnas_pl paper-table", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", action=ActionConfigFile)
+    p.add_argument("--run_dir", type=str, default="runs/fmnist_paper_table")
+    p.add_argument("--algorithms", type=list[str], default=list(ALGORITHMS))
+    p.add_argument("--sources", type=list[str], default=list(SOURCES))
+    p.add_argument("--seeds", type=list[int], default=[0, 1, 2], help="retraining seeds per architecture")
+    p.add_argument("--search_images", type=int, default=500, help="images every search source gets")
+    p.add_argument("--synthesis_config", type=str, default="experiments/fmnist/synthesize.yaml")
+    p.add_argument("--search_configs", type=dict[str, str],
+                   default={a: f"experiments/fmnist/search_{a}.yaml" for a in ALGORITHMS})
+    p.add_argument("--retrain_config", type=str, default="experiments/fmnist/retrain.yaml")
+    p.add_argument("--overrides", type=dict[str, list[str]], default={})
+    return p
+
+
+class PaperTable(Pipeline):
+    def __init__(self, run_dir: str, algorithms: list[str], sources: list[str], seeds: list[int], search_images: int,
+                 synthesis_config: str, search_configs: dict[str, str], retrain_config: str,
+                 overrides: dict[str, list[str]]) -> None:
+        super().__init__(run_dir, algorithms, synthesis_config, search_configs, retrain_config, overrides)
+        unknown = sorted(set(sources) - set(SOURCES))
+        if unknown:
+            raise ValueError(f"Unknown source(s) {unknown}; choose from {list(SOURCES)}.")
+        if "random" in sources and "synthetic" not in sources:
+            raise ValueError("The random baseline matches the FLOPs of the 'synthetic' architecture: keep 'synthetic'.")
+        self.sources, self.seeds, self.search_images = list(sources), list(seeds), search_images
+
+    def synthetic_sets(self) -> dict[str, Path]:
+        sets = {}
+        if "synthetic" in self.sources:
+            sets["synthetic"] = self.synthesis()
+        if "plain" in self.sources:
+            out = self.run / "synthetic_plain"
+            if not (out / "manifest.json").exists():
+                self._cli("synthesis (plain)", "fit", self.synthesis_config,
+                          ["--model.init_args.output_dir", str(out), "--model.init_args.label_calibration", "false",
+                           "--model.init_args.regional_update", "false", "--trainer.default_root_dir", str(self.run),
+                           "--trainer.logger.init_args.save_dir", str(self.run)], ["synthesis"])
+            sets["plain"] = out
+        return sets
+
+    def search_source(self, algorithm: str, source: str, sets: dict[str, Path]) -> Path:
+        out = self.run / "search" / algorithm / source
+        if (out / "architecture.json").exists():
+            return out / "architecture.json"
+        data = {"real": ["--data.init_args.source", "real", "--model.init_args.teacher", "null",
+                         "--data.init_args.max_images", str(self.search_images)],
+                "noise": ["--data.init_args.source", "noise", "--data.init_args.noise_images", str(self.search_images)],
+                }.get(source, ["--data.init_args.path", str(sets.get(source, ""))])
+        ckpt = out / "checkpoints"
+        self._cli(f"search {algorithm} on {source}", "fit", self.search_configs[algorithm],
+                  [*data, "--model.init_args.output_dir", str(out), "--trainer.default_root_dir", str(out),
+                   "--trainer.callbacks.init_args.dirpath", str(ckpt), "--trainer.logger.init_args.save_dir",
+                   str(self.run), *self._resume(ckpt)], ["search", algorithm])
+        return out / "architecture.json"
+
+    def random_architecture(self, algorithm: str, reference: Path) -> Path:
+        out = self.run / "search" / algorithm / "random" / "architecture.json"
+        if not out.exists():
+            ref = json.loads(reference.read_text())
+            choices, _ = random_like(ref, seed=0)
+            cfg = {k: v for k, v in ref["space_config"].items() if k != "image_size"}
+            write_architecture(out, "random", ref["space"], cfg, ref["space_config"]["image_size"], choices,
+                               matched_to=str(reference))
+        return out
+
+    def retrain_seed(self, algorithm: str, source: str, seed: int, architecture: Path) -> dict:
+        out = self.run / "retrain" / algorithm / source / f"seed{seed}"
+        metrics = out / "metrics.json"
+        if not metrics.exists():
+            ckpt = out / "checkpoints"
+            args = ["--seed_everything", str(seed), "--model.init_args.architecture", str(architecture),
+                    "--model.init_args.metrics_path", str(metrics), "--trainer.default_root_dir", str(out),
+                    "--trainer.callbacks.init_args.dirpath", str(ckpt), "--trainer.logger.init_args.save_dir", str(out)]
+            name = f"retrain {algorithm}/{source} seed {seed}"
+            self._cli(name, "fit", self.retrain_config, [*args, *self._resume(ckpt)], ["retrain"])
+            self._cli(name, "test", self.retrain_config, [*args, "--ckpt_path", str(ckpt / "last.ckpt")], ["retrain"])
+        return json.loads(metrics.read_text())
+
+    def __call__(self) -> list[dict]:
+        sets = self.synthetic_sets()
+        rows = []
+        for algorithm in self.algorithms:
+            archs = {s: self.search_source(algorithm, s, sets) for s in self.sources if s != "random"}
+            if "random" in self.sources:
+                archs["random"] = self.random_architecture(algorithm, archs["synthetic"])
+            for source in self.sources:
+                runs = [self.retrain_seed(algorithm, source, seed, archs[source]) for seed in self.seeds]
+                accs = [100 * m["test_top1"] for m in runs]
+                rows.append({"algorithm": algorithm, "source": source, "label": SOURCES[source],
+                             "mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                             "seeds": len(accs), "mflops": runs[0]["flops"] / 1e6, "kparams": runs[0]["params"] / 1e3})
+        self.write_table(rows)
+        return rows
+
+    def write_table(self, rows: list[dict]) -> None:
+        lines = ["| algorithm | search data | test top-1 (mean ± std) | seeds | MFLOPs | K params |",
+                 "|---|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['algorithm']} | {r['label']} | {r['mean']:.2f} ± {r['std']:.2f} | {r['seeds']} | "
+                  f"{r['mflops']:.2f} | {r['kparams']:.1f} |" for r in rows]
+        atomic_write_bytes(self.run / "paper_table.md", ("\n".join(lines) + "\n").encode())
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_bytes(self.run / "paper_table.csv", buf.getvalue().encode())
+        plot(self.run / "paper_table.png", rows)
+        print("\n" + "\n".join(lines) + f"\n\nTable: {self.run / 'paper_table.md'} (.csv, .png)")
+
+
+def plot(path: Path, rows: list[dict]) -> None:
+    from dfnas_pl.search.plots import plt
+
+    algorithms = list(dict.fromkeys(r["algorithm"] for r in rows))
+    sources = list(dict.fromkeys(r["source"] for r in rows))
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(algorithms), 3.8))
+    width = 0.8 / len(sources)
+    for k, source in enumerate(sources):
+        rs = [next(r for r in rows if r["algorithm"] == a and r["source"] == source) for a in algorithms]
+        ax.bar([i + k * width for i in range(len(algorithms))], [r["mean"] for r in rs], width,
+               yerr=[r["std"] for r in rs], capsize=3, label=SOURCES[source])
+    ax.set_xticks([i + width * (len(sources) - 1) / 2 for i in range(len(algorithms))], algorithms)
+    lo = min(r["mean"] - r["std"] for r in rows)
+    ax.set_ylim(max(0.0, lo - 2), 100)
+    ax.set_ylabel("real test top-1 (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    c = parser().parse_args(argv)
+    return PaperTable(c.run_dir, c.algorithms, c.sources, c.seeds, c.search_images, c.synthesis_config,
+                      dict(c.search_configs), c.retrain_config, {k: list(v) for k, v in (c.overrides or {}).items()})()

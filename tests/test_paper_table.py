@@ -1,0 +1,42 @@
+"""The paper-table driver at toy size: every source searched, the random baseline matched in FLOPs,
+every architecture retrained per seed, and the table / CSV / plot written."""
+
+import csv
+import json
+
+import pytest
+
+from dfnas_pl.search.export import build_from_architecture, count_flops
+from dfnas_pl.search.random_arch import random_like
+from tests.conftest import run_cli
+from tests.test_pipeline import toy_config
+
+
+def test_random_baseline_is_from_the_same_space_and_closest_in_flops(tmp_path):
+    from dfnas_pl.search.export import write_architecture
+    from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
+
+    cfg = LayerwiseSpaceConfig(stage_channels=(16, 24, 32))
+    ref = write_architecture(tmp_path / "a.json", "spos", "shufflenetv2", cfg, 28, ["k7", "xception"] * 3)
+    choices, flops = random_like(ref, seed=0, samples=30)
+    assert len(choices) == 6 and set(choices) <= {"k3", "k5", "k7", "xception"}
+    assert count_flops(build_from_architecture({**ref, "choices": choices}), (1, 28, 28)) == flops
+    others = [random_like(ref, seed=s, samples=1)[1] for s in range(10)]
+    assert abs(flops - ref["flops"]) <= min(abs(f - ref["flops"]) for f in others)
+
+
+@pytest.mark.slow
+def test_paper_table_at_toy_size(tmp_path, fmnist_root):
+    config, run = toy_config(tmp_path, fmnist_root)
+    cfg = json.loads(config.read_text())
+    cfg.update(algorithms=["spos"], seeds=[0, 1], search_images=20)
+    config.write_text(json.dumps(cfg))
+    out = run_cli("paper-table", "--config", str(config), timeout=1200).stdout
+    rows = list(csv.DictReader((run / "paper_table.csv").open()))
+    assert [r["source"] for r in rows] == ["real", "synthetic", "plain", "noise", "random"]
+    assert all(r["seeds"] == "2" and 0 <= float(r["mean"]) <= 100 for r in rows)
+    assert json.loads((run / "synthetic_plain" / "manifest.json").read_text())["config"]["label_calibration"] is False
+    real = json.loads((run / "search" / "spos" / "real" / "architecture.json").read_text())
+    assert real["algorithm"] == "spos"
+    assert json.loads((run / "search" / "spos" / "random" / "architecture.json").read_text())["algorithm"] == "random"
+    assert (run / "paper_table.png").stat().st_size > 0 and "(e) random architecture" in out
