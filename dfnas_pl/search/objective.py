@@ -15,6 +15,20 @@ class SearchObjective(nn.Module):
         super().__init__()
         self.teacher, self.temperature = teacher, temperature
 
+    def train(self, mode: bool = True) -> SearchObjective:
+        """The teacher stays in eval mode whatever mode the search module is put in."""
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def check_data(self, datamodule) -> None:
+        """Synthetic and noise data need the teacher (KD); real data needs labels (no teacher)."""
+        uses_teacher = getattr(datamodule, "uses_teacher", None)
+        if uses_teacher is not None and uses_teacher != (self.teacher is not None):
+            need = "a teacher (model.init_args.teacher)" if uses_teacher else "teacher: null (labels, CE)"
+            raise ValueError(f"data source '{datamodule.source}' needs {need}.")
+
     def targets(self, batch) -> torch.Tensor:
         """Teacher logits (KD) or class indices (CE) for a batch ``(x, ..., y)``."""
         if self.teacher is None:

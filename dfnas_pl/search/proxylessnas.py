@@ -69,18 +69,9 @@ class ProxylessSearch(L.LightningModule):
         self.history: list[dict[str, Any]] = []
         self._finished = False
 
-    def train(self, mode: bool = True) -> ProxylessSearch:
-        super().train(mode)
-        if self.objective.teacher is not None:
-            self.objective.teacher.eval()
-        return self
-
     def setup(self, stage: str) -> None:
-        dm = self.trainer.datamodule if self.trainer is not None else None
-        if dm is not None and hasattr(dm, "uses_teacher") and dm.uses_teacher != (self.objective.teacher is not None):
-            need = "a teacher (model.init_args.teacher)" if dm.uses_teacher else "teacher: null (labels, CE)"
-            raise ValueError(f"data source '{dm.source}' needs {need}.")
-        if self.trainer is not None and self.trainer.is_global_zero:
+        self.objective.check_data(self.trainer.datamodule)
+        if self.trainer.is_global_zero:
             check_writable_dir(self.output_dir, "search output")
 
     def configure_optimizers(self):

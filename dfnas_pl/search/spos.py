@@ -72,12 +72,6 @@ class SPOSSearch(L.LightningModule):
             raise ValueError(f"max_mflops {max_mflops} is below the cheapest path of the space "
                              f"({self.path_flops(self.cheapest()) / 1e6:.2f} MFLOPs): raise it.")
 
-    def train(self, mode: bool = True) -> SPOSSearch:
-        super().train(mode)
-        if self.objective.teacher is not None:
-            self.objective.teacher.eval()
-        return self
-
     # -- paths and costs ----------------------------------------------------------------------
     def path_flops(self, path: Candidate) -> int:
         return self.fixed_flops + sum(row[c] for row, c in zip(self.flops_table, path))
@@ -100,11 +94,8 @@ class SPOSSearch(L.LightningModule):
 
     # -- supernet training --------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        dm = self.trainer.datamodule if self.trainer is not None else None
-        if dm is not None and hasattr(dm, "uses_teacher") and dm.uses_teacher != (self.objective.teacher is not None):
-            need = "a teacher (model.init_args.teacher)" if dm.uses_teacher else "teacher: null (labels, CE)"
-            raise ValueError(f"data source '{dm.source}' needs {need}.")
-        if self.trainer is not None and self.trainer.is_global_zero:
+        self.objective.check_data(self.trainer.datamodule)
+        if self.trainer.is_global_zero:
             check_writable_dir(self.output_dir, "search output")
 
     def configure_optimizers(self):
