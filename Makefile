@@ -6,7 +6,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast run synthesize paper-table lint bench clean
+.PHONY: install test test-fast run synthesize paper-table ablation lint bench clean
 
 install: $(VENV)/.installed $(FMNIST)
 
@@ -37,6 +37,9 @@ synthesize: install
 # The paper's comparison at our scale (about 2 hours; a benchmark, not a test).
 paper-table: install
 	$(PY) -m dfnas_pl paper-table --config experiments/fmnist/paper_table.yaml
+
+ablation: install
+	$(PY) -m dfnas_pl paper-table --config experiments/fmnist/ablation.yaml
 
 lint: install
 	$(PY) -m ruff check .

@@ -4,6 +4,11 @@ comparison at our scale. For each algorithm, search on (a) real Fashion-MNIST, (
 random architecture of the same space at FLOPs similar to (b). Every architecture is retrained on the
 real training split with several seeds; the table reports test top-1 mean and std.
 
+The same driver runs the ablations: ``synthesis_variants`` names synthetic sets made with extra
+synthesis arguments (no label calibration, no regional update, no BN-statistics loss, ...), each a
+search source like the others (``experiments/fmnist/ablation.yaml``); ``table_name`` keeps its table
+apart while searches and retrainings shared with the paper table are reused.
+
 Every search, retraining and synthesis is a stage of :class:`~dfnas_pl.pipeline.Pipeline` (its own
 process, skipped when its output exists), so a killed table run resumes.
 """
@@ -25,6 +30,7 @@ from dfnas_pl.utils.io import atomic_write_bytes
 
 SOURCES = {"real": "(a) real data", "synthetic": "(b) ours: calibration + regional",
            "plain": "(c) plain inversion", "noise": "(d) Gaussian noise", "random": "(e) random architecture"}
+PLAIN_INVERSION = ["--model.init_args.label_calibration", "false", "--model.init_args.regional_update", "false"]
 
 
 def parser() -> ArgumentParser:
@@ -40,17 +46,30 @@ def parser() -> ArgumentParser:
                    default={a: f"experiments/fmnist/search_{a}.yaml" for a in ALGORITHMS})
     p.add_argument("--retrain_config", type=str, default="experiments/fmnist/retrain.yaml")
     p.add_argument("--overrides", type=dict[str, list[str]], default={})
+    p.add_argument("--synthesis_variants", type=dict[str, list[str]], default={"plain": PLAIN_INVERSION},
+                   help="synthetic sets made with extra synthesis CLI arguments, each usable as a source")
+    p.add_argument("--labels", type=dict[str, str], default={}, help="table labels of the sources (variants)")
+    p.add_argument("--table_name", type=str, default="paper_table", help="<run_dir>/<table_name>.md/.csv/.png")
     return p
 
 
 class PaperTable(Pipeline):
     def __init__(self, run_dir: str, algorithms: list[str], sources: list[str], seeds: list[int], search_images: int,
                  synthesis_config: str, search_configs: dict[str, str], retrain_config: str,
-                 overrides: dict[str, list[str]]) -> None:
+                 overrides: dict[str, list[str]], synthesis_variants: dict[str, list[str]] | None = None,
+                 labels: dict[str, str] | None = None, table_name: str = "paper_table") -> None:
         super().__init__(run_dir, algorithms, synthesis_config, search_configs, retrain_config, overrides)
-        unknown = sorted(set(sources) - set(SOURCES))
+        self.variants = {"plain": PLAIN_INVERSION} if synthesis_variants is None else dict(synthesis_variants)
+        clash = sorted(set(self.variants) & (set(SOURCES) - {"plain"}))
+        if clash:
+            raise ValueError(f"Synthesis variant name(s) {clash} are built-in sources; rename the variant(s).")
+        self.labels = {**SOURCES, **{v: v for v in self.variants}, **(labels or {})}
+        known = set(SOURCES) - {"plain"} | set(self.variants)
+        unknown = sorted(set(sources) - known)
         if unknown:
-            raise ValueError(f"Unknown source(s) {unknown}; choose from {list(SOURCES)}.")
+            raise ValueError(f"Unknown source(s) {unknown}; choose from {sorted(known)} or add a synthesis_variants "
+                             f"entry for them.")
+        self.table_name = table_name
         if "random" in sources and "synthetic" not in sources:
             raise ValueError("The random baseline matches the FLOPs of the 'synthetic' architecture: keep 'synthetic'.")
         self.sources, self.seeds, self.search_images = list(sources), list(seeds), search_images
@@ -59,14 +78,15 @@ class PaperTable(Pipeline):
         sets = {}
         if "synthetic" in self.sources:
             sets["synthetic"] = self.synthesis()
-        if "plain" in self.sources:
-            out = self.run / "synthetic_plain"
+        for name, args in self.variants.items():
+            if name not in self.sources:
+                continue
+            out = self.run / f"synthetic_{name}"
             if not (out / "manifest.json").exists():
-                self._cli("synthesis (plain)", "fit", self.synthesis_config,
-                          ["--model.init_args.output_dir", str(out), "--model.init_args.label_calibration", "false",
-                           "--model.init_args.regional_update", "false", "--trainer.default_root_dir", str(self.run),
+                self._cli(f"synthesis ({name})", "fit", self.synthesis_config,
+                          ["--model.init_args.output_dir", str(out), *args, "--trainer.default_root_dir", str(self.run),
                            "--trainer.logger.init_args.save_dir", str(self.run)], ["synthesis"])
-            sets["plain"] = out
+            sets[name] = out
         return sets
 
     def search_source(self, algorithm: str, source: str, sets: dict[str, Path]) -> Path:
@@ -117,7 +137,7 @@ class PaperTable(Pipeline):
             for source in self.sources:
                 runs = [self.retrain_seed(algorithm, source, seed, archs[source]) for seed in self.seeds]
                 accs = [100 * m["test_top1"] for m in runs]
-                rows.append({"algorithm": algorithm, "source": source, "label": SOURCES[source],
+                rows.append({"algorithm": algorithm, "source": source, "label": self.labels[source],
                              "mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                              "seeds": len(accs), "mflops": runs[0]["flops"] / 1e6, "kparams": runs[0]["params"] / 1e3})
         self.write_table(rows)
@@ -128,14 +148,15 @@ class PaperTable(Pipeline):
                  "|---|---|---:|---:|---:|---:|"]
         lines += [f"| {r['algorithm']} | {r['label']} | {r['mean']:.2f} ± {r['std']:.2f} | {r['seeds']} | "
                   f"{r['mflops']:.2f} | {r['kparams']:.1f} |" for r in rows]
-        atomic_write_bytes(self.run / "paper_table.md", ("\n".join(lines) + "\n").encode())
+        table = self.run / self.table_name
+        atomic_write_bytes(table.with_suffix(".md"), ("\n".join(lines) + "\n").encode())
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write_bytes(self.run / "paper_table.csv", buf.getvalue().encode())
-        plot(self.run / "paper_table.png", rows)
-        print("\n" + "\n".join(lines) + f"\n\nTable: {self.run / 'paper_table.md'} (.csv, .png)")
+        atomic_write_bytes(table.with_suffix(".csv"), buf.getvalue().encode())
+        plot(table.with_suffix(".png"), rows)
+        print("\n" + "\n".join(lines) + f"\n\nTable: {table.with_suffix('.md')} (.csv, .png)")
 
 
 def plot(path: Path, rows: list[dict]) -> None:
@@ -148,7 +169,7 @@ def plot(path: Path, rows: list[dict]) -> None:
     for k, source in enumerate(sources):
         rs = [next(r for r in rows if r["algorithm"] == a and r["source"] == source) for a in algorithms]
         ax.bar([i + k * width for i in range(len(algorithms))], [r["mean"] for r in rs], width,
-               yerr=[r["std"] for r in rs], capsize=3, label=SOURCES[source])
+               yerr=[r["std"] for r in rs], capsize=3, label=rs[0]["label"])
     ax.set_xticks([i + width * (len(sources) - 1) / 2 for i in range(len(algorithms))], algorithms)
     lo = min(r["mean"] - r["std"] for r in rows)
     ax.set_ylim(max(0.0, lo - 2), 100)
@@ -164,4 +185,5 @@ def plot(path: Path, rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     c = parser().parse_args(argv)
     return PaperTable(c.run_dir, c.algorithms, c.sources, c.seeds, c.search_images, c.synthesis_config,
-                      dict(c.search_configs), c.retrain_config, {k: list(v) for k, v in (c.overrides or {}).items()})()
+                      dict(c.search_configs), c.retrain_config, {k: list(v) for k, v in (c.overrides or {}).items()},
+                      {k: list(v) for k, v in c.synthesis_variants.items()}, dict(c.labels or {}), c.table_name)()

@@ -135,6 +135,35 @@ def test_proxyless_gates_get_gradient_and_a_large_cost_weight_picks_cheap_blocks
     assert costly.best_path() == cheapest
 
 
+def test_proxyless_flops_target_only_penalises_the_excess(tmp_path):
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    free = ProxylessSearch(space=SMALL_MOBILE, teacher=None, output_dir=str(tmp_path))
+    roomy = ProxylessSearch(space=SMALL_MOBILE, teacher=None, cost_weight=50.0, target_mflops=1e3,
+                            output_dir=str(tmp_path))
+    roomy.load_state_dict(free.state_dict())
+    assert float(roomy.cost_term()) == 0.0  # the uniform path is far under the budget: no cost
+    for g_free, g_roomy in zip(free.alpha_gradient(x, y, 0)[0], roomy.alpha_gradient(x, y, 0)[0]):
+        assert torch.allclose(g_free, g_roomy)
+
+    uniform = float(free.expected_flops()) / 1e6
+    tight = ProxylessSearch(space=SMALL_MOBILE, teacher=None, cost_weight=50.0, target_mflops=0.8 * uniform,
+                            output_dir=str(tmp_path))
+    opt = torch.optim.Adam(tight.alphas.parameters(), lr=0.05)
+    for step in range(60):
+        grads, _ = tight.alpha_gradient(x, y, step)
+        for a, g in zip(tight.alphas, grads):
+            a.grad = g
+        opt.step()
+    cheapest = float(tight.fixed_flops + sum(float(c.min()) for c in tight.costs)) / 1e6
+    final = float(tight.expected_flops()) / 1e6
+    assert final <= 0.8 * uniform * 1.02  # pushed down to the budget ...
+    assert final > cheapest + 0.5 * (0.8 * uniform - cheapest)  # ... and not on to the cheapest blocks
+
+    with pytest.raises(ValueError, match="below the cheapest path"):
+        ProxylessSearch(space=SMALL_MOBILE, teacher=None, target_mflops=1e-3, output_dir=str(tmp_path))
+
+
 def test_proxyless_search_exports_the_most_probable_path(tmp_path, synthetic_set):
     model = ProxylessSearch(space=SMALL_MOBILE, output_dir=str(tmp_path / "px"))
     data = SearchDataModule(source="synthetic", path=str(synthetic_set), batch_size=8)

@@ -5,7 +5,12 @@ Weight step: one path drawn from the architecture distribution p = softmax(alpha
 one of them is switched on by a binary gate; the gradient of the loss w.r.t. the gates (both blocks
 run so it exists) becomes the gradient of alpha through the renormalised two-way softmax:
 dL/d alpha_i = sum_j dL/dg_j p_j (delta_ij - p_i). A cost term ``cost_weight * E_p[FLOPs] / ref``
-(exact per-candidate FLOPs at the configured input size) trades accuracy for cost. Draws depend
+(exact per-candidate FLOPs at the configured input size) trades accuracy for cost; with
+``target_mflops`` it becomes a hinge, ``cost_weight * max(0, E_p[FLOPs] / target - 1)``: free below the
+target, so searches on different data end near the same budget. The hinge matters when searches with
+different losses are compared: KD at T = 3 without the T^2 factor (the paper's loss) has gradients
+about T^2 = 9 times smaller than cross-entropy on labels, so a plain additive term is in effect 9 times
+heavier for KD searches and drives them to the cheapest blocks (README, paper table). Draws depend
 only on (seed, step), and alpha gradients are averaged over ranks: every rank keeps the same alphas.
 """
 
@@ -43,6 +48,8 @@ class ProxylessSearch(L.LightningModule):
         alpha_lr: Adam learning rate of the architecture parameters (ProxylessNAS: 6e-3).
         alpha_betas: Adam betas of the architecture parameters (ProxylessNAS: 0, 0.999).
         cost_weight: weight of the expected-FLOPs term (0: accuracy only).
+        target_mflops: FLOPs budget; set, the cost term only penalises expected FLOPs above it (None: the
+            plain term ``cost_weight * E[FLOPs] / E_uniform[FLOPs]``).
         warmup_epochs: epochs of weight-only training before architecture steps start.
         output_dir: where architecture.json, gate-probability plots and their history go.
         seed: seed of the path draws.
@@ -51,8 +58,8 @@ class ProxylessSearch(L.LightningModule):
     def __init__(self, space: LayerwiseSpaceConfig = DEFAULT_MOBILENET_SPACE,
                  teacher: str | None = "embedded:fmnist_resnet8", temperature: float = 3.0, w_lr: float = 0.05,
                  w_momentum: float = 0.9, w_weight_decay: float = 4e-5, alpha_lr: float = 6e-3,
-                 alpha_betas: tuple[float, float] = (0.0, 0.999), cost_weight: float = 0.0, warmup_epochs: int = 0,
-                 output_dir: str = "runs/fmnist/search/proxylessnas", seed: int = 0) -> None:
+                 alpha_betas: tuple[float, float] = (0.0, 0.999), cost_weight: float = 0.0, target_mflops: float | None = None,
+                 warmup_epochs: int = 0, output_dir: str = "runs/fmnist/search/proxylessnas", seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -66,6 +73,11 @@ class ProxylessSearch(L.LightningModule):
         self.fixed_flops = fixed
         self.costs = [torch.tensor(row, dtype=torch.float32) for row in table]
         self.cost_ref = float(fixed + sum(c.mean() for c in self.costs))  # expected FLOPs of a uniform path
+        if target_mflops is not None:
+            cheapest = fixed + sum(float(c.min()) for c in self.costs)
+            if target_mflops * 1e6 < cheapest:
+                raise ValueError(f"target_mflops={target_mflops} is below the cheapest path of this space "
+                                 f"({cheapest / 1e6:.2f} MFLOPs); raise it or set it to null.")
         self.history: list[dict[str, Any]] = []
         self._finished = False
 
@@ -88,6 +100,12 @@ class ProxylessSearch(L.LightningModule):
 
     def expected_flops(self) -> torch.Tensor:
         return self.fixed_flops + sum((p * c.to(p.device)).sum() for p, c in zip(self.probs(), self.costs))
+
+    def cost_term(self) -> torch.Tensor:
+        hp = self.hparams
+        if hp.target_mflops is None:
+            return hp.cost_weight * self.expected_flops() / self.cost_ref
+        return hp.cost_weight * F.relu(self.expected_flops() / (hp.target_mflops * 1e6) - 1.0)
 
     def _gen(self, step: int, salt: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + 2 * step + salt)
@@ -125,7 +143,7 @@ class ProxylessSearch(L.LightningModule):
             g[torch.tensor(pair, device=a.device)] = jac @ dg
             grads.append(g)
         if self.hparams.cost_weight > 0:
-            cost = self.hparams.cost_weight * self.expected_flops() / self.cost_ref
+            cost = self.cost_term()
             grads = [g + c for g, c in zip(grads, torch.autograd.grad(cost, list(self.alphas)))]
         return grads, float(loss.detach())
 
@@ -204,6 +222,7 @@ class ProxylessSearch(L.LightningModule):
             record = write_architecture(self.output_dir / "architecture.json", "proxylessnas", self.space.family,
                                         self.space, self.space.image_size, path,
                                         probabilities=[p.detach().cpu().tolist() for p in self.probs()],
-                                        cost_weight=self.hparams.cost_weight, ranks_agreeing=ranks)
+                                        cost_weight=self.hparams.cost_weight, target_mflops=self.hparams.target_mflops,
+                                        ranks_agreeing=ranks)
             print(f"ProxylessNAS architecture written to {self.output_dir / 'architecture.json'}: {path}, "
                   f"{record['flops'] / 1e6:.2f} MFLOPs, {record['params'] / 1e3:.1f} K params")
