@@ -1,5 +1,6 @@
 """Lightning callbacks of dfnas_pl (a top-level package, as the design card asks)."""
 
 from callbacks.image_grid import SynthesisImageGrid
+from callbacks.wandb_artifacts import WandbArtifacts
 
-__all__ = ["SynthesisImageGrid"]
+__all__ = ["SynthesisImageGrid", "WandbArtifacts"]

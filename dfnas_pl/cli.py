@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.cli import LightningCLI
 
 import dfnas_pl.strategies  # noqa: F401  (registers the "ddp_nosync" strategy name)
+from dfnas_pl.wandb_setup import default_wandb_mode
 
 
 class DFNASCLI(LightningCLI):
@@ -33,6 +34,7 @@ def main(args: list[str] | None = None):
     # 2-core CPU machines: keep torch from oversubscribing when several DDP processes share the cores.
     if "DFNAS_NUM_THREADS" in os.environ:
         torch.set_num_threads(int(os.environ["DFNAS_NUM_THREADS"]))
+    default_wandb_mode()  # offline unless logged in (dfnas_pl.wandb_setup)
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["pipeline"]:  # all stages in order; see dfnas_pl.pipeline
         from dfnas_pl.pipeline import main as pipeline_main

@@ -5,11 +5,17 @@ configs as when run by hand, in its own process, with the paths between stages p
 A stage whose output exists is skipped (``synthetic/manifest.json``, ``search/<alg>/architecture.json``,
 ``retrain/<alg>/metrics.json``); a stage with a ``last.ckpt`` resumes from it. So a killed pipeline,
 started again with the same command, redoes nothing that finished.
+
+All stages of one pipeline run share a W&B group (``<run_dir>/wandb_group.json``), each stage its
+job type. On a cluster, ``launcher`` runs every stage on all processes and nodes: ``[srun, python]``
+inside a SLURM batch script, ``[torchrun, --nproc_per_node, "2"]`` on one machine
+(``experiments/cluster/``); ``overrides.all`` then sets ``--trainer.devices`` / ``--trainer.num_nodes``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -18,6 +24,7 @@ from pathlib import Path
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json
+from dfnas_pl.wandb_setup import pipeline_group
 
 ALGORITHMS = ("darts", "proxylessnas", "spos")
 
@@ -32,13 +39,16 @@ def parser() -> ArgumentParser:
                    default={a: f"experiments/fmnist/search_{a}.yaml" for a in ALGORITHMS})
     p.add_argument("--retrain_config", type=str, default="experiments/fmnist/retrain.yaml")
     p.add_argument("--overrides", type=dict[str, list[str]], default={},
-                   help="extra CLI arguments per stage: synthesis, search, darts, proxylessnas, spos, retrain")
+                   help="extra CLI arguments per stage: all, synthesis, search, darts, proxylessnas, spos, retrain")
+    p.add_argument("--launcher", type=list[str] | None, default=None,
+                   help="what runs `-m dfnas_pl <stage>`: default this Python; [srun, python] in a SLURM batch "
+                        "script; [torchrun, --nproc_per_node, '2'] for several processes on one machine")
     return p
 
 
 class Pipeline:
     def __init__(self, run_dir: str, algorithms: list[str], synthesis_config: str, search_configs: dict[str, str],
-                 retrain_config: str, overrides: dict[str, list[str]]) -> None:
+                 retrain_config: str, overrides: dict[str, list[str]], launcher: list[str] | None = None) -> None:
         unknown = sorted(set(algorithms) - set(ALGORITHMS))
         if unknown:
             raise ValueError(f"Unknown search algorithm(s) {unknown}; choose from {list(ALGORITHMS)}.")
@@ -49,14 +59,18 @@ class Pipeline:
         self.algorithms, self.synthesis_config = list(algorithms), synthesis_config
         self.search_configs, self.retrain_config, self.overrides = search_configs, retrain_config, overrides
         self.timings: dict[str, float] = {}
+        self.launcher = list(launcher) if launcher else [sys.executable]
+        self.group: str | None = None  # the W&B group, made when the first stage runs
 
     # -- running one stage ------------------------------------------------------------------------
     def _cli(self, name: str, subcommand: str, config: str, args: list[str], extra_keys: list[str]) -> None:
-        extra = [a for key in extra_keys for a in self.overrides.get(key, [])]
-        cmd = [sys.executable, "-m", "dfnas_pl", subcommand, "--config", config, *args, *extra]
-        print(f"\n=== {name}: {' '.join(cmd[2:])}", flush=True)
+        extra = [a for key in ["all", *extra_keys] for a in self.overrides.get(key, [])]
+        cmd = [*self.launcher, "-m", "dfnas_pl", subcommand, "--config", config, *args, *extra]
+        print(f"\n=== {name}: {' '.join(cmd[len(self.launcher):])}", flush=True)
+        self.group = self.group or pipeline_group(self.run)
+        env = {**os.environ, "WANDB_RUN_GROUP": self.group, "WANDB_JOB_TYPE": extra_keys[0]}
         start = time.time()
-        result = subprocess.run(cmd)
+        result = subprocess.run(cmd, env=env)
         self.timings[name] = self.timings.get(name, 0.0) + time.time() - start
         if result.returncode != 0:
             raise SystemExit(f"Stage '{name}' failed (exit {result.returncode}). Fix the cause and run the same "
@@ -98,7 +112,7 @@ class Pipeline:
         ckpt = out / "checkpoints"
         args = ["--model.init_args.architecture", str(architecture), "--model.init_args.metrics_path", str(metrics),
                 "--trainer.default_root_dir", str(out), "--trainer.callbacks.init_args.dirpath", str(ckpt),
-                "--trainer.logger.init_args.save_dir", str(out)]
+                "--trainer.logger.init_args.save_dir", str(self.run)]
         self._cli(f"retrain {algorithm}", "fit", self.retrain_config, [*args, *self._resume(ckpt)], ["retrain"])
         self._cli(f"retrain {algorithm}", "test", self.retrain_config, [*args, "--ckpt_path", str(ckpt / "last.ckpt")],
                   ["retrain"])
@@ -128,7 +142,8 @@ class Pipeline:
         print(f"\nResults: {self.run / 'pipeline_results.md'}\nSynthetic set and image grids: "
               f"{self.run / 'synthetic'} (grids/)\nSearch plots and architectures: {self.run / 'search'}/<algorithm>/\n"
               f"Retraining logs and metrics: {self.run / 'retrain'}/<algorithm>/\n"
-              f"W&B offline runs: {self.run / 'wandb'} (wandb sync <dir> to upload)")
+              f"W&B runs (group {self.group or pipeline_group(self.run)}): {self.run / 'wandb'} "
+              f"(offline: `wandb sync {self.run / 'wandb'}/offline-run-*` uploads them)")
 
 
 def summarise(choices) -> str:
@@ -143,4 +158,4 @@ def summarise(choices) -> str:
 def main(argv: list[str] | None = None) -> list[dict]:
     cfg = parser().parse_args(argv)
     return Pipeline(cfg.run_dir, cfg.algorithms, cfg.synthesis_config, dict(cfg.search_configs), cfg.retrain_config,
-                    {k: list(v) for k, v in (cfg.overrides or {}).items()})()
+                    {k: list(v) for k, v in (cfg.overrides or {}).items()}, cfg.launcher)()

@@ -47,6 +47,10 @@ class RetrainClassifier(L.LightningModule):
         self.val_acc, self.test_acc = MulticlassAccuracy(k, average="micro"), MulticlassAccuracy(k, average="micro")
         self.metrics_path = Path(metrics_path) if metrics_path else Path(architecture).with_name("metrics.json")
 
+    def wandb_artifacts(self) -> list[tuple[str, str, Path]]:
+        """For :class:`callbacks.WandbArtifacts`: ``metrics.json`` once the test has written it."""
+        return [(f"retrained-{self.arch.get('algorithm', 'model')}", "result", self.metrics_path)]
+
     def train(self, mode: bool = True) -> RetrainClassifier:
         super().train(mode)
         if self.teacher is not None:

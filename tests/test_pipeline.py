@@ -10,11 +10,12 @@ import time
 import pytest
 
 from tests.conftest import REPO, run_cli
+from tests.wandb_records import summary
 
 
-def toy_config(tmp_path, fmnist_root):
+def toy_config(tmp_path, fmnist_root, wandb=False):
     run = tmp_path / "run"
-    quiet = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    quiet = ([] if wandb else ["--trainer.logger", "false"]) + ["--trainer.enable_progress_bar", "false"]
     overrides = {
         "synthesis": ["--data.init_args.images_per_class", "1", "--data.init_args.batch_size", "10",
                       "--model.init_args.iterations", "5", "--model.init_args.warmup_iterations", "2", *quiet],
@@ -37,7 +38,7 @@ def toy_config(tmp_path, fmnist_root):
 
 @pytest.mark.slow
 def test_pipeline_runs_every_stage_and_prints_the_table(tmp_path, fmnist_root):
-    config, run = toy_config(tmp_path, fmnist_root)
+    config, run = toy_config(tmp_path, fmnist_root, wandb=True)
     out = run_cli("pipeline", "--config", str(config), timeout=900).stdout
     assert json.loads((run / "synthetic" / "manifest.json").read_text())["images"] == 20
     for algorithm in ("darts", "proxylessnas", "spos"):
@@ -48,6 +49,18 @@ def test_pipeline_runs_every_stage_and_prints_the_table(tmp_path, fmnist_root):
         assert f"| {algorithm} |" in out
     assert "| algorithm | architecture | MFLOPs | K params | test top-1 |" in out
     assert (run / "pipeline_results.md").read_text().count("\n") == 5
+
+    # W&B: one group for the whole pipeline run, a job type per stage, the results as artifacts
+    group = json.loads((run / "wandb_group.json").read_text())["group"]
+    runs = [summary(d) for d in sorted((run / "wandb").glob("offline-run-*"))]
+    assert len(runs) == 1 + 3 + 3 * 2  # synthesis, 3 searches, 3 x (retrain fit + test)
+    assert {r["group"] for r in runs} == {group} and group in out
+    assert sorted(r["job_type"] for r in runs) == ["retrain"] * 6 + ["search"] * 3 + ["synthesize"]
+    artifacts = {a for r in runs for a in r["artifacts"]}
+    assert ("synthetic-set", "dataset") in artifacts
+    for algorithm in ("darts", "proxylessnas", "spos"):
+        assert (f"architecture-{algorithm}", "architecture") in artifacts
+        assert (f"retrained-{algorithm}", "result") in artifacts
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tests.conftest import REPO, run_cli
+from tests.wandb_records import summary
 
 TINY = {
     "darts": ["--model.init_args.space.channels", "4", "--model.init_args.space.layers", "3"],
@@ -77,3 +78,9 @@ def test_search_logs_alpha_heatmaps_and_genotype_table_to_wandb_offline(tmp_path
     run_dir = next(tmp_path.glob("wandb/offline-run-*"))
     assert len(list(run_dir.glob("files/media/images/search/alphas_*.png"))) == 2
     assert list(run_dir.glob("files/media/table/search/genotype_*.table.json"))
+    table = json.loads(next(run_dir.glob("files/media/table/search/architecture_*.table.json")).read_text())
+    assert table["columns"] == ["cell", "node", "op", "input"] and len(table["data"]) == 2 * 4 * 2
+    arch = json.loads((out / "architecture.json").read_text())
+    assert [row[2] for row in table["data"][:8]] == [op for node in arch["choices"]["normal"] for op, _ in node]
+    run = summary(run_dir)
+    assert run["job_type"] == "search" and ("architecture-darts", "architecture") in run["artifacts"]

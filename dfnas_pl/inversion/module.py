@@ -32,6 +32,7 @@ from dfnas_pl.teachers.loading import load_teacher
 warnings.filterwarnings("ignore", message=r".*`configure_optimizers` returned `None`.*")
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")  # the frozen teacher
 
+FULL_PRECISION = ("32-true", "32", "64-true", "64")  # trainer.precision values synthesis accepts
 # Settings that change the images: a resumed run must use the same ones.
 _IMAGE_SETTINGS = ("teacher", "rounds", "label_calibration", "label_temperature", "iterations", "lowres_iterations",
                    "lowres_factor", "lr", "betas", "warmup_iterations", "main_loss_multiplier", "r_feature",
@@ -139,7 +140,17 @@ class ModelInversion(L.LightningModule):
     def settings(self) -> dict[str, Any]:
         return {k: self.hparams[k] for k in _IMAGE_SETTINGS}
 
+    def wandb_artifacts(self) -> list[tuple[str, str, Path]]:
+        """For :class:`callbacks.WandbArtifacts`: the set's manifest (counts, quality, settings)."""
+        return [("synthetic-set", "dataset", self.output_dir / "manifest.json")]
+
     def setup(self, stage: str) -> None:
+        precision = str(self.trainer.precision)
+        if precision not in FULL_PRECISION:
+            raise ValueError(f"Synthesis runs in full precision, not trainer.precision={precision!r}: the "
+                             f"BN-statistics loss compares feature means and variances to the teacher's running "
+                             f"statistics, and bf16/fp16 (8/11-bit mantissa) blur the small differences it "
+                             f"optimises. Set --trainer.precision 32-true (experiments/cluster/gpu_synthesis.yaml).")
         dm = self.trainer.datamodule
         if dm is not None and getattr(dm, "num_classes", self.spec.num_classes) != self.spec.num_classes:
             raise ValueError(f"data.num_classes is {dm.num_classes} but the teacher '{self.hparams.teacher}' has "

@@ -95,6 +95,10 @@ class DartsSearch(L.LightningModule):
                                                            eta_min=hp.w_lr_min)
         return [w_opt, a_opt], [sched]
 
+    def wandb_artifacts(self) -> list[tuple[str, str, Path]]:
+        """For :class:`callbacks.WandbArtifacts`."""
+        return [("architecture-darts", "architecture", self.output_dir / "architecture.json")]
+
     def setup(self, stage: str) -> None:
         self.objective.check_data(self.trainer.datamodule)
         if self.trainer.is_global_zero:

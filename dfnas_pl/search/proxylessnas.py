@@ -81,6 +81,10 @@ class ProxylessSearch(L.LightningModule):
         self.history: list[dict[str, Any]] = []
         self._finished = False
 
+    def wandb_artifacts(self) -> list[tuple[str, str, Path]]:
+        """For :class:`callbacks.WandbArtifacts`."""
+        return [("architecture-proxylessnas", "architecture", self.output_dir / "architecture.json")]
+
     def setup(self, stage: str) -> None:
         self.objective.check_data(self.trainer.datamodule)
         if self.trainer.is_global_zero:

@@ -93,6 +93,10 @@ class SPOSSearch(L.LightningModule):
         return [names[c] for names, c in zip(self.supernet.choice_names, path)]
 
     # -- supernet training --------------------------------------------------------------------
+    def wandb_artifacts(self) -> list[tuple[str, str, Path]]:
+        """For :class:`callbacks.WandbArtifacts`."""
+        return [("architecture-spos", "architecture", self.output_dir / "architecture.json")]
+
     def setup(self, stage: str) -> None:
         self.objective.check_data(self.trainer.datamodule)
         if self.trainer.is_global_zero:
