@@ -113,3 +113,20 @@ def test_gpu_overlays_compose_with_the_stage_configs():
     cfg = run_cli("fit", "--config", "experiments/fmnist/synthesize.yaml", "--config",
                   "experiments/cluster/gpu_synthesis.yaml", "--print_config").stdout
     assert "precision: 32-true" in cfg and "strategy: ddp_nosync" in cfg and "ModelInversion" in cfg
+
+
+@pytest.mark.slow
+def test_retraining_runs_under_bf16_autocast(tmp_path, synthetic_set, fmnist_root):
+    search = tmp_path / "spos"
+    run_cli(*search_args("spos", search, synthetic_set, 1, 1))
+    out, metrics = tmp_path / "retrain", tmp_path / "retrain" / "metrics.json"
+    args = ["--config", "experiments/fmnist/retrain.yaml", "--model.init_args.architecture",
+            str(search / "architecture.json"), "--model.init_args.metrics_path", str(metrics),
+            "--trainer.callbacks.init_args.dirpath", str(out / "checkpoints"), "--trainer.logger", "false",
+            "--trainer.default_root_dir", str(out), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
+            "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "2", "--data.init_args.root",
+            str(fmnist_root), "--trainer.precision", "bf16-mixed"]
+    run_cli("fit", *args)
+    run_cli("test", *args, "--ckpt_path", str(out / "checkpoints" / "last.ckpt"))
+    result = json.loads(metrics.read_text())
+    assert 0.0 <= result["test_top1"] <= 1.0 and result["flops"] > 0
