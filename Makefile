@@ -46,6 +46,7 @@ lint: install
 
 bench: install
 	$(PY) -m bench.synthesis --out bench/results.md
+	$(PY) -m bench.scaling --out bench/results.md
 
 clean:
 	rm -rf runs lightning_logs wandb .pytest_cache

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench.report import machine, write_section
 
 CASES = [  # (batch size, threads, regional update)
     (125, 1, True), (125, 1, False), (125, 2, True), (25, 1, True),
@@ -59,16 +60,6 @@ def measure(batch: int, threads: int, regional: bool, iterations: int, teacher: 
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def machine() -> str:
-    import torch
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    import os
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, torch {torch.__version__}, "
-            f"{platform.system()} {platform.release()}")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="embedded:fmnist_resnet8")
@@ -102,9 +93,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{r['peak_rss_mib']:.0f} |" for r in rows]
         lines += ["", "floor = bare teacher forward + backward to the input on the same batch (ratio 1.0 is the "
                   "physical limit)."]
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        from dfnas_pl.utils.io import atomic_write_bytes
-        atomic_write_bytes(args.out, ("\n".join(lines) + "\n").encode())
+        write_section(args.out, lines)
         print(f"Results written to {args.out}")
 
 
