@@ -160,7 +160,7 @@ class PaperTable(Pipeline):
 
 
 def plot(path: Path, rows: list[dict]) -> None:
-    from dfnas_pl.search.plots import plt
+    from dfnas_pl.search.plots import plt, save_figure
 
     algorithms = list(dict.fromkeys(r["algorithm"] for r in rows))
     sources = list(dict.fromkeys(r["source"] for r in rows))
@@ -175,11 +175,7 @@ def plot(path: Path, rows: list[dict]) -> None:
     ax.set_ylim(max(0.0, lo - 2), 100)
     ax.set_ylabel("real test top-1 (%)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -23,13 +23,14 @@ from torch.func import functional_call
 from dfnas_pl.search.consistency import assert_same_on_all_ranks
 from dfnas_pl.search.darts_space import DEFAULT_DARTS_SPACE, DartsSpaceConfig, DartsSupernet, derive_genotype
 from dfnas_pl.search.export import write_architecture
+from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.objective import SearchObjective
 from dfnas_pl.search.plots import alpha_heatmap
 from dfnas_pl.teachers.loading import load_teacher
-from dfnas_pl.utils.io import atomic_write_json, check_writable_dir
+from dfnas_pl.utils.io import atomic_write_json
 
 
-class DartsSearch(L.LightningModule):
+class DartsSearch(SearchHooks, L.LightningModule):
     """Args:
         space: size of the DARTS cell space.
         teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data).
@@ -69,7 +70,7 @@ class DartsSearch(L.LightningModule):
         if teacher_net is not None:
             teacher_net.requires_grad_(False)
         self.objective = SearchObjective(teacher_net, temperature)
-        self.output_dir = Path(output_dir)
+        self.algorithm, self.output_dir = "darts", Path(output_dir)
         self.history: list[dict[str, Any]] = []
         self._finished = False
 
@@ -95,14 +96,6 @@ class DartsSearch(L.LightningModule):
                                                            eta_min=hp.w_lr_min)
         return [w_opt, a_opt], [sched]
 
-    def wandb_artifacts(self) -> list[tuple[str, str, Path]]:
-        """For :class:`callbacks.WandbArtifacts`."""
-        return [("architecture-darts", "architecture", self.output_dir / "architecture.json")]
-
-    def setup(self, stage: str) -> None:
-        self.objective.check_data(self.trainer.datamodule)
-        if self.trainer.is_global_zero:
-            check_writable_dir(self.output_dir, "search output")
 
     # -- the losses as functions of explicit weights (for the unrolled step) ---------------------
     def _loss(self, params: dict[str, torch.Tensor] | None, alphas: Sequence[torch.Tensor], x: torch.Tensor,
@@ -198,10 +191,6 @@ class DartsSearch(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("darts_history", []))
-
-    def on_train_end(self) -> None:
-        if not self._finished:  # stopped early (max_steps, time): finish with what there is
-            self.finish()
 
     def finish(self) -> None:
         """Export the result. Runs inside the last epoch, *before* its checkpoint is saved, so a run

@@ -14,6 +14,16 @@ import torch  # noqa: E402
 from dfnas_pl.utils.io import atomic_write_bytes  # noqa: E402
 
 
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, render to PNG in memory, write atomically (a kill never leaves half a file), close."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
 def alpha_heatmap(path: Path, weights: dict[str, torch.Tensor], primitives: list[str], edge_names: list[str],
                   title: str) -> Path:
     """One heatmap per cell type: rows = edges, columns = ops, colour = softmax weight."""
@@ -25,12 +35,7 @@ def alpha_heatmap(path: Path, weights: dict[str, torch.Tensor], primitives: list
         ax.set_yticks(range(len(edge_names)), edge_names, fontsize=7)
         fig.colorbar(im, ax=ax, fraction=0.04)
     fig.suptitle(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_figure(fig, path)
 
 
 def line_plot(path: Path, series: dict[str, list[float]], xlabel: str, ylabel: str, title: str) -> Path:
@@ -42,9 +47,4 @@ def line_plot(path: Path, series: dict[str, list[float]], xlabel: str, ylabel: s
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_figure(fig, path)

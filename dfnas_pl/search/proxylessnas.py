@@ -27,17 +27,18 @@ from torch import nn
 
 from dfnas_pl.search.consistency import assert_same_on_all_ranks
 from dfnas_pl.search.export import write_architecture
+from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
 from dfnas_pl.search.objective import SearchObjective
 from dfnas_pl.search.plots import alpha_heatmap
 from dfnas_pl.teachers.loading import load_teacher
-from dfnas_pl.utils.io import atomic_write_json, check_writable_dir
+from dfnas_pl.utils.io import atomic_write_json
 
 DEFAULT_MOBILENET_SPACE = LayerwiseSpaceConfig(family="mobilenetv2", stem_channels=16, stage_channels=(16, 24, 40),
                                                stage_layers=(2, 2, 2))
 
 
-class ProxylessSearch(L.LightningModule):
+class ProxylessSearch(SearchHooks, L.LightningModule):
     """Args:
         space: the MobileNetV2 layer-wise space.
         teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data).
@@ -68,7 +69,7 @@ class ProxylessSearch(L.LightningModule):
         self.alphas = nn.ParameterList(nn.Parameter(torch.zeros(n)) for n in self.supernet.num_choices)
         teacher_net = load_teacher(teacher).model if teacher else None
         self.objective = SearchObjective(teacher_net, temperature)
-        self.output_dir = Path(output_dir)
+        self.algorithm, self.output_dir = "proxylessnas", Path(output_dir)
         fixed, table = self.supernet.cost_table()
         self.fixed_flops = fixed
         self.costs = [torch.tensor(row, dtype=torch.float32) for row in table]
@@ -81,14 +82,6 @@ class ProxylessSearch(L.LightningModule):
         self.history: list[dict[str, Any]] = []
         self._finished = False
 
-    def wandb_artifacts(self) -> list[tuple[str, str, Path]]:
-        """For :class:`callbacks.WandbArtifacts`."""
-        return [("architecture-proxylessnas", "architecture", self.output_dir / "architecture.json")]
-
-    def setup(self, stage: str) -> None:
-        self.objective.check_data(self.trainer.datamodule)
-        if self.trainer.is_global_zero:
-            check_writable_dir(self.output_dir, "search output")
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -209,10 +202,6 @@ class ProxylessSearch(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("proxyless_history", []))
-
-    def on_train_end(self) -> None:
-        if not self._finished:  # stopped early (max_steps, time): finish with what there is
-            self.finish()
 
     def finish(self) -> None:
         """Export the result. Runs inside the last epoch, *before* its checkpoint is saved, so a run

@@ -24,16 +24,17 @@ from torch import nn
 from dfnas_pl.search.consistency import assert_same_on_all_ranks
 from dfnas_pl.search.evolution import Candidate, EvolutionSearch
 from dfnas_pl.search.export import write_architecture
+from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
 from dfnas_pl.search.objective import SearchObjective
 from dfnas_pl.search.plots import line_plot
 from dfnas_pl.teachers.loading import load_teacher
-from dfnas_pl.utils.io import atomic_torch_save, atomic_write_json, check_writable_dir
+from dfnas_pl.utils.io import atomic_torch_save, atomic_write_json
 
 DEFAULT_SHUFFLENET_SPACE = LayerwiseSpaceConfig(family="shufflenetv2")
 
 
-class SPOSSearch(L.LightningModule):
+class SPOSSearch(SearchHooks, L.LightningModule):
     """Args:
         space: the ShuffleNetV2 layer-wise space.
         teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data).
@@ -64,7 +65,7 @@ class SPOSSearch(L.LightningModule):
         self.supernet = LayerwiseSupernet(space)
         teacher_net = load_teacher(teacher).model if teacher else None
         self.objective = SearchObjective(teacher_net, temperature)
-        self.output_dir = Path(output_dir)
+        self.algorithm, self.output_dir = "spos", Path(output_dir)
         self.fixed_flops, self.flops_table = self.supernet.cost_table()
         self.max_flops = None if max_mflops is None else max_mflops * 1e6
         self._finished = False
@@ -93,14 +94,6 @@ class SPOSSearch(L.LightningModule):
         return [names[c] for names, c in zip(self.supernet.choice_names, path)]
 
     # -- supernet training --------------------------------------------------------------------
-    def wandb_artifacts(self) -> list[tuple[str, str, Path]]:
-        """For :class:`callbacks.WandbArtifacts`."""
-        return [("architecture-spos", "architecture", self.output_dir / "architecture.json")]
-
-    def setup(self, stage: str) -> None:
-        self.objective.check_data(self.trainer.datamodule)
-        if self.trainer.is_global_zero:
-            check_writable_dir(self.output_dir, "search output")
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -213,10 +206,6 @@ class SPOSSearch(L.LightningModule):
         self.evolution_state = search.state
         self.ranks_agreeing = assert_same_on_all_ranks(self.trainer, torch.tensor(best), "SPOS evolution result")
         return best
-
-    def on_train_end(self) -> None:
-        if not self._finished:  # stopped early (max_steps, time): finish with what there is
-            self.finish()
 
     def finish(self) -> None:
         """Export the result. Runs inside the last epoch, *before* its checkpoint is saved, so a run
