@@ -148,6 +148,10 @@ class PaperTable(Pipeline):
                  "|---|---|---:|---:|---:|---:|"]
         lines += [f"| {r['algorithm']} | {r['label']} | {r['mean']:.2f} ± {r['std']:.2f} | {r['seeds']} | "
                   f"{r['mflops']:.2f} | {r['kparams']:.1f} |" for r in rows]
+        spent = self.total_seconds()
+        if spent:
+            lines += ["", f"Stage wall time recorded in {self.ledger.name} (all stages in this run dir, every "
+                          f"invocation): {spent / 3600:.2f} h."]
         table = self.run / self.table_name
         atomic_write_bytes(table.with_suffix(".md"), ("\n".join(lines) + "\n").encode())
         buf = io.StringIO()

@@ -58,7 +58,7 @@ class Pipeline:
         self.run = Path(run_dir)
         self.algorithms, self.synthesis_config = list(algorithms), synthesis_config
         self.search_configs, self.retrain_config, self.overrides = search_configs, retrain_config, overrides
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, float] = {}  # seconds per stage in this invocation
         self.launcher = list(launcher) if launcher else [sys.executable]
         self.group: str | None = None  # the W&B group, made when the first stage runs
 
@@ -71,10 +71,26 @@ class Pipeline:
         env = {**os.environ, "WANDB_RUN_GROUP": self.group, "WANDB_JOB_TYPE": extra_keys[0]}
         start = time.time()
         result = subprocess.run(cmd, env=env)
-        self.timings[name] = self.timings.get(name, 0.0) + time.time() - start
+        seconds = time.time() - start
+        self.timings[name] = self.timings.get(name, 0.0) + seconds
+        self._record_seconds(name, seconds)
         if result.returncode != 0:
             raise SystemExit(f"Stage '{name}' failed (exit {result.returncode}). Fix the cause and run the same "
                              f"pipeline command again: finished stages are kept.")
+
+    @property
+    def ledger(self) -> Path:
+        """``<run_dir>/stage_seconds.json``: wall seconds per stage summed over every invocation, so a
+        table built over several resumed runs still says what it cost (killed attempts included)."""
+        return self.run / "stage_seconds.json"
+
+    def _record_seconds(self, name: str, seconds: float) -> None:
+        spent = json.loads(self.ledger.read_text()) if self.ledger.exists() else {}
+        spent[name] = round(spent.get(name, 0.0) + seconds, 1)
+        atomic_write_json(self.ledger, spent)
+
+    def total_seconds(self) -> float:
+        return sum(json.loads(self.ledger.read_text()).values()) if self.ledger.exists() else 0.0
 
     @staticmethod
     def _resume(checkpoint_dir: Path) -> list[str]:

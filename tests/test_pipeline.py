@@ -49,6 +49,10 @@ def test_pipeline_runs_every_stage_and_prints_the_table(tmp_path, fmnist_root):
         assert f"| {algorithm} |" in out
     assert "| algorithm | architecture | MFLOPs | K params | test top-1 |" in out
     assert (run / "pipeline_results.md").read_text().count("\n") == 5
+    spent = json.loads((run / "stage_seconds.json").read_text())
+    assert sorted(spent) == sorted(["synthesis", *(f"{s} {a}" for s in ("search", "retrain")
+                                                   for a in ("darts", "proxylessnas", "spos"))])
+    assert all(seconds > 0 for seconds in spent.values())
 
     # W&B: one group for the whole pipeline run, a job type per stage, the results as artifacts
     group = json.loads((run / "wandb_group.json").read_text())["group"]
@@ -85,3 +89,5 @@ def test_killed_pipeline_resumes_without_redoing_finished_stages(tmp_path, fmnis
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # not redone
     assert (run / "pipeline_results.md").exists()
     assert all((run / "retrain" / a / "metrics.json").exists() for a in ("darts", "proxylessnas", "spos"))
+    spent = json.loads((run / "stage_seconds.json").read_text())
+    assert spent["synthesis"] > 0 and "retrain spos" in spent  # the killed invocation's stages are still counted
