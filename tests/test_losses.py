@@ -66,3 +66,20 @@ def test_total_variation_and_l2():
 def test_soft_cross_entropy_equals_cross_entropy_on_one_hot():
     logits, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 1, 0])
     torch.testing.assert_close(soft_cross_entropy(logits, F.one_hot(y, 4).float()), F.cross_entropy(logits, y))
+
+
+def test_kd_t_squared_keeps_the_logit_gradient_at_hintons_high_temperature_limit():
+    """With T^2, d KD / d s -> (s - t) / (K B) for zero-mean logits and large T; without it the
+    gradient is T^2 times smaller (the official code's omission, PAPER.md bug 13)."""
+    from dfnas_pl.distillation import kd_loss
+
+    g = torch.Generator().manual_seed(0)
+    batch, classes, temperature = 4, 10, 100.0
+    s = torch.randn(batch, classes, generator=g)
+    t = torch.randn(batch, classes, generator=g)
+    s, t = s - s.mean(1, keepdim=True), t - t.mean(1, keepdim=True)
+    limit = (s - t) / (classes * batch)
+    for t_squared, scale in ((True, 1.0), (False, temperature**-2)):
+        student = s.clone().requires_grad_(True)
+        kd_loss(student, t, temperature, t_squared=t_squared).backward()
+        torch.testing.assert_close(student.grad, limit * scale, rtol=0.05, atol=5e-4 * scale)

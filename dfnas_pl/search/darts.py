@@ -35,6 +35,7 @@ class DartsSearch(SearchHooks, L.LightningModule):
         space: size of the DARTS cell space.
         teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data).
         temperature: KD temperature (official: 3).
+        kd_t_squared: scale KD by T^2 (standard KD; the official code does not: PAPER.md bug 13).
         image_size: input height = width of the data.
         unrolled: second-order architecture gradient (True) or first-order (False).
         w_lr: SGD learning rate of the supernet weights (cosine to ``w_lr_min``).
@@ -52,7 +53,7 @@ class DartsSearch(SearchHooks, L.LightningModule):
     """
 
     def __init__(self, space: DartsSpaceConfig = DEFAULT_DARTS_SPACE, teacher: str | None = "embedded:fmnist_resnet8",
-                 temperature: float = 3.0, image_size: int = 28, unrolled: bool = False, w_lr: float = 0.025,
+                 temperature: float = 3.0, kd_t_squared: bool = False, image_size: int = 28, unrolled: bool = False, w_lr: float = 0.025,
                  w_lr_min: float = 0.001, w_momentum: float = 0.9, w_weight_decay: float = 3e-4,
                  w_grad_clip: float = 5.0, alpha_lr: float = 3e-4, alpha_betas: Sequence[float] = (0.5, 0.999),
                  alpha_weight_decay: float = 1e-3, hessian_eps: float = 0.01, output_dir: str = "runs/fmnist/search/darts",
@@ -69,7 +70,7 @@ class DartsSearch(SearchHooks, L.LightningModule):
         teacher_net = load_teacher(teacher).model if teacher else None
         if teacher_net is not None:
             teacher_net.requires_grad_(False)
-        self.objective = SearchObjective(teacher_net, temperature)
+        self.objective = SearchObjective(teacher_net, temperature, kd_t_squared)
         self.algorithm, self.output_dir = "darts", Path(output_dir)
         self.history: list[dict[str, Any]] = []
         self._finished = False

@@ -11,9 +11,9 @@ from dfnas_pl.distillation import kd_loss
 
 
 class SearchObjective(nn.Module):
-    def __init__(self, teacher: nn.Module | None, temperature: float = 3.0) -> None:
+    def __init__(self, teacher: nn.Module | None, temperature: float = 3.0, t_squared: bool = False) -> None:
         super().__init__()
-        self.teacher, self.temperature = teacher, temperature
+        self.teacher, self.temperature, self.t_squared = teacher, temperature, t_squared
 
     def train(self, mode: bool = True) -> SearchObjective:
         """The teacher stays in eval mode whatever mode the search module is put in."""
@@ -39,7 +39,7 @@ class SearchObjective(nn.Module):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.teacher is None:
             return F.cross_entropy(logits, targets)
-        return kd_loss(logits, targets, self.temperature)
+        return kd_loss(logits, targets, self.temperature, self.t_squared)
 
     def agreement(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Top-1 against the labels, or against the teacher's argmax."""

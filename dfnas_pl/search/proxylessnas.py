@@ -43,6 +43,7 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
         space: the MobileNetV2 layer-wise space.
         teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data).
         temperature: KD temperature (official: 3).
+        kd_t_squared: scale KD by T^2 (standard KD; the official code does not: PAPER.md bug 13).
         w_lr: SGD learning rate of the weights (cosine to 0).
         w_momentum: SGD momentum.
         w_weight_decay: SGD weight decay.
@@ -57,7 +58,7 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
     """
 
     def __init__(self, space: LayerwiseSpaceConfig = DEFAULT_MOBILENET_SPACE,
-                 teacher: str | None = "embedded:fmnist_resnet8", temperature: float = 3.0, w_lr: float = 0.05,
+                 teacher: str | None = "embedded:fmnist_resnet8", temperature: float = 3.0, kd_t_squared: bool = False, w_lr: float = 0.05,
                  w_momentum: float = 0.9, w_weight_decay: float = 4e-5, alpha_lr: float = 6e-3,
                  alpha_betas: tuple[float, float] = (0.0, 0.999), cost_weight: float = 0.0, target_mflops: float | None = None,
                  warmup_epochs: int = 0, output_dir: str = "runs/fmnist/search/proxylessnas", seed: int = 0) -> None:
@@ -68,7 +69,7 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
         self.supernet = LayerwiseSupernet(space)
         self.alphas = nn.ParameterList(nn.Parameter(torch.zeros(n)) for n in self.supernet.num_choices)
         teacher_net = load_teacher(teacher).model if teacher else None
-        self.objective = SearchObjective(teacher_net, temperature)
+        self.objective = SearchObjective(teacher_net, temperature, kd_t_squared)
         self.algorithm, self.output_dir = "proxylessnas", Path(output_dir)
         fixed, table = self.supernet.cost_table()
         self.fixed_flops = fixed

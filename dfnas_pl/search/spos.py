@@ -39,6 +39,7 @@ class SPOSSearch(SearchHooks, L.LightningModule):
         space: the ShuffleNetV2 layer-wise space.
         teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data).
         temperature: KD temperature (official: 3).
+        kd_t_squared: scale KD by T^2 (standard KD; the official code does not: PAPER.md bug 13).
         lr: SGD learning rate of the supernet (cosine to 0).
         momentum: SGD momentum.
         weight_decay: SGD weight decay (SPOS: 4e-5).
@@ -54,7 +55,7 @@ class SPOSSearch(SearchHooks, L.LightningModule):
     """
 
     def __init__(self, space: LayerwiseSpaceConfig = DEFAULT_SHUFFLENET_SPACE,
-                 teacher: str | None = "embedded:fmnist_resnet8", temperature: float = 3.0, lr: float = 0.1,
+                 teacher: str | None = "embedded:fmnist_resnet8", temperature: float = 3.0, kd_t_squared: bool = False, lr: float = 0.1,
                  momentum: float = 0.9, weight_decay: float = 4e-5, max_mflops: float | None = None,
                  population: int = 20, generations: int = 5, top_k: int = 5, mutation_prob: float = 0.1,
                  bn_recalibration_batches: int = 5, score_batches: int | None = None,
@@ -64,7 +65,7 @@ class SPOSSearch(SearchHooks, L.LightningModule):
         self.space = space
         self.supernet = LayerwiseSupernet(space)
         teacher_net = load_teacher(teacher).model if teacher else None
-        self.objective = SearchObjective(teacher_net, temperature)
+        self.objective = SearchObjective(teacher_net, temperature, kd_t_squared)
         self.algorithm, self.output_dir = "spos", Path(output_dir)
         self.fixed_flops, self.flops_table = self.supernet.cost_table()
         self.max_flops = None if max_mflops is None else max_mflops * 1e6
