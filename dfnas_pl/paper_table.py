@@ -63,7 +63,7 @@ class PaperTable(Pipeline):
         clash = sorted(set(self.variants) & (set(SOURCES) - {"plain"}))
         if clash:
             raise ValueError(f"Synthesis variant name(s) {clash} are built-in sources; rename the variant(s).")
-        self.labels = {**SOURCES, **{v: v for v in self.variants}, **(labels or {})}
+        self.labels = {**SOURCES, **{v: v for v in self.variants if v not in SOURCES}, **(labels or {})}
         known = set(SOURCES) - {"plain"} | set(self.variants)
         unknown = sorted(set(sources) - known)
         if unknown:
@@ -150,8 +150,9 @@ class PaperTable(Pipeline):
                   f"{r['mflops']:.2f} | {r['kparams']:.1f} |" for r in rows]
         spent = self.total_seconds()
         if spent:
-            lines += ["", f"Stage wall time recorded in {self.ledger.name} (all stages in this run dir, every "
-                          f"invocation): {spent / 3600:.2f} h."]
+            stages = len(json.loads(self.ledger.read_text()))
+            lines += ["", f"Stage wall time in {self.ledger.name}: {spent / 3600:.2f} h over {stages} stages (summed "
+                          f"over invocations; shared by every table in this run dir)."]
         table = self.run / self.table_name
         atomic_write_bytes(table.with_suffix(".md"), ("\n".join(lines) + "\n").encode())
         buf = io.StringIO()

@@ -56,4 +56,6 @@ def test_paper_table_at_toy_size(tmp_path, fmnist_root):
     assert (run / "paper_table.png").stat().st_size > 0 and "(e) random architecture" in out
     spent = json.loads((run / "stage_seconds.json").read_text())
     assert len([s for s in spent if s.startswith("retrain spos/")]) == 5 * 2 and len(spent) == 2 + 4 + 10
-    assert f"{sum(spent.values()) / 3600:.2f} h" in (run / "paper_table.md").read_text()
+    table = (run / "paper_table.md").read_text()
+    assert f"{sum(spent.values()) / 3600:.2f} h over 16 stages" in table
+    assert "| spos | (c) plain inversion |" in table
