@@ -165,7 +165,7 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
                 a.grad = g.detach()
             a_opt.step()
             self.log("search/val_loss", val_loss, prog_bar=True)
-            self.log("search/expected_mflops", float(self.expected_flops()) / 1e6, prog_bar=True)
+            self.log("search/expected_mflops", float(self.expected_flops().detach()) / 1e6, prog_bar=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         """Search-val agreement of the currently most probable path."""
