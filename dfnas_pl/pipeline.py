@@ -153,7 +153,11 @@ class Pipeline:
                   f"{100 * r['test_top1']:.2f} % |" for r in rows]
         table = "\n".join(lines)
         atomic_write_bytes(self.run / "pipeline_results.md", (table + "\n").encode())
-        atomic_write_json(self.run / "pipeline_results.json", {"rows": rows, "stage_seconds": self.timings})
+        # stage_seconds: the run dir's ledger (every invocation, so a resumed pipeline still shows its
+        # full cost); stage_seconds_this_invocation: only the stages this command ran.
+        spent = json.loads(self.ledger.read_text()) if self.ledger.exists() else {}
+        atomic_write_json(self.run / "pipeline_results.json",
+                          {"rows": rows, "stage_seconds": spent, "stage_seconds_this_invocation": self.timings})
         print("\n" + table)
         print(f"\nResults: {self.run / 'pipeline_results.md'}\nSynthetic set and image grids: "
               f"{self.run / 'synthetic'} (grids/)\nSearch plots and architectures: {self.run / 'search'}/<algorithm>/\n"

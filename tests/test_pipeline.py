@@ -91,3 +91,7 @@ def test_killed_pipeline_resumes_without_redoing_finished_stages(tmp_path, fmnis
     assert all((run / "retrain" / a / "metrics.json").exists() for a in ("darts", "proxylessnas", "spos"))
     spent = json.loads((run / "stage_seconds.json").read_text())
     assert spent["synthesis"] > 0 and "retrain spos" in spent  # the killed invocation's stages are still counted
+    results = json.loads((run / "pipeline_results.json").read_text())
+    assert results["stage_seconds"] == spent  # the results show the run's full cost, not just the rerun's
+    assert "synthesis" not in results["stage_seconds_this_invocation"]
+    assert "retrain spos" in results["stage_seconds_this_invocation"]
