@@ -21,7 +21,9 @@ from dfnas_pl.utils.io import atomic_write_bytes
 
 
 class SynthesisImageGrid(L.Callback):
-    """Args:
+    """Logs a grid of synthesised images per class after each synthesis round.
+
+    Args:
         per_class: images per class (columns) in each grid.
         upscale: nearest-neighbour zoom so 28x28 images are visible in a dashboard.
         dirname: folder under the synthesis output dir for the PNG grids.

@@ -28,7 +28,9 @@ def architecture_rows(record: dict[str, Any]) -> tuple[list[str], list[list[Any]
 
 
 class WandbArtifacts(L.Callback):
-    """Args:
+    """Logs a stage's result files (architecture, manifest, metrics) as W&B artifacts.
+
+    Args:
         table: also log ``architecture.json`` files as a W&B table (``search/architecture``).
     """
 

@@ -31,6 +31,17 @@ class DistilledClassifier(L.LightningModule):
     Batches are ``(image, stored_logits, class)`` from :class:`~dfnas_pl.data.synthetic.SyntheticImageDataset`
     or ``(image, class)`` from real data; the loss uses the teacher's logits on the augmented batch
     (``online_teacher``, as the official code) or the stored ones. Val/test report top-1 on real labels.
+
+    Args:
+        student: registry name of the student network (``resnet8``, ...).
+        teacher: teacher to distil from (``embedded:<name>`` or a teacher file).
+        temperature: KD temperature.
+        online_teacher: run the teacher on each augmented batch (official code) instead of using the
+            logits stored with the synthetic set.
+        lr: SGD learning rate (cosine schedule).
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        trust_checkpoint: load the teacher with ``weights_only=False`` (trusted files only).
     """
 
     def __init__(self, student: str = "resnet8", teacher: str = "embedded:fmnist_resnet8", temperature: float = 3.0,

@@ -20,7 +20,9 @@ from dfnas_pl.utils.io import atomic_write_json
 
 
 class RetrainClassifier(L.LightningModule):
-    """Args:
+    """Trains a found architecture (real labels or KD on the synthetic set) and tests it on real data.
+
+    Args:
         architecture: path of the ``architecture.json`` to build.
         teacher: ``null`` trains on labels (real data, cross-entropy); a teacher source trains by KD
             (data-free retraining on the synthetic set).

@@ -35,7 +35,9 @@ class GaussianNoise(Dataset):
 
 
 class SearchDataModule(L.LightningDataModule):
-    """Args:
+    """Search-train / search-val splits of synthetic, real or noise data for a supernet search.
+
+    Args:
         source: ``synthetic`` (the set at ``path``; KD from the teacher), ``real`` (``real_data``'s
             training split; cross-entropy) or ``noise`` (Gaussian noise; KD from the teacher).
         path: the synthetic set (for ``synthetic``).
@@ -46,6 +48,7 @@ class SearchDataModule(L.LightningDataModule):
         image_shape: (channels, height, width) of noise images.
         batch_size: per-process batch size of each split.
         augment: random crop + flip on the synthetic search-train split.
+        num_workers: DataLoader worker processes (0: load in the main process).
         split_seed: seed of the subsample and the train/val split.
     """
 

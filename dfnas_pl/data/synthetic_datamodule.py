@@ -16,13 +16,17 @@ from dfnas_pl.data.vision import VisionDataModule
 
 
 class SyntheticDataModule(L.LightningDataModule):
-    """Args:
+    """A synthesised set as training data (KD from the teacher), real data for evaluation.
+
+    Args:
         path: the synthetic set (``<run>/synthetic``, with manifest.json).
         batch_size: per-process batch size.
         val_fraction: fraction of synthetic images held out as ``val`` (0: validate on ``eval_data``).
         augment: random crop (``crop_padding``) + horizontal flip on synthetic training images.
+        crop_padding: zero padding (pixels) of the random crop.
         rounds: use only these calibration rounds (default: all).
         eval_data: real data for test (and val when ``val_fraction`` is 0).
+        num_workers: DataLoader worker processes (0: load in the main process).
         split_seed: seed of the synthetic train/val split.
     """
 

@@ -31,7 +31,9 @@ from dfnas_pl.utils.io import atomic_write_json
 
 
 class DartsSearch(SearchHooks, L.LightningModule):
-    """Args:
+    """DARTS search of the cell space: a weight step and an architecture (alpha) step per batch.
+
+    Args:
         space: size of the DARTS cell space.
         teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data).
         temperature: KD temperature (official: 3).

@@ -22,7 +22,9 @@ from dfnas_pl.search.blocks import MBConv, ShuffleUnit, ZeroLayer, conv_bn
 
 @dataclass(frozen=True)
 class LayerwiseSpaceConfig:
-    """Args:
+    """Size and family of a layer-wise (MobileNetV2 / ShuffleNetV2) search space.
+
+    Args:
         family: ``mobilenetv2`` (ProxylessNAS) or ``shufflenetv2`` (SPOS).
         stem_channels: channels of the stem convolution.
         stage_channels: output channels of each stage.

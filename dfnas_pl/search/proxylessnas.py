@@ -39,7 +39,9 @@ DEFAULT_MOBILENET_SPACE = LayerwiseSpaceConfig(family="mobilenetv2", stem_channe
 
 
 class ProxylessSearch(SearchHooks, L.LightningModule):
-    """Args:
+    """ProxylessNAS search: binarised paths, gate gradients and an expected-FLOPs term.
+
+    Args:
         space: the MobileNetV2 layer-wise space.
         teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data).
         temperature: KD temperature (official: 3).

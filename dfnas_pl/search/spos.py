@@ -35,7 +35,9 @@ DEFAULT_SHUFFLENET_SPACE = LayerwiseSpaceConfig(family="shufflenetv2")
 
 
 class SPOSSearch(SearchHooks, L.LightningModule):
-    """Args:
+    """SPOS: uniform single-path supernet training, then an evolutionary search under a FLOPs limit.
+
+    Args:
         space: the ShuffleNetV2 layer-wise space.
         teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data).
         temperature: KD temperature (official: 3).

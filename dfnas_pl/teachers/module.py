@@ -24,7 +24,9 @@ class TeacherClassifier(L.LightningModule):
         num_classes: classes of the data (checked at setup).
         in_channels: input channels of the data (checked at setup).
         lr: peak learning rate of the one-cycle schedule.
-        momentum, weight_decay, label_smoothing: SGD / loss settings.
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        label_smoothing: label smoothing of the cross-entropy.
         export_path: where the teacher file is written when fitting ends (``None``: not written).
     """
 
