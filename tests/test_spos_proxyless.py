@@ -124,13 +124,13 @@ def test_proxyless_gates_get_gradient_and_a_large_cost_weight_picks_cheap_blocks
     costly = ProxylessSearch(space=SMALL_MOBILE, teacher=None, cost_weight=50.0, alpha_lr=0.05,
                              output_dir=str(tmp_path))
     opt = torch.optim.Adam(costly.alphas.parameters(), lr=0.05)
-    start = float(costly.expected_flops())
+    start = float(costly.expected_flops().detach())
     for step in range(40):
         grads, _ = costly.alpha_gradient(x, y, step)
         for a, g in zip(costly.alphas, grads):
             a.grad = g
         opt.step()
-    assert float(costly.expected_flops()) < 0.6 * start
+    assert float(costly.expected_flops().detach()) < 0.6 * start
     cheapest = [min(range(len(c)), key=lambda i, c=c: float(c[i])) for c in costly.costs]
     assert costly.best_path() == cheapest
 
@@ -142,11 +142,11 @@ def test_proxyless_flops_target_only_penalises_the_excess(tmp_path):
     roomy = ProxylessSearch(space=SMALL_MOBILE, teacher=None, cost_weight=50.0, target_mflops=1e3,
                             output_dir=str(tmp_path))
     roomy.load_state_dict(free.state_dict())
-    assert float(roomy.cost_term()) == 0.0  # the uniform path is far under the budget: no cost
+    assert float(roomy.cost_term().detach()) == 0.0  # the uniform path is far under the budget: no cost
     for g_free, g_roomy in zip(free.alpha_gradient(x, y, 0)[0], roomy.alpha_gradient(x, y, 0)[0]):
         assert torch.allclose(g_free, g_roomy)
 
-    uniform = float(free.expected_flops()) / 1e6
+    uniform = float(free.expected_flops().detach()) / 1e6
     tight = ProxylessSearch(space=SMALL_MOBILE, teacher=None, cost_weight=50.0, target_mflops=0.8 * uniform,
                             output_dir=str(tmp_path))
     opt = torch.optim.Adam(tight.alphas.parameters(), lr=0.05)
@@ -156,7 +156,7 @@ def test_proxyless_flops_target_only_penalises_the_excess(tmp_path):
             a.grad = g
         opt.step()
     cheapest = float(tight.fixed_flops + sum(float(c.min()) for c in tight.costs)) / 1e6
-    final = float(tight.expected_flops()) / 1e6
+    final = float(tight.expected_flops().detach()) / 1e6
     assert final <= 0.8 * uniform * 1.02  # pushed down to the budget ...
     assert final > cheapest + 0.5 * (0.8 * uniform - cheapest)  # ... and not on to the cheapest blocks
 
