@@ -148,9 +148,9 @@ class PaperTable(Pipeline):
                  "|---|---|---:|---:|---:|---:|"]
         lines += [f"| {r['algorithm']} | {r['label']} | {r['mean']:.2f} ± {r['std']:.2f} | {r['seeds']} | "
                   f"{r['mflops']:.2f} | {r['kparams']:.1f} |" for r in rows]
-        spent = self.total_seconds()
-        if spent:
-            stages = len(json.loads(self.ledger.read_text()))
+        ledger = self.spent_seconds()
+        if ledger:
+            spent, stages = sum(ledger.values()), len(ledger)
             lines += ["", f"Stage wall time in {self.ledger.name}: {spent / 3600:.2f} h over {stages} stages (summed "
                           f"over invocations; shared by every table in this run dir)."]
         table = self.run / self.table_name

@@ -84,13 +84,13 @@ class Pipeline:
         table built over several resumed runs still says what it cost (killed attempts included)."""
         return self.run / "stage_seconds.json"
 
+    def spent_seconds(self) -> dict[str, float]:
+        return json.loads(self.ledger.read_text()) if self.ledger.exists() else {}
+
     def _record_seconds(self, name: str, seconds: float) -> None:
-        spent = json.loads(self.ledger.read_text()) if self.ledger.exists() else {}
+        spent = self.spent_seconds()
         spent[name] = round(spent.get(name, 0.0) + seconds, 1)
         atomic_write_json(self.ledger, spent)
-
-    def total_seconds(self) -> float:
-        return sum(json.loads(self.ledger.read_text()).values()) if self.ledger.exists() else 0.0
 
     @staticmethod
     def _resume(checkpoint_dir: Path) -> list[str]:
@@ -155,9 +155,8 @@ class Pipeline:
         atomic_write_bytes(self.run / "pipeline_results.md", (table + "\n").encode())
         # stage_seconds: the run dir's ledger (every invocation, so a resumed pipeline still shows its
         # full cost); stage_seconds_this_invocation: only the stages this command ran.
-        spent = json.loads(self.ledger.read_text()) if self.ledger.exists() else {}
-        atomic_write_json(self.run / "pipeline_results.json",
-                          {"rows": rows, "stage_seconds": spent, "stage_seconds_this_invocation": self.timings})
+        atomic_write_json(self.run / "pipeline_results.json", {"rows": rows, "stage_seconds": self.spent_seconds(),
+                                                               "stage_seconds_this_invocation": self.timings})
         print("\n" + table)
         print(f"\nResults: {self.run / 'pipeline_results.md'}\nSynthetic set and image grids: "
               f"{self.run / 'synthetic'} (grids/)\nSearch plots and architectures: {self.run / 'search'}/<algorithm>/\n"
