@@ -2,7 +2,7 @@
 
 The stage is chosen by the config: ``model.class_path`` (teacher training, synthesis, ...) and
 ``data.class_path``. Subcommands are Lightning's own: ``fit``, ``validate``, ``test``, ``predict``,
-plus ``pipeline`` (synthesis -> search -> retraining, see :mod:`dfnas_pl.pipeline`).
+plus the drivers in :mod:`dfnas_pl.drivers`: ``pipeline``, ``paper-table``, ``groundtruth``, ``rank-fidelity``.
 """
 
 from __future__ import annotations
@@ -36,14 +36,22 @@ def main(args: list[str] | None = None):
         torch.set_num_threads(int(os.environ["DFNAS_NUM_THREADS"]))
     default_wandb_mode()  # offline unless logged in (dfnas_pl.wandb_setup)
     argv = sys.argv[1:] if args is None else list(args)
-    if argv[:1] == ["pipeline"]:  # all stages in order; see dfnas_pl.pipeline
-        from dfnas_pl.pipeline import main as pipeline_main
+    if argv[:1] == ["pipeline"]:  # all stages in order; see dfnas_pl.drivers.pipeline
+        from dfnas_pl.drivers.pipeline import main as pipeline_main
 
         return pipeline_main(argv[1:])
-    if argv[:1] == ["paper-table"]:  # the paper's comparison; see dfnas_pl.paper_table
-        from dfnas_pl.paper_table import main as paper_table_main
+    if argv[:1] == ["paper-table"]:  # the paper's comparison; see dfnas_pl.drivers.paper_table
+        from dfnas_pl.drivers.paper_table import main as paper_table_main
 
         return paper_table_main(argv[1:])
+    if argv[:1] == ["groundtruth"]:  # real-data accuracy of fixed architectures; see dfnas_pl.drivers.groundtruth
+        from dfnas_pl.drivers.groundtruth import main as groundtruth_main
+
+        return groundtruth_main(argv[1:])
+    if argv[:1] == ["rank-fidelity"]:  # how each data source ranks them; see dfnas_pl.drivers.rank_fidelity
+        from dfnas_pl.drivers.rank_fidelity import main as rank_fidelity_main
+
+        return rank_fidelity_main(argv[1:])
     return DFNASCLI(args=args)
 
 

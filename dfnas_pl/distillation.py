@@ -1,28 +1,15 @@
-"""Knowledge distillation from the teacher: the loss the paper's code uses for supernet training
-(KL at temperature T = 3, teacher run online on the same augmented batch, no T^2 factor), and a
-student classifier trained with it - the standard check of a data-free synthetic set.
+"""A student classifier trained only by knowledge distillation from the teacher on (synthetic)
+images (:func:`dfnas_pl.losses.kd_loss`) - the standard check of a data-free synthetic set.
 """
 
 from __future__ import annotations
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from dfnas_pl.losses import kd_loss
 from dfnas_pl.teachers.loading import build_arch, load_teacher
-
-
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 3.0,
-            t_squared: bool = False) -> torch.Tensor:
-    """-sum_k softmax(t/T)_k log softmax(s/T)_k, batch mean (the official ``DistributionLoss``).
-
-    ``t_squared`` multiplies it by T^2 (Hinton et al.): the gradient w.r.t. the logits shrinks as 1/T^2,
-    and the official code omits the factor (PAPER.md, known bug 13), which weakens KD against any other
-    term it is summed with (ProxylessNAS's FLOPs cost)."""
-    p = F.softmax(teacher_logits / temperature, dim=1)
-    loss = -(p * F.log_softmax(student_logits / temperature, dim=1)).sum(1).mean()
-    return loss * temperature**2 if t_squared else loss
 
 
 class DistilledClassifier(L.LightningModule):

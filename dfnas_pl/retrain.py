@@ -5,6 +5,7 @@ teacher); top-1 on the real test set is what the paper compares."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from dfnas_pl.distillation import kd_loss
+from dfnas_pl.losses import kd_loss
 from dfnas_pl.search.export import build_from_architecture, count_flops, count_params, image_shape
 from dfnas_pl.teachers.loading import load_teacher
 from dfnas_pl.utils.io import atomic_write_json
@@ -31,13 +32,15 @@ class RetrainClassifier(L.LightningModule):
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
         label_smoothing: cross-entropy label smoothing (SPOS retraining: 0.1).
+        warmup_fraction: share of the steps with a linear learning-rate warm-up before the cosine
+            (0: cosine from the start; the ground truth's short one-cycle recipe uses 0.15).
         metrics_path: where ``metrics.json`` (test top-1, FLOPs, params, architecture) is written;
             default: next to the architecture file.
     """
 
     def __init__(self, architecture: str = "runs/fmnist/search/darts/architecture.json", teacher: str | None = None,
                  temperature: float = 3.0, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
-                 label_smoothing: float = 0.0, metrics_path: str | None = None) -> None:
+                 label_smoothing: float = 0.0, warmup_fraction: float = 0.0, metrics_path: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.arch = json.loads(Path(architecture).read_text()) if Path(architecture).is_file() else None
@@ -99,5 +102,13 @@ class RetrainClassifier(L.LightningModule):
     def configure_optimizers(self):
         opt = torch.optim.SGD(self.model.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum,
                               weight_decay=self.hparams.weight_decay, nesterov=True)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.trainer.estimated_stepping_batches))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(round(self.hparams.warmup_fraction * total))
+
+        def factor(step: int) -> float:  # linear warm-up to the peak, then cosine to 0
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -71,7 +71,7 @@ def test_soft_cross_entropy_equals_cross_entropy_on_one_hot():
 def test_kd_t_squared_keeps_the_logit_gradient_at_hintons_high_temperature_limit():
     """With T^2, d KD / d s -> (s - t) / (K B) for zero-mean logits and large T; without it the
     gradient is T^2 times smaller (the official code's omission, PAPER.md bug 13)."""
-    from dfnas_pl.distillation import kd_loss
+    from dfnas_pl.losses import kd_loss
 
     g = torch.Generator().manual_seed(0)
     batch, classes, temperature = 4, 10, 100.0

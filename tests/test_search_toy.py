@@ -45,6 +45,9 @@ class DotPairs(L.LightningDataModule):
     def _loader(self, ds, shuffle):
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle)
 
+    def scoring_loaders(self):
+        return self._loader(self.search_train, False), self._loader(self.search_val, False)
+
     def train_dataloader(self):
         return CombinedLoader({"train": self._loader(self.search_train, True),
                                "val": self._loader(self.search_val, True)}, mode="max_size_cycle")

@@ -110,6 +110,11 @@ class SearchDataModule(L.LightningDataModule):
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
                           drop_last=shuffle and len(ds) > self.batch_size)
 
+    def scoring_loaders(self) -> tuple[DataLoader, DataLoader]:
+        """What a one-shot search scores candidates with: search-train in a fixed order (BN
+        recalibration) and search-val (the score)."""
+        return self._loader(self.search_train, False), self._loader(self.search_val, False)
+
     def train_dataloader(self) -> CombinedLoader:
         return CombinedLoader({"train": self._loader(self.search_train, True),
                                "val": self._loader(self.search_val, True)}, mode="max_size_cycle")

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfnas_pl.distillation import kd_loss
+from dfnas_pl.losses import kd_loss
 
 
 class SearchObjective(nn.Module):

@@ -28,6 +28,7 @@ from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
 from dfnas_pl.search.objective import SearchObjective
 from dfnas_pl.search.plots import line_plot
+from dfnas_pl.search.scoring import first, score_path
 from dfnas_pl.teachers.loading import load_teacher
 from dfnas_pl.utils.io import atomic_torch_save, atomic_write_json
 
@@ -54,6 +55,9 @@ class SPOSSearch(SearchHooks, L.LightningModule):
         score_batches: search-val batches to score a candidate (null: all).
         output_dir: where architecture.json, evolution_state.json and the evolution plot go.
         seed: seed of path sampling and evolution.
+        evolution: run the evolutionary search after supernet training; false: only train the supernet
+            and save its weights to ``<output_dir>/supernet.pt`` (the rank-fidelity instrument scores
+            fixed architectures with it).
     """
 
     def __init__(self, space: LayerwiseSpaceConfig = DEFAULT_SHUFFLENET_SPACE,
@@ -61,7 +65,7 @@ class SPOSSearch(SearchHooks, L.LightningModule):
                  momentum: float = 0.9, weight_decay: float = 4e-5, max_mflops: float | None = None,
                  population: int = 20, generations: int = 5, top_k: int = 5, mutation_prob: float = 0.1,
                  bn_recalibration_batches: int = 5, score_batches: int | None = None,
-                 output_dir: str = "runs/fmnist/search/spos", seed: int = 0) -> None:
+                 output_dir: str = "runs/fmnist/search/spos", seed: int = 0, evolution: bool = True) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.space = space
@@ -115,8 +119,15 @@ class SPOSSearch(SearchHooks, L.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        if self.current_epoch == self.trainer.max_epochs - 1:
+        if self.hparams.evolution and self.current_epoch == self.trainer.max_epochs - 1:
             self.finish()
+
+    def on_train_end(self) -> None:
+        """Without evolution the supernet itself is the result (weights only, loadable with weights_only)."""
+        if not self.hparams.evolution and self.trainer.is_global_zero:
+            atomic_torch_save(self.output_dir / "supernet.pt", self.supernet.state_dict())
+            print(f"SPOS supernet (no evolution) saved to {self.output_dir / 'supernet.pt'} "
+                  f"after {self.global_step} steps.")
 
     def validation_step(self, batch, batch_idx: int) -> None:
         """Supernet health: search-val agreement of one fixed random path (running BN statistics)."""
@@ -125,31 +136,10 @@ class SPOSSearch(SearchHooks, L.LightningModule):
         self.log("search/val_agreement_fixed_path", self.objective.agreement(logits, targets), prog_bar=True)
 
     # -- evolution ----------------------------------------------------------------------------
-    def _batches(self, loader, limit: int | None):
-        for i, batch in enumerate(loader):
-            if limit is not None and i >= limit:
-                return
-            yield batch
-
-    @torch.no_grad()
     def fitness(self, path: Candidate, train_loader, val_loader) -> float:
         """Top-1 agreement on search-val after BN recalibration on search-train batches."""
-        bns = [m for m in self.supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        for bn in bns:
-            bn.reset_running_stats()
-            bn.momentum = None  # cumulative average over the recalibration batches
-        self.supernet.train()
-        for batch in self._batches(train_loader, self.hparams.bn_recalibration_batches):
-            self.supernet(batch[0].to(self.device), path)
-        self.supernet.eval()
-        correct = total = 0.0
-        for batch in self._batches(val_loader, self.hparams.score_batches):
-            x = batch[0].to(self.device)
-            targets = self.objective.targets([x, *batch[1:]]) if self.objective.teacher is not None else \
-                batch[-1].to(self.device)
-            correct += float(self.objective.agreement(self.supernet(x, path), targets)) * len(x)
-            total += len(x)
-        return correct / max(total, 1.0)
+        return score_path(self.supernet, path, first(train_loader, self.hparams.bn_recalibration_batches),
+                          first(val_loader, self.hparams.score_batches), self.objective.teacher, self.device)
 
     def evolution_settings(self) -> dict[str, Any]:
         keys = ("population", "generations", "top_k", "mutation_prob", "bn_recalibration_batches", "score_batches",
@@ -158,8 +148,7 @@ class SPOSSearch(SearchHooks, L.LightningModule):
 
     def run_evolution(self) -> Candidate:
         hp = self.hparams
-        dm = self.trainer.datamodule
-        train_loader, val_loader = dm._loader(dm.search_train, False), dm._loader(dm.search_val, False)
+        train_loader, val_loader = self.trainer.datamodule.scoring_loaders()
         search = EvolutionSearch(self.supernet.num_choices, self.path_flops, self.max_flops, hp.population,
                                  hp.generations, hp.top_k, hp.mutation_prob, seed=hp.seed)
         state_file = self.output_dir / "evolution_state.json"

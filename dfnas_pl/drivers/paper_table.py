@@ -9,7 +9,7 @@ synthesis arguments (no label calibration, no regional update, no BN-statistics 
 search source like the others (``experiments/fmnist/ablation.yaml``); ``table_name`` keeps its table
 apart while searches and retrainings shared with the paper table are reused.
 
-Every search, retraining and synthesis is a stage of :class:`~dfnas_pl.pipeline.Pipeline` (its own
+Every search, retraining and synthesis is a stage of :class:`~dfnas_pl.drivers.pipeline.Pipeline` (its own
 process, skipped when its output exists), so a killed table run resumes.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from dfnas_pl.pipeline import ALGORITHMS, Pipeline
+from dfnas_pl.drivers.pipeline import ALGORITHMS, Pipeline
 from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.random_arch import random_like
 from dfnas_pl.utils.io import atomic_write_bytes

@@ -1,0 +1,390 @@
+"""``python -m dfnas_pl groundtruth --config experiments/fmnist/groundtruth_<space>.yaml``: the real-data
+accuracy of a fixed set of architectures of a layer-wise search space - the ground truth that the
+rank-fidelity instrument compares every search-data source against.
+
+Selection (deterministic from ``selection.seed``): a pool of uniform random architectures of the space;
+``stratified`` of them one per equal-width FLOPs stratum between the space's cheapest and most expensive
+path (the pool member nearest the stratum's centre), plus ``median_band`` more whose FLOPs lie within
+``band_tolerance`` of the pool's median FLOPs - so that a ranking can be judged beyond "bigger is better".
+
+Each architecture is built from its ``architecture.json`` and trained from scratch with one fixed recipe
+(:class:`TrainingRecipe`: a seeded subset of the real training split, SGD with a one-cycle schedule) by
+the retraining module, then tested on the real test set, once per seed. Jobs run in ``workers`` processes
+(one thread each: small convolutions scale better over processes than over threads on a CPU). Every
+finished (architecture, seed) is its own record file, so a killed run loses only the jobs in flight; a
+rerun with a different recipe, selection or data in the same directory is refused.
+
+The result is data, committed to the repository (``benchmarks/groundtruth/<space>.json``): choices,
+FLOPs, params and per-seed top-1 of every architecture, the recipe, the noise ceiling (seed-vs-seed
+Kendall tau), wall time and library versions. :func:`load_groundtruth` reads it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import logging
+import math
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
+from dfnas_pl.search.random_arch import SpaceSampler
+from dfnas_pl.search.ranking import kendall_tau, spearman_rho
+from dfnas_pl.utils.io import atomic_write_json
+
+GROUNDTRUTH_FORMAT = "dfnas_pl.groundtruth/1"
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """How every ground-truth architecture is trained (the same for all, so only the architecture varies).
+
+    Args:
+        train_images: images of the real training split used (a seeded subset; the split's 5,000
+            validation images are never used).
+        epochs: passes over those images.
+        batch_size: SGD batch size.
+        lr: peak learning rate of the one-cycle schedule (linear warm-up, cosine to 0).
+        warmup_fraction: share of the steps spent warming up.
+        momentum: SGD (Nesterov) momentum.
+        weight_decay: SGD weight decay.
+        label_smoothing: cross-entropy label smoothing.
+        augment: random crop (padding 2) and horizontal flip on the training images.
+        subset_seed: seed of the training subset (the same images for every architecture and seed).
+    """
+
+    train_images: int = 10000
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 0.1
+    warmup_fraction: float = 0.15
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    augment: bool = False
+    subset_seed: int = 0
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which architectures make up the ground truth.
+
+    Args:
+        stratified: architectures spread over the space's FLOPs range (one per equal-width stratum).
+        median_band: further architectures with FLOPs within ``band_tolerance`` of the median.
+        band_tolerance: relative half-width of the median-FLOPs band (0.1: +-10 %).
+        pool: uniform random architectures drawn to pick from.
+        seed: seed of the pool (the whole selection follows from it).
+    """
+
+    stratified: int = 24
+    median_band: int = 8
+    band_tolerance: float = 0.1
+    pool: int = 20000
+    seed: int = 0
+
+
+def select_architectures(space_config: dict[str, Any], sel: Selection) -> dict[str, Any]:
+    """The architectures of the ground truth, with FLOPs, the median and the band (deterministic)."""
+    sampler = SpaceSampler(space_config["family"], space_config)
+    rng = random.Random(sel.seed)
+    pool, seen = [], set()
+    for _ in range(sel.pool):
+        choices = tuple(sampler.draw(rng))
+        if choices not in seen:
+            seen.add(choices)
+            pool.append((choices, sampler.flops(choices)))
+    median = statistics.median(f for _, f in pool)
+    lo = sampler.fixed + sum(min(row) for row in sampler.table)
+    hi = sampler.fixed + sum(max(row) for row in sampler.table)
+    chosen: list[dict[str, Any]] = []
+    taken: set[tuple] = set()
+    width = (hi - lo) / sel.stratified
+    for k in range(sel.stratified):
+        centre = lo + (k + 0.5) * width
+        choices, flops = min((p for p in pool if p[0] not in taken), key=lambda p: (abs(p[1] - centre), p[0]))
+        taken.add(choices)
+        chosen.append({"choices": list(choices), "flops": flops, "stratum": f"range {k + 1}/{sel.stratified}"})
+    band = [p for p in pool if p[0] not in taken and abs(p[1] - median) <= sel.band_tolerance * median]
+    if len(band) < sel.median_band:
+        raise ValueError(f"Only {len(band)} architectures of the pool lie within {sel.band_tolerance:.0%} of the median "
+                         f"FLOPs; raise selection.pool or band_tolerance, or lower median_band.")
+    for choices, flops in random.Random(sel.seed + 1).sample(band, sel.median_band):
+        chosen.append({"choices": list(choices), "flops": flops, "stratum": "median band"})
+    for i, arch in enumerate(chosen):
+        arch["id"] = f"a{i:02d}"
+        arch["in_median_band"] = abs(arch["flops"] - median) <= sel.band_tolerance * median
+    return {"architectures": chosen, "median_flops": median, "space_flops_range": [lo, hi]}
+
+
+# -- one job: one architecture, one seed (runs in a worker process) ----------------------------------
+
+def _instantiate(spec: dict[str, Any]):
+    module, name = spec["class_path"].rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)(**spec.get("init_args", {}))
+
+
+def train_one(arch_file: str, seed: int, recipe: dict[str, Any], data: dict[str, Any], record: str,
+              threads: int) -> dict[str, Any]:
+    """Train ``arch_file`` from scratch with ``recipe`` and test it on the real test set; write ``record``."""
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from dfnas_pl.retrain import RetrainClassifier
+
+    torch.set_num_threads(threads)
+    for name in ("lightning.pytorch", "lightning.fabric"):  # one line per job is enough in the driver's log
+        logging.getLogger(name).setLevel(logging.ERROR)
+    start = time.time()
+    r = TrainingRecipe(**recipe)
+    dm = _instantiate(data)
+    dm.hparams.augment = r.augment
+    dm.prepare_data()
+    dm.setup("fit")
+    dm.setup("test")
+    order = torch.randperm(len(dm.train_set), generator=torch.Generator().manual_seed(r.subset_seed)).tolist()
+    if r.train_images > len(order):
+        raise ValueError(f"recipe.train_images {r.train_images} exceeds the {len(order)} training images.")
+    train = DataLoader(Subset(dm.train_set, order[: r.train_images]), batch_size=r.batch_size, shuffle=True,
+                       drop_last=True, generator=torch.Generator().manual_seed(seed))
+    test = DataLoader(dm.test_set, batch_size=500)
+    L.seed_everything(seed, verbose=False)
+    metrics = Path(record).with_suffix(".metrics.json")
+    model = RetrainClassifier(arch_file, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay,
+                              label_smoothing=r.label_smoothing, warmup_fraction=r.warmup_fraction,
+                              metrics_path=str(metrics))
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=r.epochs, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0, default_root_dir=str(Path(record).parent))
+    trainer.fit(model, train_dataloaders=train)
+    trainer.test(model, dataloaders=test, verbose=False)
+    result = json.loads(metrics.read_text())
+    metrics.unlink()
+    out = {"arch_file": arch_file, "seed": seed, "test_top1": result["test_top1"], "test_images": len(dm.test_set),
+           "seconds": round(time.time() - start, 1)}
+    atomic_write_json(record, out)
+    return out
+
+
+# -- the driver ---------------------------------------------------------------------------------------
+
+def versions() -> dict[str, str]:
+    import lightning
+    import torch
+    import torchmetrics
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "lightning": lightning.__version__, "torchmetrics": torchmetrics.__version__,
+            "platform": platform.platform(), "cpus": str(os.cpu_count())}
+
+
+class GroundTruth:
+    def __init__(self, space: LayerwiseSpaceConfig, output: str, work_dir: str, data: dict[str, Any],
+                 recipe: TrainingRecipe, selection: Selection, seeds: list[int], workers: int = 2,
+                 threads_per_worker: int = 1, limit: int | None = None) -> None:
+        if len(seeds) < 2:
+            raise ValueError(f"seeds {seeds}: the noise ceiling needs at least 2 seeds per architecture.")
+        self.space = dataclasses.asdict(space)
+        self.output, self.work = Path(output), Path(work_dir)
+        self.data, self.recipe, self.selection = data, recipe, selection
+        self.seeds, self.workers, self.threads, self.limit = list(seeds), workers, threads_per_worker, limit
+
+    def settings(self) -> dict[str, Any]:
+        """What the numbers depend on: a rerun in the same directory must match it exactly."""
+        return json.loads(json.dumps({"space": self.space, "recipe": dataclasses.asdict(self.recipe),
+                                      "selection": dataclasses.asdict(self.selection), "data": self.data,
+                                      "seeds": self.seeds}))
+
+    def check_settings(self) -> None:
+        path = self.work / "settings.json"
+        mine = self.settings()
+        if path.exists():
+            try:
+                saved = json.loads(path.read_text())
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path} is not valid JSON ({err}); delete {self.work} to start the ground truth "
+                                 f"over.") from err
+            if saved != mine:
+                diff = sorted(_diff(saved, mine))
+                raise ValueError(f"The ground-truth directory {self.work} was made with other settings ({'; '.join(diff)}). "
+                                 f"Its records would mix two recipes: set another work_dir (and output), or delete "
+                                 f"{self.work} to start over.")
+        else:
+            atomic_write_json(path, mine)
+
+    def __call__(self) -> dict[str, Any]:
+        self.check_settings()
+        chosen = select_architectures(self.space, self.selection)
+        from dfnas_pl.search.export import write_architecture
+
+        arch_files = {}
+        for arch in chosen["architectures"]:
+            path = self.work / "archs" / arch["id"] / "architecture.json"
+            if not path.exists():
+                cfg = {k: v for k, v in self.space.items() if k != "image_size"}
+                write_architecture(path, "groundtruth", self.space["family"], cfg, self.space["image_size"],
+                                   arch["choices"])
+            arch.update(params=json.loads(path.read_text())["params"])
+            arch_files[arch["id"]] = path
+        jobs = [(a["id"], s) for s in self.seeds for a in chosen["architectures"]]
+        todo = [(a, s) for a, s in jobs if not self.record(a, s).exists()]
+        if self.limit is not None:
+            todo = todo[: self.limit]
+        print(f"Ground truth {self.space['family']}: {len(chosen['architectures'])} architectures x {len(self.seeds)} "
+              f"seeds = {len(jobs)} jobs, {len(jobs) - len(todo)} already done, {len(todo)} to run "
+              f"({self.workers} workers x {self.threads} thread(s)). Records: {self.work / 'records'}", flush=True)
+        started = time.time()
+        if todo:
+            with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
+                pending = {pool.submit(train_one, str(arch_files[a]), s, dataclasses.asdict(self.recipe), self.data,
+                                       str(self.record(a, s)), self.threads): (a, s) for a, s in todo}
+                done_count = len(jobs) - len(todo)
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        a, s = pending.pop(future)
+                        out = future.result()
+                        done_count += 1
+                        print(f"[{done_count}/{len(jobs)}] {a} seed {s}: top-1 {out['test_top1']:.4f} "
+                              f"({out['seconds']:.0f} s)", flush=True)
+                    self.write(chosen, time.time() - started)
+        return self.write(chosen, time.time() - started)
+
+    def record(self, arch_id: str, seed: int) -> Path:
+        return self.work / "records" / f"{arch_id}_seed{seed}.json"
+
+    def write(self, chosen: dict[str, Any], invocation_seconds: float) -> dict[str, Any]:
+        archs, job_seconds = [], 0.0
+        for arch in chosen["architectures"]:
+            top1, seconds = {}, {}
+            for s in self.seeds:
+                if self.record(arch["id"], s).exists():
+                    rec = json.loads(self.record(arch["id"], s).read_text())
+                    top1[str(s)], seconds[str(s)] = rec["test_top1"], rec["seconds"]
+                    job_seconds += rec["seconds"]
+            archs.append({**arch, "top1": top1, "seconds": seconds,
+                          "mean_top1": statistics.mean(top1.values()) if top1 else None})
+        complete = all(len(a["top1"]) == len(self.seeds) for a in archs)
+        wall = self.work / "wall_seconds.json"
+        walls = json.loads(wall.read_text()) if wall.exists() else {}
+        walls[str(os.getpid()) + "@" + str(int(time.time() - invocation_seconds))] = round(invocation_seconds, 1)
+        atomic_write_json(wall, walls)
+        result = {"format": GROUNDTRUTH_FORMAT, "space": self.space["family"], "space_config": self.space,
+                  "complete": complete, "architectures": archs, "median_flops": chosen["median_flops"],
+                  "space_flops_range": chosen["space_flops_range"], "selection": dataclasses.asdict(self.selection),
+                  "recipe": dataclasses.asdict(self.recipe), "data": self.data, "seeds": self.seeds,
+                  "noise_ceiling": noise_ceiling(archs, self.seeds),
+                  "wall_seconds": round(sum(walls.values()), 1), "job_seconds": round(job_seconds, 1),
+                  "workers": self.workers, "threads_per_worker": self.threads, "versions": versions(),
+                  "command": "python -m dfnas_pl groundtruth " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["groundtruth"]
+                                                                       else sys.argv[1:])}
+        atomic_write_json(self.output, strict(result))
+        return result
+
+
+def noise_ceiling(archs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """Seed-vs-seed rank agreement of the ground truth itself (first two seeds, finished pairs only):
+    no search data can rank better than the truth agrees with itself."""
+    a, b = str(seeds[0]), str(seeds[1])
+    pairs = [(x["top1"][a], x["top1"][b], x["in_median_band"]) for x in archs if a in x["top1"] and b in x["top1"]]
+    band = [(p, q) for p, q, inside in pairs if inside]
+    return {"seeds": [seeds[0], seeds[1]], "n": len(pairs),
+            "kendall_tau": kendall_tau([p for p, _, _ in pairs], [q for _, q, _ in pairs]),
+            "spearman_rho": spearman_rho([p for p, _, _ in pairs], [q for _, q, _ in pairs]),
+            "band_n": len(band), "band_kendall_tau": kendall_tau([p for p, _ in band], [q for _, q in band]),
+            "mean_abs_seed_difference": statistics.mean(abs(p - q) for p, q, _ in pairs) if pairs else None}
+
+
+def strict(obj: Any) -> Any:
+    """JSON without NaN/Infinity (``null`` instead), which strict readers refuse."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict(v) for v in obj]
+    return obj
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} there, {b!r} now"]
+
+
+def load_groundtruth(path: str | Path) -> dict[str, Any]:
+    """A ground-truth JSON, checked: a missing, corrupt or foreign file gets the fix in the message."""
+    path = Path(path)
+    fix = (f"restore it (`git checkout -- {path}`) or make it again with `python -m dfnas_pl groundtruth "
+           f"--config experiments/fmnist/groundtruth_<space>.yaml`")
+    if not path.is_file():
+        raise FileNotFoundError(f"No ground-truth file '{path}': {fix}.")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"The ground-truth file '{path}' is not valid JSON ({err}): {fix}.") from err
+    if not isinstance(data, dict) or data.get("format") != GROUNDTRUTH_FORMAT:
+        got = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"'{path}' is not a dfnas_pl ground-truth file (format {got!r}, expected "
+                         f"{GROUNDTRUTH_FORMAT!r}): {fix}.")
+    broken = [a.get("id", i) for i, a in enumerate(data.get("architectures", []))
+              if not isinstance(a, dict) or not {"choices", "flops", "top1"} <= set(a)]
+    if broken or not data.get("architectures"):
+        raise ValueError(f"The ground-truth file '{path}' has no or incomplete architecture entries "
+                         f"({broken[:5]}): {fix}.")
+    return data
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m dfnas_pl groundtruth", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", action=ActionConfigFile, help="experiments/fmnist/groundtruth_<space>.yaml")
+    p.add_argument("--space", type=LayerwiseSpaceConfig, default=LayerwiseSpaceConfig(),
+                   help="the layer-wise search space (as in the search config)")
+    p.add_argument("--output", type=str, default="benchmarks/groundtruth/shufflenetv2.json",
+                   help="the ground-truth JSON (rewritten after every finished job)")
+    p.add_argument("--work_dir", type=str, default="runs/groundtruth/shufflenetv2",
+                   help="per-job records and architecture files (the unit of resume)")
+    p.add_argument("--data", type=dict, default={"class_path": "dfnas_pl.data.FashionMNISTDataModule",
+                                                 "init_args": {"root": "data"}},
+                   help="real data: class_path + init_args of a VisionDataModule (train split and test set)")
+    p.add_argument("--recipe", type=TrainingRecipe, default=TrainingRecipe(), help="the one training recipe")
+    p.add_argument("--selection", type=Selection, default=Selection(), help="which architectures")
+    p.add_argument("--seeds", type=list[int], default=[0, 1], help="training seeds per architecture (>= 2)")
+    p.add_argument("--workers", type=int, default=2, help="parallel training processes")
+    p.add_argument("--threads_per_worker", type=int, default=1, help="torch threads per process")
+    p.add_argument("--limit", type=int | None, default=None, help="run at most this many new jobs, then stop")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = parser()
+    c = p.instantiate_classes(p.parse_args(argv))
+    result = GroundTruth(c.space, c.output, c.work_dir, dict(c.data), c.recipe, c.selection, c.seeds, c.workers,
+                         c.threads_per_worker, c.limit)()
+    ceiling = result["noise_ceiling"]
+    done = sum(len(a["top1"]) for a in result["architectures"])
+    print(f"\nGround truth written to {c.output} ({done} of {len(result['architectures']) * len(c.seeds)} jobs; "
+          f"complete: {result['complete']}). Noise ceiling (seed {ceiling['seeds'][0]} vs {ceiling['seeds'][1]}, "
+          f"{ceiling['n']} architectures): Kendall tau {_fmt(ceiling['kendall_tau'])}, Spearman rho "
+          f"{_fmt(ceiling['spearman_rho'])}; median-FLOPs band ({ceiling['band_n']}): tau "
+          f"{_fmt(ceiling['band_kendall_tau'])}.")
+    return result
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"

@@ -1,0 +1,102 @@
+"""Ranking fidelity: how well one score orders a fixed set of architectures against their true accuracy.
+
+The NAS literature judges a weight-sharing supernet (and here: the data it was trained on) by the rank
+correlation between its scores and stand-alone accuracies over a fixed architecture set: Kendall's tau
+(tau-b, ties allowed) and Spearman's rho, both from torchmetrics. The interval is a percentile bootstrap
+over architectures (resampled with replacement; a seeded loop, so a table is reproducible), and a paired
+bootstrap of the difference to a baseline score tells whether a source ranks *significantly* better than,
+say, FLOPs alone. Besides correlations, what a search actually uses: does the score's top quarter hit the
+true top quarter, and how much accuracy does picking the best-scored architecture lose (regret)?
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torchmetrics.functional import kendall_rank_corrcoef, spearman_corrcoef
+
+Metric = Callable[[torch.Tensor, torch.Tensor], float]
+
+
+def _t(x: Sequence[float]) -> torch.Tensor:
+    return torch.as_tensor([float(v) for v in x], dtype=torch.float64)
+
+
+def kendall_tau(score: Sequence[float], truth: Sequence[float]) -> float:
+    """Kendall tau-b (torchmetrics); NaN when either side is constant or fewer than 2 items."""
+    if len(score) < 2:
+        return math.nan
+    return float(kendall_rank_corrcoef(_t(score), _t(truth), variant="b"))
+
+
+def spearman_rho(score: Sequence[float], truth: Sequence[float]) -> float:
+    """Spearman rho (torchmetrics, average ranks for ties); NaN when undefined."""
+    s, t = _t(score), _t(truth)
+    if len(s) < 2 or bool((s == s[0]).all()) or bool((t == t[0]).all()):
+        return math.nan
+    return float(spearman_corrcoef(s, t))
+
+
+def bootstrap_interval(metric: Callable[[Sequence[float], Sequence[float]], float], score: Sequence[float],
+                       truth: Sequence[float], baseline: Sequence[float] | None = None, samples: int = 1000,
+                       level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of ``metric(score, truth)`` over architectures resampled with replacement.
+
+    With ``baseline``: the interval of ``metric(score, truth) - metric(baseline, truth)`` on the *same*
+    resamples (a paired bootstrap), whose lower end above 0 means the score beats the baseline."""
+    gen = torch.Generator().manual_seed(seed)
+    s, t = _t(score), _t(truth)
+    b = _t(baseline) if baseline is not None else None
+    values = []
+    for _ in range(samples):
+        idx = torch.randint(0, len(s), (len(s),), generator=gen)
+        v = metric(s[idx].tolist(), t[idx].tolist())
+        if b is not None:
+            v -= metric(b[idx].tolist(), t[idx].tolist())
+        if not math.isnan(v):
+            values.append(v)
+    if not values:
+        return math.nan, math.nan
+    q = torch.tensor(values, dtype=torch.float64)
+    alpha = (1 - level) / 2
+    return float(torch.quantile(q, alpha)), float(torch.quantile(q, 1 - alpha))
+
+
+def top_k(values: Sequence[float], k: int) -> set[int]:
+    """Indices of the k largest values (ties broken by index, so the result is deterministic)."""
+    return set(sorted(range(len(values)), key=lambda i: (-values[i], i))[:k])
+
+
+def top_quarter_recall(score: Sequence[float], truth: Sequence[float]) -> float:
+    """Share of the score's top quarter (k = round(n / 4)) that lies in the true top quarter."""
+    k = max(1, round(len(score) / 4))
+    return len(top_k(score, k) & top_k(truth, k)) / k
+
+
+def regret(score: Sequence[float], truth: Sequence[float]) -> tuple[float, float]:
+    """(true accuracy of the best-scored architecture, best true accuracy minus it)."""
+    picked = truth[min(top_k(score, 1))]
+    return picked, max(truth) - picked
+
+
+def fidelity(score: Sequence[float], truth: Sequence[float], band: Sequence[bool] | None = None,
+             flops: Sequence[float] | None = None, samples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Every ranking number of one score against the truth (both over the same architectures).
+
+    ``band`` marks the architectures in the median-FLOPs band (tau there says whether the score
+    knows more than "bigger is better"); ``flops`` adds the paired difference to the FLOPs baseline."""
+    lo, hi = bootstrap_interval(kendall_tau, score, truth, samples=samples, seed=seed)
+    picked, loss = regret(score, truth)
+    row = {"n": len(score), "kendall_tau": kendall_tau(score, truth), "spearman_rho": spearman_rho(score, truth),
+           "tau_ci_low": lo, "tau_ci_high": hi, "band_tau": math.nan, "band_n": 0,
+           "top25_recall": top_quarter_recall(score, truth), "best_scored_top1": picked, "regret": loss}
+    if band is not None:
+        idx = [i for i, inside in enumerate(band) if inside]
+        row["band_n"] = len(idx)
+        row["band_tau"] = kendall_tau([score[i] for i in idx], [truth[i] for i in idx])
+    if flops is not None:
+        row["tau_minus_flops_ci_low"], row["tau_minus_flops_ci_high"] = bootstrap_interval(
+            kendall_tau, score, truth, baseline=flops, samples=samples, seed=seed)
+    return row

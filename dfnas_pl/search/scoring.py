@@ -1,0 +1,47 @@
+"""How a one-shot search scores one path of a trained supernet: re-estimate BatchNorm statistics on a
+few search-train batches (shared weights leave BN statistics that fit no single path; SPOS), then
+top-1 on search-val - against the labels (real data) or the teacher's argmax (synthetic / noise).
+
+SPOS's evolution and the rank-fidelity instrument call the same function, so the instrument measures
+exactly what the search relies on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from itertools import islice
+
+import torch
+from torch import nn
+
+
+def batchnorms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def score_path(supernet: nn.Module, path: Sequence[int], bn_batches: Iterable, val_batches: Iterable,
+               teacher: nn.Module | None = None, device: torch.device | str = "cpu") -> float:
+    """Top-1 of ``path`` on ``val_batches`` after BN recalibration on ``bn_batches`` (``(x, ..., y)`` each).
+
+    ``teacher`` given: agreement with its argmax (data the teacher labels); else with ``y``. The BN
+    statistics are left as recalibrated; callers that train on afterwards restore them."""
+    for bn in batchnorms(supernet):
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the recalibration batches
+    supernet.train()
+    for batch in bn_batches:
+        supernet(batch[0].to(device), path)
+    supernet.eval()
+    correct = total = 0
+    for batch in val_batches:
+        x = batch[0].to(device)
+        ref = teacher(x).argmax(1) if teacher is not None else batch[-1].to(device)
+        correct += int((supernet(x, path).argmax(1) == ref).sum())
+        total += len(x)
+    return correct / max(total, 1)
+
+
+def first(loader: Iterable, limit: int | None) -> Iterable:
+    """The first ``limit`` batches of ``loader`` (all when ``limit`` is None)."""
+    return loader if limit is None else islice(loader, limit)
