@@ -40,6 +40,7 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from dfnas_pl.data.vision import VisionDataModule
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
 from dfnas_pl.search.random_arch import SpaceSampler
 from dfnas_pl.search.ranking import kendall_tau, spearman_rho
@@ -359,9 +360,9 @@ def parser() -> ArgumentParser:
                    help="the ground-truth JSON (rewritten after every finished job)")
     p.add_argument("--work_dir", type=str, default="runs/groundtruth/shufflenetv2",
                    help="per-job records and architecture files (the unit of resume)")
-    p.add_argument("--data", type=dict, default={"class_path": "dfnas_pl.data.FashionMNISTDataModule",
-                                                 "init_args": {"root": "data"}},
-                   help="real data: class_path + init_args of a VisionDataModule (train split and test set)")
+    p.add_argument("--data", type=VisionDataModule, default={"class_path": "dfnas_pl.data.FashionMNISTDataModule",
+                                                             "init_args": {"root": "data"}},
+                   help="real data: a VisionDataModule (class_path + init_args; its training split and test set)")
     p.add_argument("--recipe", type=TrainingRecipe, default=TrainingRecipe(), help="the one training recipe")
     p.add_argument("--selection", type=Selection, default=Selection(), help="which architectures")
     p.add_argument("--seeds", type=list[int], default=[0, 1], help="training seeds per architecture (>= 2)")
@@ -372,10 +373,14 @@ def parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = parser()
-    c = p.instantiate_classes(p.parse_args(argv))
-    result = GroundTruth(c.space, c.output, c.work_dir, dict(c.data), c.recipe, c.selection, c.seeds, c.workers,
-                         c.threads_per_worker, c.limit)()
+    c = parser().parse_args(argv)
+    try:
+        result = GroundTruth(dataclass_of(LayerwiseSpaceConfig, c.space), c.output, c.work_dir, c.data.as_dict(),
+                             dataclass_of(TrainingRecipe, c.recipe), dataclass_of(Selection, c.selection), c.seeds,
+                             c.workers,
+                             c.threads_per_worker, c.limit)()
+    except (ValueError, FileNotFoundError) as err:  # bad settings or files: the message says the fix
+        raise SystemExit(f"groundtruth: {err}") from None
     ceiling = result["noise_ceiling"]
     done = sum(len(a["top1"]) for a in result["architectures"])
     print(f"\nGround truth written to {c.output} ({done} of {len(result['architectures']) * len(c.seeds)} jobs; "
@@ -384,6 +389,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{_fmt(ceiling['spearman_rho'])}; median-FLOPs band ({ceiling['band_n']}): tau "
           f"{_fmt(ceiling['band_kendall_tau'])}.")
     return result
+
+
+def dataclass_of(cls: type, value: Any) -> Any:
+    """A parsed dataclass argument (a jsonargparse Namespace) as the dataclass itself."""
+    if isinstance(value, cls):
+        return value
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.as_dict().items()})
 
 
 def _fmt(v: float | None) -> str:

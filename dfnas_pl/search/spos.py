@@ -56,8 +56,8 @@ class SPOSSearch(SearchHooks, L.LightningModule):
         output_dir: where architecture.json, evolution_state.json and the evolution plot go.
         seed: seed of path sampling and evolution.
         evolution: run the evolutionary search after supernet training; false: only train the supernet
-            and save its weights to ``<output_dir>/supernet.pt`` (the rank-fidelity instrument scores
-            fixed architectures with it).
+            and save its weights to ``<output_dir>/supernet.pt`` and what it was trained on to
+            ``supernet.json`` (the rank-fidelity instrument scores fixed architectures with them).
     """
 
     def __init__(self, space: LayerwiseSpaceConfig = DEFAULT_SHUFFLENET_SPACE,
@@ -126,6 +126,13 @@ class SPOSSearch(SearchHooks, L.LightningModule):
         """Without evolution the supernet itself is the result (weights only, loadable with weights_only)."""
         if not self.hparams.evolution and self.trainer.is_global_zero:
             atomic_torch_save(self.output_dir / "supernet.pt", self.supernet.state_dict())
+            dm = self.trainer.datamodule  # what it was trained on: a scorer must split and batch the same way
+            data = {k: getattr(dm, k, None) for k in ("source", "path", "val_fraction", "max_images", "noise_images",
+                                                      "batch_size", "augment", "split_seed")}
+            atomic_write_json(self.output_dir / "supernet.json", {
+                "steps": self.global_step, "space": dataclasses.asdict(self.space), "data": data,
+                "teacher": self.hparams.teacher, "bn_recalibration_batches": self.hparams.bn_recalibration_batches,
+                "seed": self.hparams.seed})
             print(f"SPOS supernet (no evolution) saved to {self.output_dir / 'supernet.pt'} "
                   f"after {self.global_step} steps.")
 

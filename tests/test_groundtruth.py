@@ -1,0 +1,96 @@
+"""The ground-truth driver at toy size: deterministic selection with a median band, real training and
+testing per (architecture, seed), resume after SIGKILL without retraining, refusal of a changed recipe,
+and a clear error for a corrupt ground-truth file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from dfnas_pl.drivers.groundtruth import Selection, load_groundtruth, select_architectures
+from tests.conftest import REPO, run_cli
+
+TINY_SPACE = {"family": "shufflenetv2", "stem_channels": 8, "stage_channels": [16, 32], "stage_layers": [1, 1],
+              "in_channels": 1, "num_classes": 10, "image_size": 28}
+
+
+def tiny_args(fmnist_root, work, output, **recipe) -> list[str]:
+    r = {"train_images": 256, "epochs": 1, "batch_size": 64, **recipe}
+    return ["groundtruth", "--space", json.dumps(TINY_SPACE), "--output", str(output), "--work_dir", str(work),
+            "--data", json.dumps({"class_path": "dfnas_pl.data.FashionMNISTDataModule",
+                                  "init_args": {"root": str(fmnist_root)}}),
+            "--recipe", json.dumps(r), "--selection", json.dumps({"stratified": 3, "median_band": 1, "pool": 200}),
+            "--seeds", "[0, 1]", "--workers", "1"]
+
+
+def test_selection_is_deterministic_stratified_and_has_a_median_band():
+    space = {**TINY_SPACE, "stage_channels": [32, 64, 128], "stage_layers": [2, 2, 2]}
+    a = select_architectures(space, Selection(stratified=24, median_band=8, pool=5000, seed=3))
+    b = select_architectures(space, Selection(stratified=24, median_band=8, pool=5000, seed=3))
+    assert [x["choices"] for x in a["architectures"]] == [x["choices"] for x in b["architectures"]]
+    archs = a["architectures"]
+    assert len(archs) == 32 and len({tuple(x["choices"]) for x in archs}) == 32
+    lo, hi = a["space_flops_range"]
+    flops = sorted(x["flops"] for x in archs[:24])
+    assert flops[0] < lo + 0.1 * (hi - lo) and flops[-1] > hi - 0.1 * (hi - lo)  # the whole range is covered
+    band = [x for x in archs[24:]]
+    assert all(abs(x["flops"] - a["median_flops"]) <= 0.1 * a["median_flops"] and x["in_median_band"] for x in band)
+    other = select_architectures(space, Selection(stratified=24, median_band=8, pool=5000, seed=4))
+    assert [x["choices"] for x in other["architectures"]] != [x["choices"] for x in archs]
+
+
+@pytest.mark.slow
+def test_groundtruth_resumes_after_a_kill_and_refuses_another_recipe(tmp_path, fmnist_root):
+    work, output = tmp_path / "work", tmp_path / "gt.json"
+    args = tiny_args(fmnist_root, work, output)
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "dfnas_pl", *args], cwd=REPO, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = work / "records"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(records.glob("*_seed*.json"))) < 2:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = {p.name: p.stat().st_mtime_ns for p in records.glob("a*_seed?.json")}
+    assert 2 <= len(done) < 8, done  # killed part-way: some jobs finished, not all
+
+    out = run_cli(*args)
+    assert f"{len(done)} already done" in out.stdout
+    after = {p.name: p.stat().st_mtime_ns for p in records.glob("a*_seed?.json")}
+    assert len(after) == 8 and all(after[n] == t for n, t in done.items())  # finished jobs were not retrained
+    gt = load_groundtruth(output)
+    assert gt["complete"] and len(gt["architectures"]) == 4
+    assert all(set(a["top1"]) == {"0", "1"} and 0.0 <= a["top1"]["0"] <= 1.0 for a in gt["architectures"])
+    assert gt["recipe"]["train_images"] == 256 and gt["versions"]["torch"] and gt["wall_seconds"] > 0
+    assert set(gt["noise_ceiling"]) >= {"kendall_tau", "spearman_rho", "band_kendall_tau", "n"}
+    assert gt["noise_ceiling"]["n"] == 4
+    assert "NaN" not in output.read_text()  # strict JSON
+
+    changed = run_cli(*tiny_args(fmnist_root, work, output, epochs=2), check=False)
+    assert changed.returncode != 0
+    assert "other settings" in changed.stderr and "recipe.epochs" in changed.stderr and "Traceback" not in changed.stderr
+
+
+def test_a_corrupt_groundtruth_file_gets_a_clear_error(tmp_path):
+    bad = tmp_path / "gt.json"
+    bad.write_text('{"format": "dfnas_pl.groundtruth/1", "architectures": [')
+    with pytest.raises(ValueError, match=r"not valid JSON.*git checkout"):
+        load_groundtruth(bad)
+    bad.write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(ValueError, match="not a dfnas_pl ground-truth file"):
+        load_groundtruth(bad)
+    with pytest.raises(FileNotFoundError, match="No ground-truth file"):
+        load_groundtruth(tmp_path / "missing.json")
+    bad.write_text('{"format": "dfnas_pl.groundtruth/1", "architectures": [')
+    proc = run_cli("rank-fidelity", "--spaces", json.dumps([{"name": "x", "groundtruth": str(bad),
+                                                             "train_config": "experiments/fmnist/search_spos.yaml"}]),
+                   "--run_dir", str(tmp_path / "run"), "--table_dir", str(tmp_path / "table"), check=False)
+    assert proc.returncode != 0 and "not valid JSON" in proc.stderr and str(bad) in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,128 @@
+"""The rank-fidelity instrument: its correlations reproduce known values, a supernet trained on labelled
+data ranks the clearly better architectures on top through the instrument's own scoring path, and the
+driver runs every source end to end (table, CSV columns, plots, W&B) and resumes per unit."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import lightning as L
+import pytest
+import torch
+
+from dfnas_pl.drivers.groundtruth import GroundTruth, Selection, TrainingRecipe
+from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
+from dfnas_pl.search.ranking import (
+    bootstrap_interval,
+    fidelity,
+    kendall_tau,
+    regret,
+    spearman_rho,
+    top_quarter_recall,
+)
+from dfnas_pl.search.scoring import score_path
+from dfnas_pl.search.spos import SPOSSearch
+from tests.conftest import run_cli
+from tests.test_groundtruth import TINY_SPACE
+from tests.test_search_toy import LAYERWISE, DotPairs
+
+
+def test_rank_correlations_reproduce_hand_computed_values():
+    truth = [1, 2, 3, 4, 5]
+    assert kendall_tau([1, 2, 3, 5, 4], truth) == pytest.approx(0.8)  # 9 concordant, 1 discordant of 10 pairs
+    assert spearman_rho([1, 2, 3, 5, 4], truth) == pytest.approx(0.9)  # 1 - 6 * 2 / (5 * 24)
+    assert kendall_tau([5, 4, 3, 2, 1], truth) == pytest.approx(-1.0)
+    assert kendall_tau([1, 1, 2, 2, 3], truth) == pytest.approx(8 / math.sqrt(10 * 8))  # tau-b with ties
+    assert math.isnan(kendall_tau([1, 1, 1, 1, 1], truth))
+    truth8 = [0.1 * i for i in range(8)]
+    assert top_quarter_recall([7, 6, 5, 4, 3, 2, 1, 0], truth8) == 0.0
+    assert top_quarter_recall([0, 1, 2, 3, 4, 5, 9, 8], truth8) == 1.0
+    assert regret([0, 1, 2, 3, 4, 5, 9, 8], truth8) == (pytest.approx(0.6), pytest.approx(0.1))
+    lo, hi = bootstrap_interval(kendall_tau, [1, 2, 3, 5, 4, 6, 8, 7], list(range(8)), samples=300)
+    assert lo <= kendall_tau([1, 2, 3, 5, 4, 6, 8, 7], list(range(8))) <= hi and hi <= 1.0
+    assert bootstrap_interval(kendall_tau, truth, truth, baseline=truth, samples=50) == (0.0, 0.0)
+    row = fidelity([1, 2, 3, 5, 4, 6, 8, 7], list(range(8)), band=[True] * 4 + [False] * 4,
+                   flops=[8, 7, 6, 5, 4, 3, 2, 1], samples=200)
+    assert row["band_n"] == 4 and row["band_tau"] == pytest.approx(kendall_tau([1, 2, 3, 5], [0, 1, 2, 3]))
+    assert row["tau_minus_flops_ci_low"] > 0  # a good score beats a reversed FLOPs baseline significantly
+
+
+@pytest.mark.slow
+def test_a_supernet_trained_on_labels_ranks_the_clearly_better_architectures_on_top(tmp_path):
+    """Dots 7 px apart: only the 7x7 and xception units see both (tests/test_search_toy.py), so by
+    construction they are the better architectures of this one-layer space."""
+    space = LayerwiseSpaceConfig(family="shufflenetv2", stage_channels=(16,), **LAYERWISE)
+    model = SPOSSearch(space=space, teacher=None, lr=0.2, evolution=False, output_dir=str(tmp_path / "spos"))
+    data = DotPairs(7)
+    torch.manual_seed(0)
+    L.Trainer(max_epochs=20, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0).fit(model, datamodule=data)
+    assert (tmp_path / "spos" / "supernet.pt").is_file()
+    trained = json.loads((tmp_path / "spos" / "supernet.json").read_text())
+    assert trained["steps"] == model.global_step and trained["data"]["batch_size"] == 64
+    bn, val = data.scoring_loaders()
+    names = model.supernet.choice_names[0]
+    scores = [score_path(model.supernet, [i], list(bn)[:2], val) for i in range(len(names))]
+    truth = [1.0 if n in ("k7", "xception") else 0.5 for n in names]
+    best_two = sorted(range(len(names)), key=lambda i: -scores[i])[:2]
+    assert {names[i] for i in best_two} == {"k7", "xception"}, dict(zip(names, scores))
+    assert kendall_tau(scores, truth) > 0.8 and regret(scores, truth)[1] == 0.0
+
+
+@pytest.fixture(scope="module")
+def tiny_groundtruth(tmp_path_factory, fmnist_root):
+    out = tmp_path_factory.mktemp("gt")
+    GroundTruth(LayerwiseSpaceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_SPACE.items()}),
+                str(out / "gt.json"), str(out / "work"),
+                {"class_path": "dfnas_pl.data.FashionMNISTDataModule", "init_args": {"root": str(fmnist_root)}},
+                TrainingRecipe(train_images=512, epochs=1, batch_size=32), Selection(stratified=4, median_band=1,
+                                                                                     pool=300), [0, 1], workers=2)()
+    return out / "gt.json"
+
+
+@pytest.mark.slow
+def test_rank_fidelity_runs_every_kind_of_source_and_resumes(tmp_path, fmnist_root, tiny_groundtruth):
+    tiny_synthesis = ["--data.init_args.images_per_class", "3", "--data.init_args.batch_size", "15",
+                      "--model.init_args.iterations", "5", "--model.init_args.warmup_iterations", "1",
+                      "--model.init_args.rounds", "1"]
+    table = tmp_path / "table"
+    args = ["rank-fidelity", "--run_dir", str(tmp_path / "run"), "--table_dir", str(table),
+            "--spaces", json.dumps([{"name": "tiny", "groundtruth": str(tiny_groundtruth),
+                                     "train_config": "experiments/fmnist/search_spos.yaml",
+                                     "overrides": ["--model.init_args.max_mflops", "null",
+                                                   "--data.init_args.batch_size", "16",
+                                                   "--data.init_args.real_data.init_args.root", str(fmnist_root)]}]),
+            "--sources", "[real_40, synthetic, noise]", "--seeds", "[0]", "--supernet_steps", "3",
+            "--synthetic_sets", json.dumps({"synthetic": tiny_synthesis}), "--noise_images", "40",
+            "--real_data", json.dumps({"class_path": "dfnas_pl.data.FashionMNISTDataModule",
+                                       "init_args": {"root": str(fmnist_root)}}),
+            "--cross", json.dumps([["real_40", "synthetic"], ["synthetic", "real_40"]]), "--score_images", "32",
+            "--bootstrap_samples", "50"]
+    first = run_cli(*args, timeout=900)
+    assert "3 to run" in first.stdout
+    with open(table / "rank_fidelity.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"space", "source", "seed", "kendall_tau", "spearman_rho", "tau_ci_low", "tau_ci_high", "band_tau",
+            "top25_recall", "regret"} <= set(rows[0])
+    kinds = {(r["source"], r["scored_on"], r["seed"]) for r in rows}
+    assert {("flops", "-", "-"), ("params", "-", "-"), ("real_40", "real_40", "0"), ("synthetic", "synthetic", "0"),
+            ("noise", "noise", "0"), ("real_40", "synthetic", "0"), ("synthetic", "real_40", "0"),
+            ("real_40", "real_40", "mean")} <= kinds
+    assert all(r["n"] == "5" and -1.0 <= float(r["kendall_tau"]) <= 1.0 for r in rows if r["kendall_tau"] != "")
+    assert any(r["kendall_tau"] != "" for r in rows if r["source"] == "flops")
+    md = (table / "rank_fidelity.md").read_text()
+    assert "noise ceiling" in md and "| synthetic | real_40 |" in md
+    assert (table / "rank_fidelity_tiny.png").stat().st_size > 10_000
+    assert "NaN" not in (table / "rank_fidelity.json").read_text()
+    scores = sorted((table / "scores").glob("*.json"))
+    assert len(scores) == 3
+    rec = json.loads(scores[0].read_text())
+    assert len(next(iter(rec["scores"].values()))) == 5  # every ground-truth architecture scored
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    mtimes = [p.stat().st_mtime_ns for p in scores]
+
+    again = run_cli(*args, timeout=600)
+    assert "3 done, 0 to run" in again.stdout
+    assert [p.stat().st_mtime_ns for p in scores] == mtimes
