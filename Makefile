@@ -6,7 +6,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast run synthesize paper-table ablation lint bench clean
+.PHONY: install test test-fast run synthesize paper-table ablation groundtruth rank-fidelity lint bench clean
 
 install: $(VENV)/.installed $(FMNIST)
 
@@ -40,6 +40,16 @@ paper-table: install
 
 ablation: install
 	$(PY) -m dfnas_pl paper-table --config experiments/fmnist/ablation.yaml
+
+# The ranking-fidelity instrument (benchmarks; resumable; results committed under benchmarks/):
+# real-data accuracy of fixed architectures per space (~45-60 min each), then how each search-data
+# source ranks them (README, "Ranking fidelity").
+groundtruth: install
+	$(PY) -m dfnas_pl groundtruth --config experiments/fmnist/groundtruth_shufflenetv2.yaml
+	$(PY) -m dfnas_pl groundtruth --config experiments/fmnist/groundtruth_mobilenetv2.yaml
+
+rank-fidelity: install
+	$(PY) -m dfnas_pl rank-fidelity --config experiments/fmnist/rank_fidelity.yaml
 
 lint: install
 	$(PY) -m ruff check .

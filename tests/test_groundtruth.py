@@ -94,3 +94,21 @@ def test_a_corrupt_groundtruth_file_gets_a_clear_error(tmp_path):
                    "--run_dir", str(tmp_path / "run"), "--table_dir", str(tmp_path / "table"), check=False)
     assert proc.returncode != 0 and "not valid JSON" in proc.stderr and str(bad) in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("space", ["shufflenetv2", "mobilenetv2"])
+def test_the_shipped_configs_parse_and_match_the_search_spaces(space):
+    """The ground-truth configs measure the spaces the search configs search; rank fidelity names every source."""
+    import yaml
+
+    from dfnas_pl.drivers import groundtruth, rank_fidelity
+
+    c = groundtruth.parser().parse_args(["--config", f"experiments/fmnist/groundtruth_{space}.yaml"])
+    search = {"shufflenetv2": "search_spos", "mobilenetv2": "search_proxylessnas"}[space]
+    searched = yaml.safe_load((REPO / f"experiments/fmnist/{search}.yaml").read_text())["model"]["init_args"]["space"]
+    assert {k: list(v) if isinstance(v, tuple) else v for k, v in c.space.as_dict().items()} == searched
+    assert c.selection.stratified >= 24 and c.selection.median_band >= 8 and len(c.seeds) >= 2
+    assert c.output == f"benchmarks/groundtruth/{space}.json"
+    rf = rank_fidelity.parser().parse_args(["--config", "experiments/fmnist/rank_fidelity.yaml"])
+    assert {"real_500", "real_full", "synthetic", "synthetic_4x", "plain", "noise"} <= set(rf.sources)
+    assert any(s["groundtruth"] == c.output for s in rf.spaces) and len(rf.seeds) >= 2

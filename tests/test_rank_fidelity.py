@@ -99,9 +99,9 @@ def test_rank_fidelity_runs_every_kind_of_source_and_resumes(tmp_path, fmnist_ro
             "--real_data", json.dumps({"class_path": "dfnas_pl.data.FashionMNISTDataModule",
                                        "init_args": {"root": str(fmnist_root)}}),
             "--cross", json.dumps([["real_40", "synthetic"], ["synthetic", "real_40"]]), "--score_images", "32",
-            "--bootstrap_samples", "50"]
+            "--bootstrap_samples", "50", "--curve_steps", "[5]", "--curve_sources", "[real_40]"]
     first = run_cli(*args, timeout=900)
-    assert "3 to run" in first.stdout
+    assert "4 to run" in first.stdout  # 3 sources + the real source at a second budget
     with open(table / "rank_fidelity.csv") as f:
         rows = list(csv.DictReader(f))
     assert {"space", "source", "seed", "kendall_tau", "spearman_rho", "tau_ci_low", "tau_ci_high", "band_tau",
@@ -115,14 +115,18 @@ def test_rank_fidelity_runs_every_kind_of_source_and_resumes(tmp_path, fmnist_ro
     md = (table / "rank_fidelity.md").read_text()
     assert "noise ceiling" in md and "| synthetic | real_40 |" in md
     assert (table / "rank_fidelity_tiny.png").stat().st_size > 10_000
+    assert (tmp_path / "run" / "rank_fidelity.md").read_text() == md  # the run dir has its copy
+    with open(table / "rank_fidelity_curve.csv") as f:
+        assert [r["supernet_steps"] for r in csv.DictReader(f)] == ["3", "5"]
+    assert (table / "rank_fidelity_curve.png").is_file()
     assert "NaN" not in (table / "rank_fidelity.json").read_text()
     scores = sorted((table / "scores").glob("*.json"))
-    assert len(scores) == 3
+    assert len(scores) == 4
     rec = json.loads(scores[0].read_text())
     assert len(next(iter(rec["scores"].values()))) == 5  # every ground-truth architecture scored
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     mtimes = [p.stat().st_mtime_ns for p in scores]
 
     again = run_cli(*args, timeout=600)
-    assert "3 done, 0 to run" in again.stdout
+    assert "4 done, 0 to run" in again.stdout
     assert [p.stat().st_mtime_ns for p in scores] == mtimes

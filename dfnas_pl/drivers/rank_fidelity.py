@@ -155,7 +155,8 @@ class RankFidelity:
                  supernet_steps: int, synthesis_config: str, synthetic_sets: dict[str, list[str]],
                  real_data: dict[str, Any], cross: list[list[str]], noise_images: int = 500,
                  score_images: int | None = 2000, workers: int = 2, threads_per_worker: int = 1,
-                 bootstrap_samples: int = 1000, table_name: str = "rank_fidelity") -> None:
+                 bootstrap_samples: int = 1000, table_name: str = "rank_fidelity",
+                 curve_steps: list[int] | None = None, curve_sources: list[str] | None = None) -> None:
         self.run, self.table_dir = Path(run_dir), Path(table_dir)
         self.spaces, self.sources, self.seeds, self.steps = spaces, list(sources), list(seeds), supernet_steps
         self.synthesis_config, self.synthetic_sets, self.real_data = synthesis_config, synthetic_sets, real_data
@@ -170,6 +171,9 @@ class RankFidelity:
         bad = [p for p in self.cross if len(p) != 2 or not set(p) <= set(self.sources)]
         if bad:
             raise ValueError(f"cross pairs {bad} must name two of the sources {self.sources}.")
+        self.curve_steps, self.curve_sources = list(curve_steps or []), list(curve_sources or [])
+        if set(self.curve_sources) - set(self.sources):
+            raise ValueError(f"curve_sources {self.curve_sources} must be among the sources {self.sources}.")
         self._ledger_lock = threading.Lock()
 
     # -- synthetic sets (synthesis stage runs, skipped when done) -------------------------------------
@@ -207,10 +211,11 @@ class RankFidelity:
             atomic_write_json(ledger, spent)
 
     # -- units ------------------------------------------------------------------------------------------
-    def score_file(self, space: str, source: str, seed: int) -> Path:
-        return self.table_dir / "scores" / f"{space}_{source}_seed{seed}_steps{self.steps}.json"
+    def score_file(self, space: str, source: str, seed: int, steps: int | None = None) -> Path:
+        return self.table_dir / "scores" / f"{space}_{source}_seed{seed}_steps{steps or self.steps}.json"
 
-    def units(self, sets: dict[str, str], truths: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    def units(self, sets: dict[str, str], truths: dict[str, dict[str, Any]], steps: int,
+              sources: list[str]) -> list[dict[str, Any]]:
         units = []
         group = pipeline_group(self.run)
         for space in self.spaces:
@@ -218,24 +223,25 @@ class RankFidelity:
             train_cfg = yaml.safe_load(Path(space["train_config"]).read_text())
             model_args = train_cfg["model"]["init_args"]
             for seed in self.seeds:
-                for source in self.sources:
-                    partners = [b for a, b in self.cross if a == source]
+                for source in sources:
+                    partners = [b for a, b in self.cross if a == source] if steps == self.steps else []
                     missing = [p for p in partners if p not in sets and not is_real(p) and p != "noise"]
                     if missing:
                         raise ValueError(f"cross partner(s) {missing} of {source} are not sources.")
                     name = f"{space['name']}/{source}/seed{seed}"
                     units.append({
-                        "name": name, "space": space["name"], "source": source, "seed": seed, "steps": self.steps,
+                        "name": f"{name}/steps{steps}", "space": space["name"], "source": source, "seed": seed,
+                        "steps": steps,
                         "space_config": gt["space_config"], "architectures": gt["scored"],
                         "train_config": space["train_config"], "group": group, "threads": self.threads,
                         "train_args": [*space_args(gt["space_config"]), *data_args(source, sets, self.noise_images),
                                        *space.get("overrides", []), "--seed_everything", str(seed),
                                        "--model.init_args.seed", str(seed), "--model.init_args.evolution", "false",
-                                       "--trainer.max_steps", str(self.steps), "--trainer.max_epochs", "-1",
+                                       "--trainer.max_steps", str(steps), "--trainer.max_epochs", "-1",
                                        "--trainer.limit_val_batches", "2",
                                        "--trainer.logger.init_args.save_dir", str(self.run)],
-                        "out_dir": str(self.run / "supernets" / space["name"] / f"steps{self.steps}" / source / f"seed{seed}"),
-                        "score_file": str(self.score_file(space["name"], source, seed)),
+                        "out_dir": str(self.run / "supernets" / space["name"] / f"steps{steps}" / source / f"seed{seed}"),
+                        "score_file": str(self.score_file(space["name"], source, seed, steps)),
                         "scored_on": [source, *partners], "sets": sets, "real_data": self.real_data,
                         "noise_images": self.noise_images, "score_images": self.score_images,
                         "teacher": space.get("teacher", model_args.get("teacher", "embedded:fmnist_resnet8"))})
@@ -251,11 +257,15 @@ class RankFidelity:
                                  f"with 2 seeds: finish it first (`python -m dfnas_pl groundtruth --config ...`).")
             truths[space["name"]] = gt
         sets = self.make_sets()
-        units = self.units(sets, truths)
+        units = self.units(sets, truths, self.steps, self.sources)
+        for steps in self.curve_steps:
+            if steps != self.steps:
+                units += self.units(sets, truths, steps, self.curve_sources)
         todo = [u for u in units if not Path(u["score_file"]).exists()]
         print(f"Rank fidelity: {len(units)} units ({len(self.spaces)} spaces x {len(self.sources)} sources x "
-              f"{len(self.seeds)} seeds, {self.steps} supernet steps), {len(units) - len(todo)} done, {len(todo)} to "
-              f"run on {self.workers} workers.", flush=True)
+              f"{len(self.seeds)} seeds, {self.steps} supernet steps; budget curve {self.curve_steps} for "
+              f"{self.curve_sources}), {len(units) - len(todo)} done, {len(todo)} to run on {self.workers} workers.",
+              flush=True)
         if todo:
             with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
                 pending = {pool.submit(run_unit, u): u for u in todo}
@@ -264,13 +274,60 @@ class RankFidelity:
                     for future in finished:
                         u = pending.pop(future)
                         rec = future.result()
-                        self.record_seconds(f"unit {u['name']} steps{self.steps}", rec["train_seconds"] + rec["score_seconds"])
+                        self.record_seconds(f"unit {u['name']}", rec["train_seconds"] + rec["score_seconds"])
                         print(f"--- {u['name']}: trained {rec['train_seconds']:.0f} s, scored "
                               f"{len(u['architectures'])} architectures on {u['scored_on']} in {rec['score_seconds']:.0f} s",
                               flush=True)
         rows = self.table(truths)
         self.write(rows, truths)
+        if self.curve_steps:
+            self.write_curve(truths)
         return rows
+
+    def write_curve(self, truths: dict[str, dict[str, Any]]) -> None:
+        """Kendall tau (seed-mean score, bootstrap CI) against supernet steps, per space and curve source."""
+        from dfnas_pl.search.plots import plt, save_figure
+
+        steps_all = sorted(set(self.curve_steps) | {self.steps})
+        rows = []
+        for space in self.spaces:
+            gt = truths[space["name"]]
+            archs = gt["scored"]
+            truth = [statistics.mean(a["top1"].values()) for a in archs]
+            flops = [float(a["flops"]) for a in archs]
+            for source in self.curve_sources:
+                for steps in steps_all:
+                    recs = [json.loads(self.score_file(space["name"], source, s, steps).read_text()) for s in self.seeds]
+                    score = [statistics.mean(r["scores"][source][a["id"]] for r in recs) for a in archs]
+                    f = fidelity(score, truth, [a["in_median_band"] for a in archs], flops, self.samples)
+                    rows.append({"space": space["name"], "source": source, "supernet_steps": steps, **f,
+                                 "flops_tau": kendall_tau(flops, truth)})
+        buf = io.StringIO()
+        cols = ["space", "source", "supernet_steps", "kendall_tau", "tau_ci_low", "tau_ci_high",
+                "tau_minus_flops_ci_low", "tau_minus_flops_ci_high", "band_tau", "flops_tau"]
+        writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows([{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows])
+        base = self.table_dir / f"{self.table_name}_curve"
+        atomic_write_bytes(base.with_suffix(".csv"), buf.getvalue().encode())
+        fig, axes = plt.subplots(1, len(self.spaces), figsize=(4.2 * len(self.spaces), 3.2), squeeze=False)
+        for ax, space in zip(axes.flat, self.spaces):
+            mine = [r for r in rows if r["space"] == space["name"]]
+            for source in self.curve_sources:
+                rs = [r for r in mine if r["source"] == source]
+                ax.errorbar([r["supernet_steps"] for r in rs], [r["kendall_tau"] for r in rs],
+                            yerr=[[r["kendall_tau"] - r["tau_ci_low"] for r in rs],
+                                  [r["tau_ci_high"] - r["kendall_tau"] for r in rs]], marker="o", capsize=3, label=source)
+            ax.axhline(mine[0]["flops_tau"], color="grey", ls="--", label="FLOPs alone")
+            ax.axhline(truths[space["name"]]["noise_ceiling"]["kendall_tau"] or 0, color="black", ls=":",
+                       label="noise ceiling")
+            ax.set_xscale("log")
+            ax.set_xlabel("supernet steps")
+            ax.set_ylabel("Kendall tau vs ground truth")
+            ax.set_title(space["name"], fontsize=9)
+            ax.legend(fontsize=7)
+        save_figure(fig, base.with_suffix(".png"))
+        print(f"Budget curve: {base.with_suffix('.csv')} (.png)")
 
     # -- the table ----------------------------------------------------------------------------------------
     def table(self, truths: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -324,6 +381,9 @@ class RankFidelity:
         pngs = [scatter(self.table_dir / f"{self.table_name}_{space['name']}.png", space["name"], truths[space["name"]],
                         self.table_dir, self.sources, self.seeds, self.steps) for space in self.spaces]
         log_wandb(self.run, rows, pngs)
+        if self.run.resolve() != self.table_dir.resolve():  # the run dir holds its own copy beside the supernets
+            for path in [base.with_suffix(".md"), base.with_suffix(".csv"), base.with_suffix(".json"), *pngs]:
+                atomic_write_bytes(self.run / path.name, path.read_bytes())
         print("\n" + md + f"\nTable: {base.with_suffix('.md')} (.csv, .json), plots: {', '.join(map(str, pngs))}")
 
 
@@ -429,6 +489,9 @@ def parser() -> ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="units trained and scored in parallel")
     p.add_argument("--threads_per_worker", type=int, default=1)
     p.add_argument("--bootstrap_samples", type=int, default=1000)
+    p.add_argument("--curve_steps", type=list[int], default=[],
+                   help="other supernet budgets for a tau-vs-steps curve (e.g. [960, 2400]); empty: none")
+    p.add_argument("--curve_sources", type=list[str], default=["real_500"], help="sources the curve is measured for")
     return p
 
 
@@ -445,6 +508,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         return RankFidelity(c.run_dir, c.table_dir, spaces, c.sources, c.seeds, c.supernet_steps, c.synthesis_config,
                             {k: list(v) for k, v in c.synthetic_sets.items()}, c.real_data.as_dict(),
                             [list(p) for p in c.cross], c.noise_images, c.score_images, c.workers,
-                            c.threads_per_worker, c.bootstrap_samples, c.table_name)()
+                            c.threads_per_worker, c.bootstrap_samples, c.table_name, c.curve_steps, c.curve_sources)()
     except (ValueError, FileNotFoundError) as err:  # bad settings or files: the message says the fix
         raise SystemExit(f"rank-fidelity: {err}") from None
