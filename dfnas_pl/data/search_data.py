@@ -40,7 +40,8 @@ class SearchDataModule(L.LightningDataModule):
     Args:
         source: ``synthetic`` (the set at ``path``; KD from the teacher), ``real`` (``real_data``'s
             training split; cross-entropy) or ``noise`` (Gaussian noise; KD from the teacher).
-        path: the synthetic set (for ``synthetic``).
+        path: the synthetic set (for ``synthetic``). A set saved on a larger canvas (``regional_update:
+            window``) gives random input-sized windows to search-train and the centre window to search-val.
         real_data: a real-data module: the training source for ``real`` and the test set for all.
         val_fraction: share of the search images held out as search-val.
         max_images: use at most this many search images (same budget for every source); None: all.
@@ -82,7 +83,7 @@ class SearchDataModule(L.LightningDataModule):
         if self.source == "synthetic":
             size = self.image_shape[-1]
             tf = T.Compose([T.RandomCrop(size, padding=2), T.RandomHorizontalFlip()]) if self.augment else None
-            return SyntheticImageDataset(self.path, transform=tf), SyntheticImageDataset(self.path)
+            return SyntheticImageDataset(self.path, transform=tf, window="random"), SyntheticImageDataset(self.path)
         if self.source == "noise":
             noise = GaussianNoise(self.noise_images, self.image_shape, self.split_seed)
             return noise, noise

@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_png, encode_png
+from torchvision.transforms import v2 as T
 
 from dfnas_pl.data.quality import within_class_diversity
 from dfnas_pl.utils.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, check_writable_dir
@@ -178,10 +179,14 @@ def _jsonable(v: Any) -> Any:
 
 class SyntheticImageDataset(Dataset):
     """A finished synthetic set: (image, teacher logits, class) per item, images normalised with the
-    teacher's input statistics from the manifest. ``rounds`` selects rounds (default: all)."""
+    teacher's input statistics from the manifest. ``rounds`` selects rounds (default: all).
+
+    Images saved larger than the teacher's input (``regional_update: window`` canvases) are cut to the
+    input size first: a ``random`` window (training: the canvas is the data, each epoch sees another
+    window) or the ``centre`` one (evaluation; the window the stored soft labels were computed on)."""
 
     def __init__(self, root: str | Path, transform: Callable | None = None, rounds: Iterable[int] | None = None,
-                 normalize: bool = True) -> None:
+                 normalize: bool = True, window: Literal["centre", "random"] = "centre") -> None:
         self.root = Path(root)
         manifest_path = self.root / "manifest.json"
         if not manifest_path.is_file():
@@ -202,6 +207,11 @@ class SyntheticImageDataset(Dataset):
         std = torch.tensor(self.manifest["teacher"]["std"]).view(-1, 1, 1)
         self.mean, self.std = mean, std
         self.transform, self.normalize = transform, normalize
+        size = int(self.manifest["teacher"]["image_size"])
+        self.canvas_size = int(self.manifest.get("canvas_size", size))
+        if window not in ("centre", "random"):
+            raise ValueError(f"window must be 'centre' or 'random', got {window!r}.")
+        self.crop = None if self.canvas_size == size else (T.RandomCrop(size) if window == "random" else T.CenterCrop(size))
         mode = ImageReadMode.GRAY if len(mean) == 1 else ImageReadMode.RGB
         self._mode = mode
 
@@ -211,6 +221,8 @@ class SyntheticImageDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         data = torch.frombuffer(bytearray(self.paths[i].read_bytes()), dtype=torch.uint8)
         img = decode_png(data, mode=self._mode).float() / 255.0
+        if self.crop is not None:
+            img = self.crop(img)
         if self.transform is not None:
             img = self.transform(img)
         if self.normalize:

@@ -19,7 +19,8 @@ class SyntheticDataModule(L.LightningDataModule):
     """A synthesised set as training data (KD from the teacher), real data for evaluation.
 
     Args:
-        path: the synthetic set (``<run>/synthetic``, with manifest.json).
+        path: the synthetic set (``<run>/synthetic``, with manifest.json). A set saved on a larger canvas
+            (``regional_update: window``) trains on random input-sized windows, validates on the centre one.
         batch_size: per-process batch size.
         val_fraction: fraction of synthetic images held out as ``val`` (0: validate on ``eval_data``).
         augment: random crop (``crop_padding``) + horizontal flip on synthetic training images.
@@ -47,7 +48,7 @@ class SyntheticDataModule(L.LightningDataModule):
         if self.train_set is None:
             tf = T.Compose([T.RandomCrop(self._size(), padding=self.crop_padding), T.RandomHorizontalFlip()]) \
                 if self.augment else None
-            full = SyntheticImageDataset(self.path, transform=tf, rounds=self.rounds)
+            full = SyntheticImageDataset(self.path, transform=tf, rounds=self.rounds, window="random")
             plain = SyntheticImageDataset(self.path, transform=None, rounds=self.rounds)
             self.manifest = full.manifest
             n_val = int(round(len(full) * self.val_fraction))

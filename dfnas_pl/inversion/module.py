@@ -16,7 +16,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -26,7 +26,14 @@ from torch import nn
 from dfnas_pl import __version__
 from dfnas_pl.data.synthetic import SyntheticSetWriter
 from dfnas_pl.inversion.losses import BNStatisticsLoss, image_l2, soft_cross_entropy, total_variation
-from dfnas_pl.inversion.views import jitter_flip, random_regions, warmup_cosine
+from dfnas_pl.inversion.views import (
+    all_windows,
+    centre_window,
+    jitter_flip,
+    random_regions,
+    random_windows,
+    warmup_cosine,
+)
 from dfnas_pl.teachers.loading import load_teacher
 
 warnings.filterwarnings("ignore", message=r".*`configure_optimizers` returned `None`.*")
@@ -38,6 +45,9 @@ _IMAGE_SETTINGS = ("teacher", "rounds", "label_calibration", "label_temperature"
                    "lowres_factor", "lr", "betas", "warmup_iterations", "main_loss_multiplier", "r_feature",
                    "first_bn_multiplier", "tv_l1", "tv_l2", "l2_scale", "jitter", "flip_prob", "regional_update",
                    "region_scale", "region_ratio", "seed")
+# Settings of regional_update: window only (kept out of older sets' run.json, which stay resumable).
+_WINDOW_SETTINGS = ("canvas_ratio", "window_per_image", "window_labels")
+REGIONAL_MODES = ("off", "zoom", "window")
 
 
 class ModelInversion(L.LightningModule):
@@ -68,10 +78,19 @@ class ModelInversion(L.LightningModule):
         l2_scale: weight of the image L2 prior.
         jitter: random shift in pixels of the whole batch (used when regional_update is off).
         flip_prob: probability of a horizontal flip of each view.
-        regional_update: each step optimises one random region of each image, resampled to full
-            resolution, so only that region's pixels get gradient (the paper's diversity device).
-        region_scale: area fraction range of the regions.
-        region_ratio: aspect-ratio range of the regions.
+        regional_update: which part of each image a step optimises (the paper's diversity device).
+            ``zoom`` (or true): one random box per image (area in ``region_scale``), resampled to the
+            input size. ``window``: as the official code, a canvas larger than the input
+            (``canvas_ratio``), one input-sized window at a random offset per step, no interpolation;
+            the whole canvas is saved and later stages crop input-sized windows from it. ``off`` (or
+            false): the whole image every step, with ``jitter``.
+        region_scale: area fraction range of the ``zoom`` regions.
+        region_ratio: aspect-ratio range of the ``zoom`` regions.
+        canvas_ratio: ``window`` only: canvas side / input side (official: 256 / 224; 32 px for 28).
+        window_per_image: ``window`` only: each image gets its own offset and flip per step (false: one
+            offset and flip for the whole batch, as the official code's batch-wide crop).
+        window_labels: ``window`` only: the stored soft labels (and the next round's targets) are the
+            teacher's prediction on the ``centre`` window, or the ``mean`` of its softmax over every window.
         seed: images and views of slot batch b of round r depend only on (seed, r, b).
         overwrite: discard an existing set made with other settings instead of refusing to touch it.
         trust_checkpoint: load the teacher with ``weights_only=False`` (trusted files only).
@@ -98,9 +117,12 @@ class ModelInversion(L.LightningModule):
         l2_scale: float = 1e-5,
         jitter: int = 2,
         flip_prob: float = 0.5,
-        regional_update: bool = True,
+        regional_update: bool | Literal["off", "zoom", "window"] = True,
         region_scale: Sequence[float] = (0.64, 1.0),
         region_ratio: Sequence[float] = (0.75, 1.3333),
+        canvas_ratio: float = 256 / 224,
+        window_per_image: bool = True,
+        window_labels: Literal["centre", "mean"] = "centre",
         seed: int = 0,
         overwrite: bool = False,
         trust_checkpoint: bool = False,
@@ -112,6 +134,12 @@ class ModelInversion(L.LightningModule):
             raise ValueError(f"rounds ({rounds}) and iterations ({iterations}) must be at least 1.")
         if not 0 < lr < float("inf"):
             raise ValueError(f"lr must be a positive finite number, got {lr}.")
+        if regional_update not in (True, False, *REGIONAL_MODES):
+            raise ValueError(f"regional_update must be one of {REGIONAL_MODES} (or true/false), got {regional_update!r}.")
+        if not 1.0 <= canvas_ratio <= 4.0:
+            raise ValueError(f"canvas_ratio must lie in [1, 4] (canvas side / input side), got {canvas_ratio}.")
+        if window_labels not in ("centre", "mean"):
+            raise ValueError(f"window_labels must be 'centre' or 'mean', got {window_labels!r}.")
         self.spec = load_teacher(teacher, trust_checkpoint=trust_checkpoint)
         self.teacher: nn.Module = self.spec.model
         n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.teacher.modules())
@@ -137,8 +165,24 @@ class ModelInversion(L.LightningModule):
     def output_dir(self) -> Path:
         return self.writer.root
 
+    @property
+    def regional_mode(self) -> str:
+        """``off``, ``zoom`` or ``window`` (true / false are the older spellings of zoom / off)."""
+        mode = self.hparams.regional_update
+        return {True: "zoom", False: "off"}.get(mode, mode) if isinstance(mode, bool) else mode
+
+    @property
+    def canvas_size(self) -> int:
+        """Side of the optimised (and saved) image: the input size, or larger with ``window``."""
+        s = self.spec.image_size
+        return max(s, round(s * self.hparams.canvas_ratio)) if self.regional_mode == "window" else s
+
     def settings(self) -> dict[str, Any]:
-        return {k: self.hparams[k] for k in _IMAGE_SETTINGS}
+        out = {k: self.hparams[k] for k in _IMAGE_SETTINGS}
+        out["regional_update"] = {"zoom": True, "off": False}.get(self.regional_mode, self.regional_mode)
+        if self.regional_mode == "window":
+            out.update({k: self.hparams[k] for k in _WINDOW_SETTINGS})
+        return out
 
     def wandb_artifacts(self) -> list[tuple[str, str, Path]]:
         """For :class:`callbacks.WandbArtifacts`: the set's manifest (counts, quality, settings)."""
@@ -219,7 +263,7 @@ class ModelInversion(L.LightningModule):
         images are the parameters, so bf16 rounding would stall the optimisation.
         """
         hp = self.hparams
-        n, c, s = len(targets), self.spec.in_channels, self.spec.image_size
+        n, c, s = len(targets), self.spec.in_channels, self.canvas_size
         x = torch.randn(n, c, s, s, generator=gen).to(self.device).requires_grad_(True)
         lo, hi = self.pixel_bounds()
         phases = [(hp.lowres_factor, hp.lowres_iterations), (1, hp.iterations)]
@@ -255,7 +299,9 @@ class ModelInversion(L.LightningModule):
 
     def view(self, canvas: torch.Tensor, factor: int, gen: torch.Generator) -> torch.Tensor:
         hp = self.hparams
-        if hp.regional_update:
+        if self.regional_mode == "window":
+            return random_windows(canvas, self.spec.image_size // factor, hp.flip_prob, hp.window_per_image, gen)
+        if self.regional_mode == "zoom":
             return random_regions(canvas, tuple(canvas.shape[-2:]), tuple(hp.region_scale), tuple(hp.region_ratio),
                                   hp.flip_prob, gen)
         return jitter_flip(canvas, max(1, hp.jitter // factor) if hp.jitter else 0, hp.flip_prob, gen)
@@ -273,9 +319,17 @@ class ModelInversion(L.LightningModule):
     @torch.no_grad()
     def evaluate_saved(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
         """Teacher logits and quality metrics on the images *as saved* (8-bit PNG), not on a jittered view:
-        these logits are the next round's soft labels and the set's stored soft labels."""
+        these logits are the next round's soft labels and the set's stored soft labels. A ``window``
+        canvas is judged on its centre window (the view later stages evaluate on); with
+        ``window_labels: mean`` its labels are log of the mean softmax over all windows."""
+        x = self.normalize(images)
+        size = self.spec.image_size
         with BNStatisticsLoss(self.teacher, 1.0) as bn:
-            logits = self.teacher(self.normalize(images))
+            logits = self.teacher(centre_window(x, size) if x.shape[-1] != size else x)
+        if x.shape[-1] != size and self.hparams.window_labels == "mean":
+            feats = self._features
+            probs = torch.stack([F.softmax(self.teacher(w), 1) for w in all_windows(x, size)]).mean(0)
+            logits, self._features = probs.clamp_min(1e-12).log(), feats  # features: the centre window's
         feats = self._features if self._features is not None else logits
         target_classes = targets.argmax(1)
         classes = logits.argmax(1)
@@ -296,7 +350,8 @@ class ModelInversion(L.LightningModule):
             "seed": self.hparams.seed, "rounds": self.hparams.rounds,
             "images_per_class_per_round": getattr(dm, "images_per_class", None),
             "batch_size": getattr(dm, "batch_size", None), "world_size": self.trainer.world_size,
-            "class_names": self.spec.class_names, "wall_time_s": round(time.time() - self._started, 1)})
+            "class_names": self.spec.class_names, "canvas_size": self.canvas_size,
+            "wall_time_s": round(time.time() - self._started, 1)})
         for logger in self.loggers:
             logger.log_metrics({f"synthetic_set/count_class_{k}": float(v)
                                 for k, v in manifest["counts_per_class"].items()}

@@ -8,7 +8,11 @@
   step refines one region of each image, a different one every step; images become collages of
   separately optimised regions, which is what makes them more diverse than whole-image updates.
   (The official code's only comparable mechanism is a random 224 crop of a 256 canvas, PAPER.md §3.9;
-  we make the region's size random too, like a random-resized crop.)
+  ``zoom`` makes the region's size random too, like a random-resized crop.)
+* ``random_windows`` - the official code's mechanism (``regional_update: window``): the optimised
+  canvas is larger than the teacher's input, and each step forwards one input-sized window at a
+  random offset, cut out without interpolation (optionally flipped). Only the window's pixels get
+  gradient, every pixel is seen at its native scale, and the saved image is the whole canvas.
 * ``warmup_cosine`` - the learning-rate policy of the official code: linear warm-up, then cosine.
 """
 
@@ -18,6 +22,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.v2.functional import center_crop
 
 
 def jitter_flip(x: torch.Tensor, jitter: int, flip_prob: float, generator: torch.Generator) -> torch.Tensor:
@@ -52,6 +57,48 @@ def random_regions(x: torch.Tensor, out_size: tuple[int, int], scale: tuple[floa
     theta[:, 1, 1], theta[:, 1, 2] = h, cy
     grid = F.affine_grid(theta, [n, x.shape[1], *out_size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def window_offsets(n: int, canvas: int, size: int, per_image: bool, generator: torch.Generator) -> torch.Tensor:
+    """Top-left corners (row, column) of ``size`` windows in a ``canvas`` square, shape [n, 2]; one
+    offset for the whole batch unless ``per_image``."""
+    if size > canvas:
+        raise ValueError(f"A window of {size} px does not fit a canvas of {canvas} px.")
+    off = torch.randint(0, canvas - size + 1, (n if per_image else 1, 2), generator=generator)
+    return off if per_image else off.expand(n, 2)
+
+
+def crop_windows(canvas: torch.Tensor, offsets: torch.Tensor, size: int) -> torch.Tensor:
+    """Each image's own ``size`` x ``size`` window (pure indexing: gradient reaches only its pixels)."""
+    n, c = canvas.shape[:2]
+    ar = torch.arange(size, device=canvas.device)
+    offsets = offsets.to(canvas.device)
+    rows, cols = offsets[:, :1] + ar, offsets[:, 1:] + ar  # [n, size] each
+    return canvas[torch.arange(n, device=canvas.device)[:, None, None, None],
+                  torch.arange(c, device=canvas.device)[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_windows(canvas: torch.Tensor, size: int, flip_prob: float, per_image: bool,
+                   generator: torch.Generator) -> torch.Tensor:
+    """One random input-sized window of each canvas, flipped horizontally with ``flip_prob`` (per image
+    when ``per_image``, else one draw for the batch)."""
+    n = canvas.shape[0]
+    view = crop_windows(canvas, window_offsets(n, canvas.shape[-1], size, per_image, generator), size)
+    if flip_prob > 0:
+        draw = torch.rand(n if per_image else 1, generator=generator).expand(n) < flip_prob
+        view = torch.where(draw.to(view.device)[:, None, None, None], view.flip(3), view)
+    return view
+
+
+def all_windows(canvas: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Every input-sized window of the canvas (no flip), for labels averaged over windows."""
+    span = canvas.shape[-1] - size + 1
+    return [canvas[..., i:i + size, j:j + size] for i in range(span) for j in range(span)]
+
+
+def centre_window(canvas: torch.Tensor, size: int) -> torch.Tensor:
+    """The centre window - torchvision's centre crop, the same one the data modules evaluate on."""
+    return center_crop(canvas, [size, size])
 
 
 def warmup_cosine(step: int, total: int, base_lr: float, warmup: int) -> float:
