@@ -1,6 +1,8 @@
-"""DARTS: op and supernet shapes, the second-order architecture gradient, export round trip."""
+"""DARTS: op and supernet shapes, the second-order architecture gradient, export round trip, the
+collapse guard and its measures."""
 
 import json
+import math
 
 import lightning as L
 import pytest
@@ -9,7 +11,15 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from dfnas_pl.search.darts import DartsSearch
-from dfnas_pl.search.darts_space import DartsNetwork, DartsSpaceConfig, DartsSupernet, derive_genotype
+from dfnas_pl.search.darts_space import (
+    PARAMETER_FREE,
+    DartsNetwork,
+    DartsSpaceConfig,
+    DartsSupernet,
+    alpha_entropy,
+    count_parameter_free,
+    derive_genotype,
+)
 from dfnas_pl.search.export import build_from_architecture, count_flops, count_params
 from dfnas_pl.search.ops import OPS
 
@@ -111,3 +121,51 @@ def test_teacher_and_data_source_must_agree(tmp_path, synthetic_set):
         trainer.fit(model, datamodule=SearchDataModule(source="synthetic", path=str(synthetic_set)))
     with pytest.raises(FileNotFoundError, match="run a search first"):
         build_from_architecture(tmp_path / "missing.json")
+
+
+def test_parameter_free_cap_keeps_the_edges_and_gives_the_weakest_extra_ones_parametric_ops():
+    cfg = DartsSpaceConfig(steps=3)
+    p = list(cfg.primitives)
+    skip, pool, sep3, dil5 = (p.index(o) for o in ("skip_connect", "max_pool_3x3", "sep_conv_3x3", "dil_conv_5x5"))
+    w = torch.zeros(cfg.num_edges, len(p))
+    # every edge prefers a parameter-free op (strength = its weight); parametric runners-up differ per edge
+    for e in range(cfg.num_edges):
+        w[e, skip if e % 2 else pool] = 1.0 + 0.1 * e
+        w[e, sep3 if e % 3 else dil5] = 0.5
+    plain = derive_genotype(w, cfg)
+    assert count_parameter_free(plain) == 6  # collapsed: every kept edge parameter-free
+    capped = derive_genotype(w, cfg, max_parameter_free=2)
+    assert count_parameter_free(capped) == 2
+    assert [[j for _, j in node] for node in capped] == [[j for _, j in node] for node in plain]  # same edges
+    offsets = [0, 2, 5]
+    kept = sorted(float(w[offsets[i] + j, p.index(op)]) for i, node in enumerate(plain) for op, j in node)
+    survivors = sorted(float(w[offsets[i] + j, p.index(op)]) for i, node in enumerate(capped) for op, j in node
+                       if op in PARAMETER_FREE)
+    assert survivors == kept[-2:]  # the two strongest parameter-free edges stay
+    for i, node in enumerate(capped):
+        for op, j in node:
+            if op not in PARAMETER_FREE:
+                assert op == ("sep_conv_3x3" if (offsets[i] + j) % 3 else "dil_conv_5x5")
+    assert derive_genotype(w, cfg, max_parameter_free=6) == plain
+
+
+def test_alpha_entropy_is_log_k_when_undecided_and_zero_when_decided():
+    assert alpha_entropy(torch.full((14, 8), 1 / 8)) == pytest.approx(math.log(8))
+    assert alpha_entropy(F.one_hot(torch.zeros(14, dtype=torch.long), 8).float()) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_guard_is_applied_to_the_export_and_the_collapse_is_recorded(tmp_path, synthetic_set):
+    from dfnas_pl.data.search_data import SearchDataModule
+
+    model = DartsSearch(space=DartsSpaceConfig(channels=4, layers=3), output_dir=str(tmp_path / "darts"),
+                        max_parameter_free_normal=0)
+    L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              limit_train_batches=2, limit_val_batches=1).fit(
+        model, datamodule=SearchDataModule(source="synthetic", path=str(synthetic_set), batch_size=8))
+    arch = json.loads((tmp_path / "darts" / "architecture.json").read_text())
+    assert count_parameter_free(arch["choices"]["normal"]) == 0 and arch["max_parameter_free_normal"] == 0
+    assert arch["collapse"]["parameter_free_normal"] == 0
+    unguarded = derive_genotype(torch.tensor(arch["alphas"]["normal"]), model.space)
+    assert arch["collapse"]["parameter_free_normal_unguarded"] == count_parameter_free(unguarded)
+    history = json.loads((tmp_path / "darts" / "genotype_history.json").read_text())
+    assert 0 < history[-1]["alpha_entropy_normal"] <= math.log(len(model.space.primitives)) + 1e-6

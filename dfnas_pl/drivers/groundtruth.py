@@ -242,7 +242,8 @@ class GroundTruth:
                                    arch["choices"])
             arch.update(params=json.loads(path.read_text())["params"])
             arch_files[arch["id"]] = path
-        jobs = [(a["id"], s) for s in self.seeds for a in chosen["architectures"]]
+        # architecture-major: a partial run already holds seed pairs, so the noise ceiling is known early
+        jobs = [(a["id"], s) for a in chosen["architectures"] for s in self.seeds]
         todo = [(a, s) for a, s in jobs if not self.record(a, s).exists()]
         if self.limit is not None:
             todo = todo[: self.limit]

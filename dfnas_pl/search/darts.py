@@ -21,7 +21,14 @@ from torch import nn
 from torch.func import functional_call
 
 from dfnas_pl.search.consistency import assert_same_on_all_ranks
-from dfnas_pl.search.darts_space import DEFAULT_DARTS_SPACE, DartsSpaceConfig, DartsSupernet, derive_genotype
+from dfnas_pl.search.darts_space import (
+    DEFAULT_DARTS_SPACE,
+    DartsSpaceConfig,
+    DartsSupernet,
+    alpha_entropy,
+    count_parameter_free,
+    derive_genotype,
+)
 from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.objective import SearchObjective
@@ -52,6 +59,10 @@ class DartsSearch(SearchHooks, L.LightningModule):
             the norm of the val gradient (DARTS: 0.01).
         output_dir: where architecture.json, alpha heatmaps and the genotype history go.
         seed: initialisation of the architecture parameters.
+        max_parameter_free_normal: guard against the DARTS collapse (P-DARTS): at most this many
+            parameter-free ops (skip, pools) in the exported normal cell; the weakest extra ones take
+            their edge's strongest parametric op. null: the plain DARTS rule. The collapse itself
+            (parameter-free ops of the unguarded normal cell, alpha entropy) is logged every epoch.
     """
 
     def __init__(self, space: DartsSpaceConfig = DEFAULT_DARTS_SPACE, teacher: str | None = "embedded:fmnist_resnet8",
@@ -59,8 +70,10 @@ class DartsSearch(SearchHooks, L.LightningModule):
                  w_lr_min: float = 0.001, w_momentum: float = 0.9, w_weight_decay: float = 3e-4,
                  w_grad_clip: float = 5.0, alpha_lr: float = 3e-4, alpha_betas: Sequence[float] = (0.5, 0.999),
                  alpha_weight_decay: float = 1e-3, hessian_eps: float = 0.01, output_dir: str = "runs/fmnist/search/darts",
-                 seed: int = 0) -> None:
+                 seed: int = 0, max_parameter_free_normal: int | None = None) -> None:
         super().__init__()
+        if max_parameter_free_normal is not None and max_parameter_free_normal < 0:
+            raise ValueError(f"max_parameter_free_normal must be >= 0 or null, got {max_parameter_free_normal}.")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.space = space
@@ -158,7 +171,10 @@ class DartsSearch(SearchHooks, L.LightningModule):
         self.lr_schedulers().step()
         normal, reduce = (w.detach().cpu() for w in self.arch_weights())
         genotype = self.genotype()
-        self.history.append({"epoch": self.current_epoch, "genotype": genotype})
+        collapse = self.collapse()
+        self.history.append({"epoch": self.current_epoch, "genotype": genotype, **collapse})
+        for key, value in collapse.items():
+            self.log(f"search/{key}", float(value), on_epoch=True, rank_zero_only=True)
         if not self.trainer.is_global_zero:
             return
         edges = [f"n{i}<-{j}" for i, j in self.supernet.cells[0].edges()]
@@ -187,7 +203,16 @@ class DartsSearch(SearchHooks, L.LightningModule):
 
     def genotype(self) -> dict[str, list[list[tuple[str, int]]]]:
         normal, reduce = self.arch_weights()
-        return {"normal": derive_genotype(normal, self.space), "reduce": derive_genotype(reduce, self.space)}
+        return {"normal": derive_genotype(normal, self.space, self.hparams.max_parameter_free_normal),
+                "reduce": derive_genotype(reduce, self.space)}
+
+    def collapse(self) -> dict[str, float]:
+        """How far the search has collapsed: parameter-free ops in the normal cell the plain DARTS rule
+        would export (and in the exported, guarded one), and the alpha entropy of both cell types."""
+        normal, reduce = self.arch_weights()
+        return {"parameter_free_normal_unguarded": count_parameter_free(derive_genotype(normal, self.space)),
+                "parameter_free_normal": count_parameter_free(self.genotype()["normal"]),
+                "alpha_entropy_normal": alpha_entropy(normal), "alpha_entropy_reduce": alpha_entropy(reduce)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["darts_history"] = self.history
@@ -208,7 +233,8 @@ class DartsSearch(SearchHooks, L.LightningModule):
                                         alphas={"normal": self.arch_weights()[0].tolist(),
                                                 "reduce": self.arch_weights()[1].tolist()},
                                         unrolled=self.hparams.unrolled, epochs=self.current_epoch + 1,
-                                        ranks_agreeing=ranks)
+                                        ranks_agreeing=ranks, collapse=self.collapse(),
+                                        max_parameter_free_normal=self.hparams.max_parameter_free_normal)
             print(f"DARTS architecture written to {self.output_dir / 'architecture.json'}: "
                   f"{record['flops'] / 1e6:.1f} MFLOPs, {record['params'] / 1e3:.1f} K params")
 

@@ -114,8 +114,50 @@ class DartsSupernet(_NetworkBase):
         return self.classifier(self.pool(s1).flatten(1))
 
 
-def derive_genotype(weights: torch.Tensor, cfg: DartsSpaceConfig) -> list[list[tuple[str, int]]]:
-    """DARTS rule: per node keep the 2 inputs whose strongest non-'none' op is strongest, with that op."""
+# Ops without weights: the DARTS collapse fills the normal cell with them (skip connections and pools
+# win the softmax early because they need no training; Zela et al. 2020, Chen et al. 2019).
+PARAMETER_FREE = frozenset({"none", "skip_connect", "max_pool_3x3", "avg_pool_3x3"})
+
+
+def count_parameter_free(cell: list[list[tuple[str, int]]]) -> int:
+    """Parameter-free ops among a cell genotype's kept edges: the collapse measure."""
+    return sum(op in PARAMETER_FREE for node in cell for op, _ in node)
+
+
+def alpha_entropy(weights: torch.Tensor) -> float:
+    """Mean entropy (nats) of the op distribution over edges: log(#ops) when uniform, 0 when decided."""
+    w = weights.detach().clamp_min(1e-12)
+    return float(-(w * w.log()).sum(1).mean())
+
+
+def derive_genotype(weights: torch.Tensor, cfg: DartsSpaceConfig,
+                    max_parameter_free: int | None = None) -> list[list[tuple[str, int]]]:
+    """DARTS rule: per node keep the 2 inputs whose strongest non-'none' op is strongest, with that op.
+
+    ``max_parameter_free`` (P-DARTS, Chen et al. 2019, who cap skip connections at 2): while the cell
+    holds more parameter-free ops than that, the kept parameter-free edge with the smallest weight
+    takes its strongest parametric op instead (the edges themselves stay)."""
+    weights = weights.detach()
+    genotype = _derive(weights, cfg)
+    if max_parameter_free is None:
+        return genotype
+    primitives = list(cfg.primitives)
+    parametric = [k for k, p in enumerate(primitives) if p not in PARAMETER_FREE]
+    if not parametric:
+        raise ValueError(f"max_parameter_free needs a parametric op among the primitives {primitives}.")
+    offsets = [sum(2 + j for j in range(i)) for i in range(cfg.steps)]
+    while count_parameter_free(genotype) > max_parameter_free:
+        node, slot = min(((i, k) for i, pair in enumerate(genotype) for k, (op, _) in enumerate(pair)
+                          if op in PARAMETER_FREE),
+                         key=lambda ik: float(weights[offsets[ik[0]] + genotype[ik[0]][ik[1]][1],
+                                                      primitives.index(genotype[ik[0]][ik[1]][0])]))
+        row = weights[offsets[node] + genotype[node][slot][1]]
+        best = max(parametric, key=lambda k: float(row[k]))
+        genotype[node][slot] = (primitives[best], genotype[node][slot][1])
+    return genotype
+
+
+def _derive(weights: torch.Tensor, cfg: DartsSpaceConfig) -> list[list[tuple[str, int]]]:
     primitives = list(cfg.primitives)
     none = primitives.index("none") if "none" in primitives else None
     genotype, offset = [], 0
