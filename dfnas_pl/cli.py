@@ -2,7 +2,8 @@
 
 The stage is chosen by the config: ``model.class_path`` (teacher training, synthesis, ...) and
 ``data.class_path``. Subcommands are Lightning's own: ``fit``, ``validate``, ``test``, ``predict``,
-plus the drivers in :mod:`dfnas_pl.drivers`: ``pipeline``, ``paper-table``, ``groundtruth``, ``rank-fidelity``.
+plus the drivers in :mod:`dfnas_pl.drivers`: ``pipeline``, ``paper-table``, ``groundtruth``, ``rank-fidelity``,
+``synthesis-sweep``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ def main(args: list[str] | None = None):
         from dfnas_pl.drivers.groundtruth import main as groundtruth_main
 
         return groundtruth_main(argv[1:])
+    if argv[:1] == ["synthesis-sweep"]:  # distillation check over synthesis variants; see dfnas_pl.drivers.synthesis_sweep
+        from dfnas_pl.drivers.synthesis_sweep import main as synthesis_sweep_main
+
+        return synthesis_sweep_main(argv[1:])
     if argv[:1] == ["rank-fidelity"]:  # how each data source ranks them; see dfnas_pl.drivers.rank_fidelity
         from dfnas_pl.drivers.rank_fidelity import main as rank_fidelity_main
 

@@ -4,12 +4,15 @@ images (:func:`dfnas_pl.losses.kd_loss`) - the standard check of a data-free syn
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
 from dfnas_pl.losses import kd_loss
 from dfnas_pl.teachers.loading import build_arch, load_teacher
+from dfnas_pl.utils.io import atomic_write_json
 
 
 class DistilledClassifier(L.LightningModule):
@@ -29,11 +32,13 @@ class DistilledClassifier(L.LightningModule):
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
         trust_checkpoint: load the teacher with ``weights_only=False`` (trusted files only).
+        metrics_path: where the test writes ``{"test_top1", "student", ...}`` as JSON (drivers read it);
+            null: only the logger gets it.
     """
 
     def __init__(self, student: str = "resnet8", teacher: str = "embedded:fmnist_resnet8", temperature: float = 3.0,
                  online_teacher: bool = True, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
-                 trust_checkpoint: bool = False) -> None:
+                 trust_checkpoint: bool = False, metrics_path: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.spec = load_teacher(teacher, trust_checkpoint=trust_checkpoint)
@@ -69,6 +74,14 @@ class DistilledClassifier(L.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._eval(batch, self.test_acc, "test")
+
+    def on_test_epoch_end(self) -> None:
+        if self.hparams.metrics_path and self.trainer.is_global_zero:
+            dm = self.trainer.datamodule
+            atomic_write_json(Path(self.hparams.metrics_path), {
+                "test_top1": float(self.test_acc.compute()),
+                "student": self.hparams.student, "teacher": self.hparams.teacher,
+                "synthetic_set": str(getattr(dm, "path", ""))})
 
     def configure_optimizers(self):
         opt = torch.optim.SGD(self.student.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum,

@@ -6,4 +6,6 @@ turn their outputs into tables. They are not LightningModules and hold no traini
 * ``groundtruth``: real-data accuracy of fixed architectures of a space (:mod:`dfnas_pl.drivers.groundtruth`)
 * ``rank-fidelity``: how well a supernet trained on each data source ranks them
   (:mod:`dfnas_pl.drivers.rank_fidelity`)
+* ``synthesis-sweep``: the distillation check (seeds, intervals) over synthesis variants
+  (:mod:`dfnas_pl.drivers.synthesis_sweep`)
 """

@@ -41,6 +41,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from dfnas_pl.data.vision import VisionDataModule
 from dfnas_pl.drivers.groundtruth import _instantiate, load_groundtruth, strict, versions
+from dfnas_pl.drivers.synthetic_sets import make_synthetic_sets
 from dfnas_pl.search.ranking import fidelity, kendall_tau
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json
 from dfnas_pl.wandb_setup import pipeline_group
@@ -179,29 +180,8 @@ class RankFidelity:
     # -- synthetic sets (synthesis stage runs, skipped when done) -------------------------------------
     def make_sets(self) -> dict[str, str]:
         needed = [s for s in self.sources if s in self.synthetic_sets]
-        sets = {name: str(self.run / f"synthetic_{name}") for name in needed}
-        todo = [name for name in needed if not (Path(sets[name]) / "manifest.json").exists()]
-        procs = []
-        for name in todo:  # in parallel, one thread each (synthesis is teacher fwd+bwd on small batches)
-            out = self.run / f"synthetic_{name}"
-            cmd = [sys.executable, "-m", "dfnas_pl", "fit", "--config", self.synthesis_config,
-                   "--model.init_args.output_dir", str(out), "--trainer.default_root_dir", str(self.run),
-                   "--trainer.logger.init_args.save_dir", str(self.run), *self.synthetic_sets[name]]
-            print(f"=== synthesis ({name}): {' '.join(cmd[1:])}", flush=True)
-            out.mkdir(parents=True, exist_ok=True)
-            log = open(out.parent / f"synthesis_{name}.log", "ab")
-            env = {**os.environ, "DFNAS_NUM_THREADS": str(self.threads), "WANDB_JOB_TYPE": "synthesis"}
-            procs.append((name, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), time.time(), log))
-            while len([p for p in procs if p[1].poll() is None]) >= self.workers:
-                time.sleep(2)
-        for name, proc, start, log in procs:
-            code = proc.wait()
-            log.close()
-            self.record_seconds(f"synthesis ({name})", time.time() - start)
-            if code != 0:
-                raise SystemExit(f"Synthesis of '{name}' failed (exit {code}); see {self.run / f'synthesis_{name}.log'}. "
-                                 f"Fix the cause and run the same command again.")
-        return sets
+        return make_synthetic_sets(self.run, self.synthesis_config, self.synthetic_sets, needed, self.workers,
+                                   self.threads, self.record_seconds)
 
     def record_seconds(self, name: str, seconds: float) -> None:
         with self._ledger_lock:

@@ -1,0 +1,210 @@
+"""``python -m dfnas_pl synthesis-sweep --config experiments/fmnist/synthesis_sweep.yaml``: the cheapest
+instrument for a synthesis setting - the data-free distillation check, with seeds and intervals - over
+named variants of the synthesis config (one factor at a time around the default).
+
+Per variant: one synthetic set (the synthesis stage with the variant's extra arguments; its minutes,
+teacher top-1, BN distance and diversity from its manifest), then for each seed a student trained only
+on it by KD and tested on the real test set (the distillation stage with ``experiments/fmnist/
+distill_check.yaml``, through the CLI as by hand). Every (variant, seed) writes its own record under
+``<table_dir>/records/``, so a killed sweep - or a later session on a fresh clone - redoes only what has
+none. The table (``<table_name>.md/.csv/.json`` and a plot) gives each variant's student top-1 as mean,
+95 % t-interval over seeds and the per-seed values, and says which variants overlap the reference.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from dfnas_pl.drivers.groundtruth import strict, versions
+from dfnas_pl.drivers.synthetic_sets import make_synthetic_sets
+from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json
+
+# Two-sided 95 % Student-t quantiles by degrees of freedom (seeds - 1): the interval of a mean of a few seeds.
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+CSV_COLUMNS = ["variant", "images", "synthesis_minutes", "teacher_top1", "bn_distance", "diversity", "seeds",
+               "student_top1_mean", "ci_low", "ci_high", "student_top1_std", "per_seed", "overlaps_reference"]
+
+
+def t_interval(values: list[float]) -> tuple[float, float]:
+    """95 % Student-t interval of the mean (NaN for fewer than 2 values)."""
+    if len(values) < 2:
+        return math.nan, math.nan
+    half = T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+    mean = statistics.mean(values)
+    return mean - half, mean + half
+
+
+class SynthesisSweep:
+    def __init__(self, run_dir: str, table_dir: str, variants: dict[str, list[str]], seeds: list[int],
+                 synthesis_config: str, distill_config: str, distill_overrides: list[str] | None = None,
+                 reference: str | None = None, workers: int = 2, threads_per_worker: int = 1,
+                 table_name: str = "synthesis_sweep") -> None:
+        if not variants:
+            raise ValueError("No variants: give at least one (name -> extra synthesis arguments, [] for the config).")
+        if reference is not None and reference not in variants:
+            raise ValueError(f"reference '{reference}' is not one of the variants {sorted(variants)}.")
+        if not seeds:
+            raise ValueError("seeds is empty: give the distillation seeds (3 for an interval).")
+        self.run, self.table_dir = Path(run_dir), Path(table_dir)
+        self.variants, self.seeds = {k: list(v) for k, v in variants.items()}, list(seeds)
+        self.synthesis_config, self.distill_config = synthesis_config, distill_config
+        self.distill_overrides = list(distill_overrides or [])
+        self.reference, self.workers, self.threads, self.table_name = reference, workers, threads_per_worker, table_name
+
+    def record(self, variant: str, seed: int) -> Path:
+        return self.table_dir / "records" / f"{variant}_seed{seed}.json"
+
+    def distill(self, variant: str, seed: int, set_path: str) -> dict[str, Any]:
+        """Train and test one student (fit, then test on the last checkpoint) through the CLI."""
+        out = self.run / "distill" / variant / f"seed{seed}"
+        ckpt, metrics = out / "checkpoints", out / "metrics.json"
+        args = ["--config", self.distill_config, "--seed_everything", str(seed), "--data.init_args.path", set_path,
+                "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir", str(out),
+                "--trainer.callbacks.init_args.dirpath", str(ckpt), "--trainer.enable_progress_bar", "false",
+                "--model.init_args.metrics_path", str(metrics), *self.distill_overrides]
+        env = {**os.environ, "DFNAS_NUM_THREADS": str(self.threads)}
+        out.mkdir(parents=True, exist_ok=True)
+        start = time.time()
+        with open(out / "distill.log", "ab") as log:
+            for stage, extra in (("fit", ["--ckpt_path", str(ckpt / "last.ckpt")] if (ckpt / "last.ckpt").exists()
+                                  else []), ("test", ["--ckpt_path", str(ckpt / "last.ckpt")])):
+                code = subprocess.run([sys.executable, "-m", "dfnas_pl", stage, *args, *extra], env=env, stdout=log,
+                                      stderr=subprocess.STDOUT).returncode
+                if code != 0:
+                    raise RuntimeError(f"Distillation {stage} of {variant} seed {seed} failed (exit {code}); see "
+                                       f"{out / 'distill.log'}. Fix the cause and run the same command again.")
+        rec = {"variant": variant, "seed": seed, "test_top1": json.loads(metrics.read_text())["test_top1"],
+               "seconds": round(time.time() - start, 1), "synthetic_set": set_path}
+        atomic_write_json(self.record(variant, seed), rec)
+        return rec
+
+    def __call__(self) -> list[dict[str, Any]]:
+        self.run.mkdir(parents=True, exist_ok=True)
+        sets = make_synthetic_sets(self.run, self.synthesis_config, self.variants, list(self.variants), self.workers,
+                                   self.threads)
+        todo = [(v, s) for v in self.variants for s in self.seeds if not self.record(v, s).exists()]
+        total = len(self.variants) * len(self.seeds)
+        print(f"Synthesis sweep: {len(self.variants)} variants x {len(self.seeds)} seeds, {total - len(todo)} done, "
+              f"{len(todo)} to run on {self.workers} workers.", flush=True)
+        with ThreadPoolExecutor(self.workers) as pool:  # each job is its own CLI process
+            pending = {pool.submit(self.distill, v, s, sets[v]): (v, s) for v, s in todo}
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    v, s = pending.pop(future)
+                    rec = future.result()
+                    print(f"--- {v} seed {s}: student top-1 {rec['test_top1']:.4f} ({rec['seconds']:.0f} s)", flush=True)
+        rows = self.table(sets)
+        self.write(rows)
+        return rows
+
+    def table(self, sets: dict[str, str]) -> list[dict[str, Any]]:
+        rows = []
+        for variant in self.variants:
+            manifest = json.loads((Path(sets[variant]) / "manifest.json").read_text())
+            accs = [100 * json.loads(self.record(variant, s).read_text())["test_top1"] for s in self.seeds]
+            lo, hi = t_interval(accs)
+            q = manifest["quality"]
+            rows.append({"variant": variant, "images": manifest["images"],
+                         "synthesis_minutes": manifest.get("wall_time_s", math.nan) / 60,
+                         "teacher_top1": q["teacher_top1"], "bn_distance": q["bn_distance"], "diversity": q["diversity"],
+                         "seeds": len(accs), "student_top1_mean": statistics.mean(accs), "ci_low": lo, "ci_high": hi,
+                         "student_top1_std": statistics.stdev(accs) if len(accs) > 1 else math.nan,
+                         "per_seed": " / ".join(f"{a:.2f}" for a in accs)})
+        ref = next((r for r in rows if r["variant"] == self.reference), None)
+        for r in rows:  # overlapping intervals: say so instead of ranking
+            r["overlaps_reference"] = ("-" if ref is None or r is ref or math.isnan(r["ci_low"]) else
+                                       "yes" if r["ci_low"] <= ref["ci_high"] and ref["ci_low"] <= r["ci_high"] else
+                                       "no: above" if r["ci_low"] > ref["ci_high"] else "no: below")
+        return rows
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        base = self.table_dir / self.table_name
+        fmt = lambda v, d=2: "n/a" if isinstance(v, float) and math.isnan(v) else f"{v:.{d}f}"  # noqa: E731
+        lines = [f"Distillation check (student trained only on the set, real test top-1 %; {len(self.seeds)} seeds, "
+                 f"95 % t-interval; reference: {self.reference or 'none'})", "",
+                 "| variant | images | synthesis min | teacher top-1 | BN distance | diversity | student top-1 [95 % CI] "
+                 "| per seed | overlaps reference |", "|---|---:|---:|---:|---:|---:|---|---|---|"]
+        lines += [f"| {r['variant']} | {r['images']} | {fmt(r['synthesis_minutes'], 1)} | {fmt(r['teacher_top1'], 3)} | "
+                  f"{fmt(r['bn_distance'])} | {fmt(r['diversity'], 3)} | {fmt(r['student_top1_mean'])} "
+                  f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}] | {r['per_seed']} | {r['overlaps_reference']} |"
+                  for r in rows]
+        md = "\n".join(lines) + "\n"
+        atomic_write_bytes(base.with_suffix(".md"), md.encode())
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows([{k: (round(v, 4) if isinstance(v, float) and not math.isnan(v) else
+                               "" if isinstance(v, float) else v) for k, v in r.items()} for r in rows])
+        atomic_write_bytes(base.with_suffix(".csv"), buf.getvalue().encode())
+        atomic_write_json(base.with_suffix(".json"), strict({
+            "rows": rows, "seeds": self.seeds, "variants": self.variants, "reference": self.reference,
+            "synthesis_config": self.synthesis_config, "distill_config": self.distill_config,
+            "distill_overrides": self.distill_overrides, "versions": versions(),
+            "command": "python -m dfnas_pl synthesis-sweep " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["synthesis-sweep"]
+                                                                         else sys.argv[1:])}))
+        plot(base.with_suffix(".png"), rows, self.reference)
+        print("\n" + md + f"\nTable: {base.with_suffix('.md')} (.csv, .json, .png)")
+
+
+def plot(path: Path, rows: list[dict[str, Any]], reference: str | None) -> Path:
+    """Student top-1 per variant with its interval; the reference's interval as a band."""
+    from dfnas_pl.search.plots import plt, save_figure
+
+    fig, ax = plt.subplots(figsize=(4.5, 0.8 + 0.35 * len(rows)))
+    ys = list(range(len(rows)))[::-1]
+    for y, r in zip(ys, rows):
+        err = None if math.isnan(r["ci_low"]) else [[r["student_top1_mean"] - r["ci_low"]],
+                                                     [r["ci_high"] - r["student_top1_mean"]]]
+        ax.errorbar([r["student_top1_mean"]], [y], xerr=err, fmt="o", capsize=3,
+                    color="black" if r["variant"] == reference else "tab:blue")
+    ref = next((r for r in rows if r["variant"] == reference), None)
+    if ref is not None and not math.isnan(ref["ci_low"]):
+        ax.axvspan(ref["ci_low"], ref["ci_high"], color="grey", alpha=0.2, label=f"{reference} 95 % CI")
+        ax.legend(fontsize=7)
+    ax.set_yticks(ys, [r["variant"] for r in rows], fontsize=8)
+    ax.set_xlabel("student real test top-1 (%)")
+    return save_figure(fig, path)
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m dfnas_pl synthesis-sweep", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", action=ActionConfigFile, help="experiments/fmnist/synthesis_sweep.yaml")
+    p.add_argument("--run_dir", type=str, default="runs/fmnist_synthesis_sweep", help="sets, students, logs")
+    p.add_argument("--table_dir", type=str, default="benchmarks/synthesis_sweep",
+                   help="per-(variant, seed) records and the table (committed)")
+    p.add_argument("--table_name", type=str, default="synthesis_sweep")
+    p.add_argument("--variants", type=dict[str, list[str]], default={"default": []},
+                   help="name -> extra synthesis CLI arguments ([] = the synthesis config as it is)")
+    p.add_argument("--reference", type=str | None, default="default",
+                   help="the variant every other one is compared with (overlap of intervals)")
+    p.add_argument("--seeds", type=list[int], default=[0, 1, 2], help="distillation (student) seeds per variant")
+    p.add_argument("--synthesis_config", type=str, default="experiments/fmnist/synthesize.yaml")
+    p.add_argument("--distill_config", type=str, default="experiments/fmnist/distill_check.yaml")
+    p.add_argument("--distill_overrides", type=list[str], default=[], help="extra CLI arguments of every student run")
+    p.add_argument("--workers", type=int, default=2, help="syntheses / students run in parallel")
+    p.add_argument("--threads_per_worker", type=int, default=1)
+    return p
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    c = parser().parse_args(argv)
+    try:
+        return SynthesisSweep(c.run_dir, c.table_dir, {k: list(v) for k, v in c.variants.items()}, c.seeds,
+                              c.synthesis_config, c.distill_config, c.distill_overrides, c.reference, c.workers,
+                              c.threads_per_worker, c.table_name)()
+    except (ValueError, FileNotFoundError) as err:  # bad settings or files: the message says the fix
+        raise SystemExit(f"synthesis-sweep: {err}") from None
