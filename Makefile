@@ -6,7 +6,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast run synthesize paper-table ablation groundtruth rank-fidelity lint bench clean
+.PHONY: install test test-fast run synthesize paper-table ablation groundtruth rank-fidelity synthesis-sweep lint bench clean
 
 install: $(VENV)/.installed $(FMNIST)
 
@@ -50,6 +50,10 @@ groundtruth: install
 
 rank-fidelity: install
 	$(PY) -m dfnas_pl rank-fidelity --config experiments/fmnist/rank_fidelity.yaml
+
+# The distillation check (3 student seeds) over synthesis variants, one factor at a time (benchmark).
+synthesis-sweep: install
+	$(PY) -m dfnas_pl synthesis-sweep --config experiments/fmnist/synthesis_sweep.yaml
 
 lint: install
 	$(PY) -m ruff check .
