@@ -11,7 +11,7 @@ import torch
 from torchmetrics.classification import MulticlassAccuracy
 
 from dfnas_pl.losses import kd_loss
-from dfnas_pl.teachers.loading import build_arch, load_teacher
+from dfnas_pl.teachers.loading import TeacherSource, build_arch, load_teacher
 from dfnas_pl.utils.io import atomic_write_json
 
 
@@ -24,7 +24,7 @@ class DistilledClassifier(L.LightningModule):
 
     Args:
         student: registry name of the student network (``resnet8``, ...).
-        teacher: teacher to distil from (``embedded:<name>`` or a teacher file).
+        teacher: the teacher to distil from: a path, ``embedded:<name>`` or a mapping ``{path, arch, in_channels, image_size, mean, std, class_names, trust_checkpoint}``: a teacher file, a Lightning checkpoint, a state dict with its arch (registry name, torchvision:/timm: name, or an nn.Module import path / class_path + init_args), a TorchScript or torch.export archive, or a pickled module (trusted only).
         temperature: KD temperature.
         online_teacher: run the teacher on each augmented batch (official code) instead of using the
             logits stored with the synthetic set.
@@ -36,7 +36,7 @@ class DistilledClassifier(L.LightningModule):
             null: only the logger gets it.
     """
 
-    def __init__(self, student: str = "resnet8", teacher: str = "embedded:fmnist_resnet8", temperature: float = 3.0,
+    def __init__(self, student: str = "resnet8", teacher: TeacherSource = "embedded:fmnist_resnet8", temperature: float = 3.0,
                  online_teacher: bool = True, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
                  trust_checkpoint: bool = False, metrics_path: str | None = None) -> None:
         super().__init__()

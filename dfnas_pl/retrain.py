@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from dfnas_pl.losses import kd_loss
 from dfnas_pl.search.export import build_from_architecture, count_flops, count_params, image_shape
-from dfnas_pl.teachers.loading import load_teacher
+from dfnas_pl.teachers.loading import TeacherSource, load_teacher
 from dfnas_pl.utils.io import atomic_write_json
 
 
@@ -25,8 +25,9 @@ class RetrainClassifier(L.LightningModule):
 
     Args:
         architecture: path of the ``architecture.json`` to build.
-        teacher: ``null`` trains on labels (real data, cross-entropy); a teacher source trains by KD
-            (data-free retraining on the synthetic set).
+        teacher: ``null`` trains on labels (real data, cross-entropy); a teacher source (a path,
+            ``embedded:<name>`` or a mapping ``{path, arch, ...}``, see dfnas_pl.teachers.loading) trains by
+            KD (data-free retraining on the synthetic set).
         temperature: KD temperature.
         lr: SGD learning rate (cosine to 0 over the run).
         momentum: SGD momentum.
@@ -38,7 +39,7 @@ class RetrainClassifier(L.LightningModule):
             default: next to the architecture file.
     """
 
-    def __init__(self, architecture: str = "runs/fmnist/search/darts/architecture.json", teacher: str | None = None,
+    def __init__(self, architecture: str = "runs/fmnist/search/darts/architecture.json", teacher: TeacherSource | None = None,
                  temperature: float = 3.0, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
                  label_smoothing: float = 0.0, warmup_fraction: float = 0.0, metrics_path: str | None = None) -> None:
         super().__init__()

@@ -22,12 +22,12 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def synthesize(out: Path, rounds: int = 2, images_per_class: int = 2, batch_size: int = 10, iterations: int = 20,
-               callbacks=None, logger=False, **kwargs) -> ModelInversion:
+               callbacks=None, logger=False, num_classes: int = 10, **kwargs) -> ModelInversion:
     """A real (small) synthesis run through the Lightning Trainer."""
     kwargs.setdefault("warmup_iterations", 5)
     kwargs.setdefault("teacher", TEACHER)
     model = ModelInversion(output_dir=str(out), rounds=rounds, iterations=iterations, **kwargs)
-    data = SynthesisSlots(num_classes=10, images_per_class=images_per_class, batch_size=batch_size)
+    data = SynthesisSlots(num_classes=num_classes, images_per_class=images_per_class, batch_size=batch_size)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=logger, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks or [],
                         default_root_dir=str(out.parent), log_every_n_steps=1)

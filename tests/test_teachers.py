@@ -36,7 +36,7 @@ def same_outputs(a, b):
 def test_plain_state_dict_needs_and_takes_the_arch(tmp_path, reference):
     path = tmp_path / "sd.pt"
     torch.save(reference.model.state_dict(), path)
-    with pytest.raises(ValueError, match="set the teacher arch"):
+    with pytest.raises(ValueError, match="set the teacher.s arch too"):
         load_teacher(str(path))
     same_outputs(load_teacher(str(path), arch="resnet8", mean=(0.286,), std=(0.353,)), reference)
 

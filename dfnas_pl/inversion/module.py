@@ -34,7 +34,7 @@ from dfnas_pl.inversion.views import (
     random_windows,
     warmup_cosine,
 )
-from dfnas_pl.teachers.loading import load_teacher
+from dfnas_pl.teachers.loading import TeacherSource, load_teacher
 
 warnings.filterwarnings("ignore", message=r".*`configure_optimizers` returned `None`.*")
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")  # the frozen teacher
@@ -57,7 +57,7 @@ class ModelInversion(L.LightningModule):
     ``main_loss_multiplier * CE(f(v), target) + r_feature * R_BN + tv_l2 * R_TV2 + tv_l1 * R_TV1 + l2_scale * R_l2``.
 
     Args:
-        teacher: teacher source: ``embedded:<name>``, a teacher file, a Lightning checkpoint or a state dict.
+        teacher: the teacher source: a path, ``embedded:<name>`` or a mapping ``{path, arch, in_channels, image_size, mean, std, class_names, trust_checkpoint}``: a teacher file, a Lightning checkpoint, a state dict with its arch (registry name, torchvision:/timm: name, or an nn.Module import path / class_path + init_args), a TorchScript or torch.export archive, or a pickled module (trusted only).
         output_dir: where the synthetic set is written (``<run>/synthetic``).
         rounds: rounds of recursive label calibration (= epochs); every round's images are kept.
         label_calibration: round r > 0 targets the teacher's soft prediction on round r-1's image of
@@ -98,7 +98,7 @@ class ModelInversion(L.LightningModule):
 
     def __init__(
         self,
-        teacher: str = "embedded:fmnist_resnet8",
+        teacher: TeacherSource = "embedded:fmnist_resnet8",
         output_dir: str = "runs/fmnist/synthetic",
         rounds: int = 2,
         label_calibration: bool = True,
@@ -143,9 +143,14 @@ class ModelInversion(L.LightningModule):
         self.spec = load_teacher(teacher, trust_checkpoint=trust_checkpoint)
         self.teacher: nn.Module = self.spec.model
         n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.teacher.modules())
+        if n_bn == 0 and r_feature > 0 and self.spec.kind != "module":
+            raise ValueError(f"Teacher '{self.spec.source}' is a {self.spec.kind} archive run as it is: its BatchNorm "
+                             f"layers cannot be hooked for the feature-statistics loss. Give its architecture too "
+                             f"(teacher: {{path: {self.spec.source}, arch: mypkg.models.MyNet}}: its weights are loaded "
+                             f"into that module), or switch the loss off with r_feature: 0.")
         if n_bn == 0 and r_feature > 0:
-            raise ValueError(f"Teacher '{teacher}' has no BatchNorm layers, so there are no feature statistics to "
-                             f"match. Use a teacher with BatchNorm, or switch the loss off with r_feature: 0.")
+            raise ValueError(f"Teacher '{self.spec.source}' has no BatchNorm layers, so there are no feature statistics "
+                             f"to match. Use a teacher with BatchNorm, or switch the loss off with r_feature: 0.")
         self.writer = SyntheticSetWriter(output_dir, self.spec.num_classes)
         self._features: torch.Tensor | None = None
         self._done: set[int] = set()
@@ -197,7 +202,7 @@ class ModelInversion(L.LightningModule):
                              f"optimises. Set --trainer.precision 32-true (experiments/cluster/gpu_synthesis.yaml).")
         dm = self.trainer.datamodule
         if dm is not None and getattr(dm, "num_classes", self.spec.num_classes) != self.spec.num_classes:
-            raise ValueError(f"data.num_classes is {dm.num_classes} but the teacher '{self.hparams.teacher}' has "
+            raise ValueError(f"data.num_classes is {dm.num_classes} but the teacher '{self.spec.source}' has "
                              f"{self.spec.num_classes} classes: set data.init_args.num_classes: {self.spec.num_classes}.")
         if self.trainer.is_global_zero:
             state = self.writer.begin(self.settings(), overwrite=self.hparams.overwrite)

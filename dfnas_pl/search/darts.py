@@ -33,7 +33,7 @@ from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.objective import SearchObjective
 from dfnas_pl.search.plots import alpha_heatmap
-from dfnas_pl.teachers.loading import load_teacher
+from dfnas_pl.teachers.loading import TeacherSource, load_teacher
 from dfnas_pl.utils.io import atomic_write_json
 
 
@@ -42,7 +42,8 @@ class DartsSearch(SearchHooks, L.LightningModule):
 
     Args:
         space: size of the DARTS cell space.
-        teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data).
+        teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data). A teacher
+            source is a path, ``embedded:<name>`` or a mapping ``{path, arch, in_channels, image_size, mean, std, class_names, trust_checkpoint}``: a teacher file, a Lightning checkpoint, a state dict with its arch (registry name, torchvision:/timm: name, or an nn.Module import path / class_path + init_args), a TorchScript or torch.export archive, or a pickled module (trusted only).
         temperature: KD temperature (official: 3).
         kd_t_squared: scale KD by T^2 (standard KD; the official code does not: PAPER.md bug 13).
         image_size: input height = width of the data.
@@ -65,7 +66,7 @@ class DartsSearch(SearchHooks, L.LightningModule):
             (parameter-free ops of the unguarded normal cell, alpha entropy) is logged every epoch.
     """
 
-    def __init__(self, space: DartsSpaceConfig = DEFAULT_DARTS_SPACE, teacher: str | None = "embedded:fmnist_resnet8",
+    def __init__(self, space: DartsSpaceConfig = DEFAULT_DARTS_SPACE, teacher: TeacherSource | None = "embedded:fmnist_resnet8",
                  temperature: float = 3.0, kd_t_squared: bool = False, image_size: int = 28, unrolled: bool = False, w_lr: float = 0.025,
                  w_lr_min: float = 0.001, w_momentum: float = 0.9, w_weight_decay: float = 3e-4,
                  w_grad_clip: float = 5.0, alpha_lr: float = 3e-4, alpha_betas: Sequence[float] = (0.5, 0.999),

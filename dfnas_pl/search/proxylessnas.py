@@ -31,7 +31,7 @@ from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
 from dfnas_pl.search.objective import SearchObjective
 from dfnas_pl.search.plots import alpha_heatmap
-from dfnas_pl.teachers.loading import load_teacher
+from dfnas_pl.teachers.loading import TeacherSource, load_teacher
 from dfnas_pl.utils.io import atomic_write_json
 
 DEFAULT_MOBILENET_SPACE = LayerwiseSpaceConfig(family="mobilenetv2", stem_channels=16, stage_channels=(16, 24, 40),
@@ -43,7 +43,8 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
 
     Args:
         space: the MobileNetV2 layer-wise space.
-        teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data).
+        teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data). A teacher
+            source is a path, ``embedded:<name>`` or a mapping ``{path, arch, in_channels, image_size, mean, std, class_names, trust_checkpoint}``: a teacher file, a Lightning checkpoint, a state dict with its arch (registry name, torchvision:/timm: name, or an nn.Module import path / class_path + init_args), a TorchScript or torch.export archive, or a pickled module (trusted only).
         temperature: KD temperature (official: 3).
         kd_t_squared: scale KD by T^2 (standard KD; the official code does not: PAPER.md bug 13).
         w_lr: SGD learning rate of the weights (cosine to 0).
@@ -60,7 +61,7 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
     """
 
     def __init__(self, space: LayerwiseSpaceConfig = DEFAULT_MOBILENET_SPACE,
-                 teacher: str | None = "embedded:fmnist_resnet8", temperature: float = 3.0, kd_t_squared: bool = False, w_lr: float = 0.05,
+                 teacher: TeacherSource | None = "embedded:fmnist_resnet8", temperature: float = 3.0, kd_t_squared: bool = False, w_lr: float = 0.05,
                  w_momentum: float = 0.9, w_weight_decay: float = 4e-5, alpha_lr: float = 6e-3,
                  alpha_betas: tuple[float, float] = (0.0, 0.999), cost_weight: float = 0.0, target_mflops: float | None = None,
                  warmup_epochs: int = 0, output_dir: str = "runs/fmnist/search/proxylessnas", seed: int = 0) -> None:

@@ -29,7 +29,7 @@ from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSuper
 from dfnas_pl.search.objective import SearchObjective
 from dfnas_pl.search.plots import line_plot
 from dfnas_pl.search.scoring import first, score_path
-from dfnas_pl.teachers.loading import load_teacher
+from dfnas_pl.teachers.loading import TeacherSource, load_teacher
 from dfnas_pl.utils.io import atomic_torch_save, atomic_write_json
 
 DEFAULT_SHUFFLENET_SPACE = LayerwiseSpaceConfig(family="shufflenetv2")
@@ -40,7 +40,8 @@ class SPOSSearch(SearchHooks, L.LightningModule):
 
     Args:
         space: the ShuffleNetV2 layer-wise space.
-        teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data).
+        teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data). A teacher
+            source is a path, ``embedded:<name>`` or a mapping ``{path, arch, in_channels, image_size, mean, std, class_names, trust_checkpoint}``: a teacher file, a Lightning checkpoint, a state dict with its arch (registry name, torchvision:/timm: name, or an nn.Module import path / class_path + init_args), a TorchScript or torch.export archive, or a pickled module (trusted only).
         temperature: KD temperature (official: 3).
         kd_t_squared: scale KD by T^2 (standard KD; the official code does not: PAPER.md bug 13).
         lr: SGD learning rate of the supernet (cosine to 0).
@@ -61,7 +62,7 @@ class SPOSSearch(SearchHooks, L.LightningModule):
     """
 
     def __init__(self, space: LayerwiseSpaceConfig = DEFAULT_SHUFFLENET_SPACE,
-                 teacher: str | None = "embedded:fmnist_resnet8", temperature: float = 3.0, kd_t_squared: bool = False, lr: float = 0.1,
+                 teacher: TeacherSource | None = "embedded:fmnist_resnet8", temperature: float = 3.0, kd_t_squared: bool = False, lr: float = 0.1,
                  momentum: float = 0.9, weight_decay: float = 4e-5, max_mflops: float | None = None,
                  population: int = 20, generations: int = 5, top_k: int = 5, mutation_prob: float = 0.1,
                  bn_recalibration_batches: int = 5, score_batches: int | None = None,
