@@ -118,7 +118,7 @@ def test_the_cli_takes_a_teacher_mapping_with_a_custom_class(tmp_path, net):
     teacher = {"path": str(tmp_path / "sd.pt"), "arch": "tests.test_teacher_sources.TinyNet", **FACTS,
                "class_names": [f"c{i}" for i in range(7)]}
     out = tmp_path / "syn"
-    run_cli("fit", "--config", "experiments/fmnist/synthesize.yaml", "--model.init_args.teacher", json.dumps(teacher),
+    proc = run_cli("fit", "--config", "experiments/fmnist/synthesize.yaml", "--model.init_args.teacher", json.dumps(teacher),
             "--model.init_args.output_dir", str(out), "--model.init_args.iterations", "3",
             "--model.init_args.warmup_iterations", "1", "--model.init_args.rounds", "1",
             "--data.init_args.num_classes", "7", "--data.init_args.images_per_class", "1",
@@ -127,3 +127,4 @@ def test_the_cli_takes_a_teacher_mapping_with_a_custom_class(tmp_path, net):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["teacher"]["arch"] == "tests.test_teacher_sources.TinyNet" and manifest["teacher"]["num_classes"] == 7
     assert manifest["images"] == 7 and manifest["class_names"] == [f"c{i}" for i in range(7)]
+    assert "deprecated" not in proc.stderr.lower()  # a normal run prints no deprecation warning (e.g. LeafSpec)
