@@ -72,6 +72,11 @@ def test_groundtruth_resumes_after_a_kill_and_refuses_another_recipe(tmp_path, f
     assert set(gt["noise_ceiling"]) >= {"kendall_tau", "spearman_rho", "band_kendall_tau", "n"}
     assert gt["noise_ceiling"]["n"] == 4
     assert "NaN" not in output.read_text()  # strict JSON
+    assert output.with_suffix(".png").stat().st_size > 10_000  # seed-vs-seed and top-1-vs-FLOPs plot
+    c = gt["noise_ceiling"]
+    assert c["architecture_std"] >= 0 and set(c) >= {"tau_ci_low", "tau_ci_high", "flops_kendall_tau"}
+    if c["kendall_tau"] is not None and c["tau_ci_low"] is not None:  # (4 tiny runs may tie: NaN -> null)
+        assert c["tau_ci_low"] <= c["kendall_tau"] <= c["tau_ci_high"]
 
     changed = run_cli(*tiny_args(fmnist_root, work, output, epochs=2), check=False)
     assert changed.returncode != 0

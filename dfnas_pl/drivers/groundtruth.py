@@ -43,7 +43,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from dfnas_pl.data.vision import VisionDataModule
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
 from dfnas_pl.search.random_arch import SpaceSampler
-from dfnas_pl.search.ranking import kendall_tau, spearman_rho
+from dfnas_pl.search.ranking import bootstrap_interval, kendall_tau, spearman_rho
 from dfnas_pl.utils.io import atomic_write_json
 
 GROUNDTRUTH_FORMAT = "dfnas_pl.groundtruth/1"
@@ -296,6 +296,8 @@ class GroundTruth:
                   "command": "python -m dfnas_pl groundtruth " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["groundtruth"]
                                                                        else sys.argv[1:])}
         atomic_write_json(self.output, strict(result))
+        if complete:
+            plot_groundtruth(result, self.output.with_suffix(".png"))
         return result
 
 
@@ -305,11 +307,48 @@ def noise_ceiling(archs: list[dict[str, Any]], seeds: list[int]) -> dict[str, An
     a, b = str(seeds[0]), str(seeds[1])
     pairs = [(x["top1"][a], x["top1"][b], x["in_median_band"]) for x in archs if a in x["top1"] and b in x["top1"]]
     band = [(p, q) for p, q, inside in pairs if inside]
+    lo, hi = (bootstrap_interval(kendall_tau, [p for p, _, _ in pairs], [q for _, q, _ in pairs], samples=1000)
+              if len(pairs) >= 4 else (math.nan, math.nan))
+    means = [statistics.mean(x["top1"].values()) for x in archs if len(x["top1"]) == len(seeds)]
+    flops = [float(x["flops"]) for x in archs if len(x["top1"]) == len(seeds)]
     return {"seeds": [seeds[0], seeds[1]], "n": len(pairs),
             "kendall_tau": kendall_tau([p for p, _, _ in pairs], [q for _, q, _ in pairs]),
+            "tau_ci_low": lo, "tau_ci_high": hi,
+            "architecture_std": statistics.pstdev(means) if len(means) > 1 else None,
+            "flops_kendall_tau": kendall_tau(flops, means) if len(means) > 1 else None,
             "spearman_rho": spearman_rho([p for p, _, _ in pairs], [q for _, q, _ in pairs]),
             "band_n": len(band), "band_kendall_tau": kendall_tau([p for p, _ in band], [q for _, q in band]),
             "mean_abs_seed_difference": statistics.mean(abs(p - q) for p, q, _ in pairs) if pairs else None}
+
+
+def plot_groundtruth(gt: dict[str, Any], path: Path) -> Path:
+    """Seed vs seed top-1 (the noise ceiling, seen) and mean top-1 vs MFLOPs (what FLOPs alone explains)."""
+    from dfnas_pl.search.plots import plt, save_figure
+
+    a, b = (str(s) for s in gt["seeds"][:2])
+    archs = [x for x in gt["architectures"] if a in x["top1"] and b in x["top1"]]
+    c = gt["noise_ceiling"]
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.6))
+    for inside, marker, label in ((False, "o", "FLOPs range"), (True, "^", "median band")):
+        sub = [x for x in archs if x["in_median_band"] == inside]
+        axes[0].scatter([100 * x["top1"][a] for x in sub], [100 * x["top1"][b] for x in sub], marker=marker, s=16,
+                        label=label)
+        axes[1].scatter([x["flops"] / 1e6 for x in sub], [100 * statistics.mean(x["top1"].values()) for x in sub],
+                        marker=marker, s=16, label=label)
+    lims = [100 * min(min(x["top1"].values()) for x in archs), 100 * max(max(x["top1"].values()) for x in archs)]
+    axes[0].plot(lims, lims, color="grey", lw=0.8)
+    tau = c.get("kendall_tau")
+    axes[0].set_title(f"seed {a} vs seed {b}: Kendall tau {tau:.2f}" if tau is not None else "seed vs seed", fontsize=9)
+    axes[0].set_xlabel(f"top-1 seed {a} (%)")
+    axes[0].set_ylabel(f"top-1 seed {b} (%)")
+    ft = c.get("flops_kendall_tau")
+    axes[1].set_title(f"mean top-1 vs FLOPs: tau {ft:.2f}" if ft is not None else "mean top-1 vs FLOPs", fontsize=9)
+    axes[1].set_xlabel("MFLOPs")
+    axes[1].set_ylabel("mean top-1 (%)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Ground truth {gt['space']}: {len(archs)} architectures, recipe {gt['recipe']['train_images']} images "
+                 f"x {gt['recipe']['epochs']} epochs", fontsize=10)
+    return save_figure(fig, path)
 
 
 def strict(obj: Any) -> Any:
@@ -386,9 +425,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     done = sum(len(a["top1"]) for a in result["architectures"])
     print(f"\nGround truth written to {c.output} ({done} of {len(result['architectures']) * len(c.seeds)} jobs; "
           f"complete: {result['complete']}). Noise ceiling (seed {ceiling['seeds'][0]} vs {ceiling['seeds'][1]}, "
-          f"{ceiling['n']} architectures): Kendall tau {_fmt(ceiling['kendall_tau'])}, Spearman rho "
+          f"{ceiling['n']} architectures): Kendall tau {_fmt(ceiling['kendall_tau'])} [95 % CI "
+          f"{_fmt(ceiling.get('tau_ci_low'))}, {_fmt(ceiling.get('tau_ci_high'))}], Spearman rho "
           f"{_fmt(ceiling['spearman_rho'])}; median-FLOPs band ({ceiling['band_n']}): tau "
-          f"{_fmt(ceiling['band_kendall_tau'])}.")
+          f"{_fmt(ceiling['band_kendall_tau'])}; mean |seed difference| {_fmt(ceiling['mean_abs_seed_difference'], 4)}; "
+          f"FLOPs alone vs the mean: tau {_fmt(ceiling.get('flops_kendall_tau'))}.")
     return result
 
 
@@ -399,5 +440,5 @@ def dataclass_of(cls: type, value: Any) -> Any:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.as_dict().items()})
 
 
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
