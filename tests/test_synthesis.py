@@ -115,3 +115,23 @@ def test_diversity_is_measured_over_the_round_and_sees_duplicates(synthetic_set)
     feats = torch.cat([rec["features"] for rec in records(synthetic_set, 0)])
     classes = torch.cat([rec["target_classes"] for rec in records(synthetic_set, 0)])
     assert within_class_diversity(feats[:1].repeat(len(feats), 1), classes) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_progress_bar_counts_optimisation_steps(tmp_path):
+    import lightning as L
+
+    from callbacks import SynthesisProgressBar
+    from dfnas_pl.data.synthesis_slots import SynthesisSlots
+    from dfnas_pl.inversion.module import ModelInversion
+
+    bar = SynthesisProgressBar(refresh_rate=1)
+    seen = []
+    original = bar.optimisation_step
+    bar.optimisation_step = lambda: (seen.append(bar.train_progress_bar.n), original())
+    model = ModelInversion(teacher=TEACHER, output_dir=str(tmp_path / "bar"), rounds=2, iterations=6, warmup_iterations=2)
+    L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_model_summary=False, callbacks=[bar],
+              default_root_dir=str(tmp_path)).fit(model, datamodule=SynthesisSlots(10, images_per_class=1, batch_size=5))
+    assert model.steps_per_batch() == 6
+    assert bar.train_progress_bar.total == 2 * 6  # 10 slots in batches of 5, 6 Adam steps each
+    assert bar.train_progress_bar.n == 12 and len(seen) == 2 * 2 * 6  # one tick per step, every round
+    assert seen[:7] == list(range(7))  # it advances within a batch, not only at its end

@@ -272,6 +272,8 @@ class ModelInversion(L.LightningModule):
         x = torch.randn(n, c, s, s, generator=gen).to(self.device).requires_grad_(True)
         lo, hi = self.pixel_bounds()
         phases = [(hp.lowres_factor, hp.lowres_iterations), (1, hp.iterations)]
+        bar = getattr(getattr(self, "_trainer", None), "progress_bar_callback", None)
+        tick = getattr(bar, "optimisation_step", None)  # callbacks.SynthesisProgressBar counts Adam steps
         loss_value, first_step = float("nan"), True
         with BNStatisticsLoss(self.teacher, hp.first_bn_multiplier) as bn:
             for factor, steps in [(f, k) for f, k in phases if k > 0]:
@@ -300,7 +302,13 @@ class ModelInversion(L.LightningModule):
                     with torch.no_grad():
                         x.copy_(torch.maximum(torch.minimum(x, hi), lo))
                     loss_value, first_step = loss.item(), False
+                    if tick is not None:
+                        tick()
         return x.detach(), loss_value
+
+    def steps_per_batch(self) -> int:
+        """Adam steps of one batch (low-resolution warm-up + full resolution): the progress bar's unit."""
+        return self.hparams.lowres_iterations + self.hparams.iterations
 
     def view(self, canvas: torch.Tensor, factor: int, gen: torch.Generator) -> torch.Tensor:
         hp = self.hparams
