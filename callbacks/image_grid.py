@@ -1,8 +1,9 @@
 """Image grids of the synthesised images, one per round: to PNG files in the run dir and to the
 active loggers (W&B ``log_image``, TensorBoard ``add_image``).
 
-Rows are classes (the teacher's argmax on the saved image), columns up to ``per_class`` images,
-so a glance shows whether every class is present and how varied the images of a class are.
+Rows are classes (the teacher's argmax on the saved image), labelled with the class names (the
+teacher's, else ``class <k>``), columns up to ``per_class`` images, so a glance shows whether every
+class is present and how varied the images of a class are.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
@@ -58,6 +60,27 @@ class SynthesisImageGrid(L.Callback):
         grid = make_grid(batch, nrow=self.per_class, padding=2, pad_value=128)
         return grid.round().clamp(0, 255).to(torch.uint8)
 
+    @staticmethod
+    def label_rows(grid: torch.Tensor, names: list[str], padding: int = 2) -> torch.Tensor:
+        """The grid with a white margin on the left holding each row's class name (PIL's built-in font)."""
+        from PIL import Image, ImageDraw, ImageFont
+
+        rows = len(names)
+        cell = (grid.shape[1] - padding) // max(rows, 1) - padding
+        font = ImageFont.load_default()
+        probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+        width = max(int(probe.textlength(n, font=font)) for n in names) + 8
+        img = Image.fromarray(grid.permute(1, 2, 0).squeeze(-1).numpy() if grid.shape[0] == 1
+                              else grid.permute(1, 2, 0).numpy())
+        out = Image.new(img.mode, (img.width + width, img.height), 255 if img.mode == "L" else (255, 255, 255))
+        out.paste(img, (width, 0))
+        draw = ImageDraw.Draw(out)
+        for i, name in enumerate(names):
+            y = padding + i * (cell + padding) + cell // 2 - 5
+            draw.text((4, y), name, fill=0 if img.mode == "L" else (0, 0, 0), font=font)
+        t = torch.from_numpy(np.array(out))
+        return t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
@@ -66,12 +89,14 @@ class SynthesisImageGrid(L.Callback):
         grid = self.grid(num_classes)
         if grid is None:
             return  # every batch of this round was finished before a restart
+        names = list(getattr(getattr(pl_module, "spec", None), "class_names", None) or [])
+        grid = self.label_rows(grid, names if len(names) == num_classes else [f"class {k}" for k in range(num_classes)])
         round_ = trainer.current_epoch
         root = Path(getattr(pl_module, "output_dir", None) or trainer.default_root_dir)
         atomic_write_bytes(root / self.dirname / f"round_{round_:02d}.png", encode_png(grid).numpy().tobytes())
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key="synthesis/images", images=[grid.permute(1, 2, 0).numpy()],
-                                 caption=[f"round {round_} (rows: classes)"])
+                                 caption=[f"round {round_} (rows: classes, labelled)"])
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("synthesis/images", grid, global_step=round_)

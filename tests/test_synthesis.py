@@ -135,3 +135,19 @@ def test_progress_bar_counts_optimisation_steps(tmp_path):
     assert bar.train_progress_bar.total == 2 * 6  # 10 slots in batches of 5, 6 Adam steps each
     assert bar.train_progress_bar.n == 12 and len(seen) == 2 * 2 * 6  # one tick per step, every round
     assert seen[:7] == list(range(7))  # it advances within a batch, not only at its end
+
+
+def test_image_grid_rows_are_labelled_with_class_names():
+    from callbacks import SynthesisImageGrid
+
+    cb = SynthesisImageGrid(per_class=3, upscale=2)
+    for k in range(4):
+        cb._by_class[k] = [torch.full((1, 28, 28), 40 * k, dtype=torch.uint8)] * 3
+    grid = cb.grid(4)
+    labelled = SynthesisImageGrid.label_rows(grid, ["T-shirt/top", "Trouser", "Pullover", "Dress"])
+    margin = labelled.shape[2] - grid.shape[2]
+    assert labelled.shape[:2] == grid.shape[:2] and margin > 30
+    assert torch.equal(labelled[:, :, margin:], grid)  # the images are untouched
+    assert (labelled[:, :, :margin] < 128).sum() > 50  # dark text in the margin
+    rows = (labelled[0, :, :margin] < 128).any(1).nonzero().flatten()
+    assert rows.max() - rows.min() > grid.shape[1] // 2  # a label on every row, not one block
