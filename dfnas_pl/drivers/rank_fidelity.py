@@ -212,7 +212,9 @@ class RankFidelity:
                     units.append({
                         "name": f"{name}/steps{steps}", "space": space["name"], "source": source, "seed": seed,
                         "steps": steps,
-                        "space_config": gt["space_config"], "architectures": gt["scored"],
+                        # every architecture of the selection, finished or not: a score file stays valid
+                        # while the ground truth is completed later
+                        "space_config": gt["space_config"], "architectures": gt["architectures"],
                         "train_config": space["train_config"], "group": group, "threads": self.threads,
                         "train_args": [*space_args(gt["space_config"]), *data_args(source, sets, self.noise_images),
                                        *space.get("overrides", []), "--seed_everything", str(seed),
