@@ -151,3 +151,14 @@ def test_image_grid_rows_are_labelled_with_class_names():
     assert (labelled[:, :, :margin] < 128).sum() > 50  # dark text in the margin
     rows = (labelled[0, :, :margin] < 128).any(1).nonzero().flatten()
     assert rows.max() - rows.min() > grid.shape[1] // 2  # a label on every row, not one block
+
+
+def test_manifest_is_strict_json_and_names_non_finite_numbers(tmp_path):
+    """One image per class: within-class diversity is undefined (NaN). The manifest says so with null and
+    a flag, never with the non-standard ``NaN`` token that strict JSON readers refuse."""
+    m = synthesize(tmp_path / "one", rounds=1, images_per_class=1, iterations=3)
+    text = (m.output_dir / "manifest.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    manifest = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert manifest["quality"]["diversity"] is None and manifest["quality"]["non_finite"] == ["diversity"]
+    assert manifest["quality"]["teacher_top1"] is not None

@@ -18,6 +18,7 @@ that a batch is complete, which is what lets a killed run resume without losing 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -158,6 +159,8 @@ class SyntheticSetWriter:
                                 "teacher_confidence": _mean_w(rounds, "teacher_confidence"),
                                 "bn_distance": _mean_w(rounds, "bn_distance"),
                                 "diversity": _mean_w(rounds, "diversity"), "per_round": rounds}}
+        bad = sorted(k for k, v in manifest["quality"].items() if isinstance(v, float) and not math.isfinite(v))
+        manifest["quality"]["non_finite"] = bad  # written as null (strict JSON); named here so nobody reads 0
         atomic_write_json(self.root / "manifest.json", manifest)
         return manifest
 

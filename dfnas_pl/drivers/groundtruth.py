@@ -44,7 +44,7 @@ from dfnas_pl.data.vision import VisionDataModule
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
 from dfnas_pl.search.random_arch import SpaceSampler
 from dfnas_pl.search.ranking import bootstrap_interval, kendall_tau, spearman_rho
-from dfnas_pl.utils.io import atomic_write_json
+from dfnas_pl.utils.io import atomic_write_json, strict_json
 
 GROUNDTRUTH_FORMAT = "dfnas_pl.groundtruth/1"
 
@@ -352,14 +352,8 @@ def plot_groundtruth(gt: dict[str, Any], path: Path) -> Path:
 
 
 def strict(obj: Any) -> Any:
-    """JSON without NaN/Infinity (``null`` instead), which strict readers refuse."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: strict(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [strict(v) for v in obj]
-    return obj
+    """JSON without NaN/Infinity (``null`` instead), which strict readers refuse (see utils.io)."""
+    return strict_json(obj)
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:

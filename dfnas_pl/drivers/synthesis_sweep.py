@@ -133,7 +133,7 @@ class SynthesisSweep:
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         base = self.table_dir / self.table_name
-        fmt = lambda v, d=2: "n/a" if isinstance(v, float) and math.isnan(v) else f"{v:.{d}f}"  # noqa: E731
+        fmt = lambda v, d=2: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"  # noqa: E731
         lines = [f"Distillation check (student trained only on the set, real test top-1 %; {len(self.seeds)} seeds, "
                  f"95 % t-interval; reference: {self.reference or 'none'})", "",
                  "| variant | images | synthesis min | teacher top-1 | BN distance | diversity | student top-1 [95 % CI] "

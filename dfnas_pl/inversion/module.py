@@ -369,7 +369,7 @@ class ModelInversion(L.LightningModule):
             logger.log_metrics({f"synthetic_set/count_class_{k}": float(v)
                                 for k, v in manifest["counts_per_class"].items()}
                                | {f"synthetic_set/{k}": float(v) for k, v in manifest["quality"].items()
-                                  if k != "per_round"})
+                                  if k not in ("per_round", "non_finite") and v is not None})
         q = manifest["quality"]
         print(f"Synthetic set: {manifest['images']} images in '{self.output_dir}' | teacher top-1 "
               f"{q['teacher_top1']:.3f}, confidence {q['teacher_confidence']:.3f}, BN distance {q['bn_distance']:.3f}, "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -37,8 +38,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every NaN / Infinity replaced by ``null``: strict JSON, which most readers require
+    (Python's json module would write the non-standard ``NaN``)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+    """Strict JSON (non-finite numbers become ``null``; callers that must say so add their own flag), atomically."""
+    text = json.dumps(strict_json(obj), indent=2, sort_keys=False, default=str, allow_nan=False)
+    return atomic_write_bytes(path, (text + "\n").encode())
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
