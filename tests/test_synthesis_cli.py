@@ -115,3 +115,24 @@ def test_help_and_print_config_read_well():
         assert name in model_help
     printed = run_cli("fit", "--config", CONFIG, "--print_config").stdout
     assert "r_feature: 0.01" in printed and "class_path: dfnas_pl.data.SynthesisSlots" in printed
+
+
+@pytest.mark.slow
+def test_one_writer_per_set_and_a_killed_writer_leaves_no_stale_lock(tmp_path):
+    """A process holds the set's lock (as a running synthesis does, without the race of timing one): a
+    synthesis on the same directory is refused with the holder's pid; after the holder is killed with
+    SIGKILL the lock is free again and the synthesis runs to the end."""
+    out = tmp_path / "synthetic"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from dfnas_pl.utils.locking import OutputLock; "
+                               f"lock = OutputLock({str(out)!r}).acquire(); print('held', flush=True); time.sleep(600)"],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    refused = run_cli(*small(out, iterations=5), check=False)
+    assert refused.returncode != 0
+    assert "being written by another run" in refused.stderr and f"pid {holder.pid}" in refused.stderr
+    assert not (out / "run.json").exists()  # refused before touching the set
+    holder.kill()  # SIGKILL: no clean-up, the OS drops the lock
+    holder.wait()
+    run_cli(*small(out, iterations=5))
+    check_complete(out, rounds=2, per_round=40)
+    assert not (out / ".dfnas_pl.lock.owner").exists()

@@ -35,6 +35,7 @@ from dfnas_pl.inversion.views import (
     warmup_cosine,
 )
 from dfnas_pl.teachers.loading import TeacherSource, load_teacher
+from dfnas_pl.utils.locking import OutputLock
 
 warnings.filterwarnings("ignore", message=r".*`configure_optimizers` returned `None`.*")
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")  # the frozen teacher
@@ -204,7 +205,8 @@ class ModelInversion(L.LightningModule):
         if dm is not None and getattr(dm, "num_classes", self.spec.num_classes) != self.spec.num_classes:
             raise ValueError(f"data.num_classes is {dm.num_classes} but the teacher '{self.spec.source}' has "
                              f"{self.spec.num_classes} classes: set data.init_args.num_classes: {self.spec.num_classes}.")
-        if self.trainer.is_global_zero:
+        if self.trainer.is_global_zero:  # one writer per set (other ranks follow rank 0 through the barrier)
+            self._lock = OutputLock(self.output_dir, "synthetic-set output").acquire()
             state = self.writer.begin(self.settings(), overwrite=self.hparams.overwrite)
             removed = self.writer.remove_orphan_images() if state != "new" else 0
             if state != "new":
@@ -353,6 +355,11 @@ class ModelInversion(L.LightningModule):
                 "features": feats.detach().float().cpu()}
 
     # -- end of the run -------------------------------------------------------------------------------
+    def teardown(self, stage: str) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
+
     def on_train_end(self) -> None:
         self.trainer.strategy.barrier("synthesis-end")
         if not self.trainer.is_global_zero:
