@@ -43,7 +43,7 @@ def test_nan_loss_stops_with_the_fix(tmp_path):
     with pytest.raises(FloatingPointError, match=r"non-finite terms: \['main'\]\). .*check its weights"):
         synthesize(tmp_path / "out", teacher=str(path), rounds=1, images_per_class=1, iterations=5)
     assert not list((tmp_path / "out").glob("records/*/*.pt"))  # no half-made batch was recorded
-    with pytest.raises(ValueError, match="lr must be a positive finite number"):
+    with pytest.raises(ValueError, match=r"model.init_args.lr must be a finite number, got nan"):
         ModelInversion(teacher=TEACHER, output_dir=str(tmp_path / "out"), lr=float("nan"))
 
 
@@ -59,7 +59,22 @@ def test_other_settings_on_an_existing_set_are_refused_then_overwritten(tmp_path
 
 
 def test_invalid_sizes(tmp_path):
-    with pytest.raises(ValueError, match="must be at least 1"):
+    with pytest.raises(ValueError, match=r"model.init_args.rounds must lie in \[1, inf\), got 0"):
         ModelInversion(teacher=TEACHER, output_dir=str(tmp_path), rounds=0)
     with pytest.raises(ValueError, match="must be positive"):
         SynthesisSlots(images_per_class=0)
+
+
+@pytest.mark.parametrize(("setting", "value", "message"), [
+    ("label_temperature", 0.0, r"label_temperature must lie in \(0, inf\), got 0.0"),
+    ("flip_prob", 1.5, r"flip_prob must lie in \[0, 1\], got 1.5"),
+    ("r_feature", -0.1, r"r_feature must lie in \[0, inf\)"),
+    ("betas", (0.5, 1.0), r"betas\[1\] must lie in \[0, 1\), got 1.0"),
+    ("region_scale", (0.9, 0.5), r"region_scale must be \[low, high\]"),
+    ("iterations", 0, r"iterations must lie in \[1, inf\)"),
+])
+def test_numeric_settings_are_range_checked_before_any_work(tmp_path, setting, value, message):
+    """Checked in the constructor, before the teacher is even loaded: the message names the setting."""
+    with pytest.raises(ValueError, match=message):
+        ModelInversion(teacher=TEACHER, output_dir=str(tmp_path / "never"), **{setting: value})
+    assert not (tmp_path / "never").exists()

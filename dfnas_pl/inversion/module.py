@@ -36,6 +36,7 @@ from dfnas_pl.inversion.views import (
 )
 from dfnas_pl.teachers.loading import TeacherSource, load_teacher
 from dfnas_pl.utils.locking import OutputLock
+from dfnas_pl.utils.settings import check_all
 
 warnings.filterwarnings("ignore", message=r".*`configure_optimizers` returned `None`.*")
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")  # the frozen teacher
@@ -131,10 +132,18 @@ class ModelInversion(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        if rounds < 1 or iterations < 1:
-            raise ValueError(f"rounds ({rounds}) and iterations ({iterations}) must be at least 1.")
-        if not 0 < lr < float("inf"):
-            raise ValueError(f"lr must be a positive finite number, got {lr}.")
+        check_all([("rounds", rounds, 1, None), ("iterations", iterations, 1, None),
+                   ("lowres_iterations", lowres_iterations, 0, None), ("lowres_factor", lowres_factor, 1, None),
+                   ("label_temperature", label_temperature, 0, None, True), ("lr", lr, 0, None, True),
+                   ("warmup_iterations", warmup_iterations, 0, None), ("main_loss_multiplier", main_loss_multiplier, 0, None),
+                   ("r_feature", r_feature, 0, None), ("first_bn_multiplier", first_bn_multiplier, 0, None),
+                   ("tv_l1", tv_l1, 0, None), ("tv_l2", tv_l2, 0, None), ("l2_scale", l2_scale, 0, None),
+                   ("jitter", jitter, 0, None), ("flip_prob", flip_prob, 0, 1),
+                   *[(f"betas[{i}]", b, 0, 1, False, True) for i, b in enumerate(betas)],
+                   *[(f"region_scale[{i}]", v, 0, 1, True) for i, v in enumerate(region_scale)],
+                   *[(f"region_ratio[{i}]", v, 0, None, True) for i, v in enumerate(region_ratio)]])
+        if len(region_scale) != 2 or region_scale[0] > region_scale[1]:
+            raise ValueError(f"model.init_args.region_scale must be [low, high] with low <= high, got {list(region_scale)}.")
         if regional_update not in (True, False, *REGIONAL_MODES):
             raise ValueError(f"regional_update must be one of {REGIONAL_MODES} (or true/false), got {regional_update!r}.")
         if not 1.0 <= canvas_ratio <= 4.0:
@@ -207,7 +216,11 @@ class ModelInversion(L.LightningModule):
                              f"{self.spec.num_classes} classes: set data.init_args.num_classes: {self.spec.num_classes}.")
         if self.trainer.is_global_zero:  # one writer per set (other ranks follow rank 0 through the barrier)
             self._lock = OutputLock(self.output_dir, "synthetic-set output").acquire()
-            state = self.writer.begin(self.settings(), overwrite=self.hparams.overwrite)
+            try:
+                state = self.writer.begin(self.settings(), overwrite=self.hparams.overwrite)
+            except BaseException:
+                self.teardown(stage)  # a refused run leaves the set to whoever comes next
+                raise
             removed = self.writer.remove_orphan_images() if state != "new" else 0
             if state != "new":
                 print(f"Resuming the synthetic set in '{self.output_dir}' ({state}; removed {removed} images of "
@@ -227,6 +240,13 @@ class ModelInversion(L.LightningModule):
 
     # -- one batch = one full inner optimisation ------------------------------------------------
     def training_step(self, slots: torch.Tensor, batch_idx: int) -> dict[str, Any] | None:
+        try:
+            return self._synthesize_batch(slots)
+        except BaseException:  # Lightning calls no module hook on a failed step: free the set's lock here
+            self.teardown("fit")
+            raise
+
+    def _synthesize_batch(self, slots: torch.Tensor) -> dict[str, Any] | None:
         round_ = self.current_epoch
         slots = slots[slots >= 0].cpu()
         slots = slots[torch.tensor([int(s) not in self._done for s in slots], dtype=torch.bool)]
@@ -359,6 +379,7 @@ class ModelInversion(L.LightningModule):
         lock = getattr(self, "_lock", None)
         if lock is not None:
             lock.release()
+            self._lock = None
 
     def on_train_end(self) -> None:
         self.trainer.strategy.barrier("synthesis-end")
