@@ -3,7 +3,7 @@
 The stage is chosen by the config: ``model.class_path`` (teacher training, synthesis, ...) and
 ``data.class_path``. Subcommands are Lightning's own: ``fit``, ``validate``, ``test``, ``predict``,
 plus the drivers in :mod:`dfnas_pl.drivers`: ``pipeline``, ``paper-table``, ``groundtruth``, ``rank-fidelity``,
-``synthesis-sweep``.
+``synthesis-sweep``, and ``check <synthetic set>``.
 """
 
 from __future__ import annotations
@@ -49,6 +49,10 @@ def main(args: list[str] | None = None):
         from dfnas_pl.drivers.groundtruth import main as groundtruth_main
 
         return groundtruth_main(argv[1:])
+    if argv[:1] == ["check"]:  # verify a synthetic set; see dfnas_pl.data.check_set
+        from dfnas_pl.data.check_set import main as check_main
+
+        raise SystemExit(check_main(argv[1:]))
     if argv[:1] == ["synthesis-sweep"]:  # distillation check over synthesis variants; see dfnas_pl.drivers.synthesis_sweep
         from dfnas_pl.drivers.synthesis_sweep import main as synthesis_sweep_main
 

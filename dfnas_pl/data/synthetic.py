@@ -17,8 +17,10 @@ that a batch is complete, which is what lets a killed run resume without losing 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -106,13 +108,73 @@ class SyntheticSetWriter:
         return {int(s) for rec in self.records(round_) for s in rec["slots"]}
 
     def write_batch(self, round_: int, slots: torch.Tensor, images: torch.Tensor, record: dict[str, Any]) -> None:
-        """``images``: uint8 [N, C, H, W]; ``record`` must hold 'classes' (folder of each image)."""
+        """``images``: uint8 [N, C, H, W]; ``record`` must hold 'classes' (folder of each image). The record
+        lists every file with its size and sha256, so a damaged set can be found and repaired."""
+        files = {}
         for slot, img, k in zip(slots.tolist(), images, record["classes"].tolist()):
-            path = self.root / "images" / class_folder(k, self.num_classes) / f"{image_id(round_, slot)}.png"
-            atomic_write_bytes(path, encode_png(img.cpu()).numpy().tobytes())
+            rel = f"images/{class_folder(k, self.num_classes)}/{image_id(round_, slot)}.png"
+            data = encode_png(img.cpu()).numpy().tobytes()
+            atomic_write_bytes(self.root / rel, data)
+            files[image_id(round_, slot)] = [rel, len(data), hashlib.sha256(data).hexdigest()]
         ids = [image_id(round_, s) for s in slots.tolist()]
         atomic_torch_save(self.record_path(round_, int(slots.min())),
-                          {"round": round_, "slots": slots.cpu(), "ids": ids, **record})
+                          {"round": round_, "slots": slots.cpu(), "ids": ids, "files": files, **record})
+
+    # -- verification and repair ----------------------------------------------------------------
+    def verify(self, hashes: bool | int = True) -> tuple[list[str], list[Path]]:
+        """Problems of the finished batches (each naming the file), and the records of the batches that
+        must be redone. ``hashes``: True checks every image's sha256, an int a seeded sample of that many,
+        False only existence and size."""
+        problems, bad = [], []
+        checked = []
+        for path in sorted((self.root / "records").glob("round_*/batch_*.pt")):
+            try:
+                rec = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as err:  # truncated or foreign: the batch is redone
+                problems.append(f"{path.relative_to(self.root)}: unreadable record ({type(err).__name__})")
+                bad.append(path)
+                continue
+            files = rec.get("files") or {i: [f"images/{class_folder(int(k), self.num_classes)}/{i}.png", None, None]
+                                         for i, k in zip(rec["ids"], rec["classes"].tolist())}
+            broken = False
+            for rel, size, digest in files.values():
+                f = self.root / rel
+                if not f.is_file():
+                    problems.append(f"{rel}: missing")
+                    broken = True
+                elif size is not None and f.stat().st_size != size:
+                    problems.append(f"{rel}: {f.stat().st_size} bytes, the record says {size} (truncated or replaced)")
+                    broken = True
+                elif digest is not None:
+                    checked.append((rel, digest, path))
+            if broken:
+                bad.append(path)
+        if hashes and checked:
+            sample = checked if hashes is True else random.Random(0).sample(checked, min(int(hashes), len(checked)))
+            for rel, digest, path in sample:
+                if hashlib.sha256((self.root / rel).read_bytes()).hexdigest() != digest:
+                    problems.append(f"{rel}: content differs from its record (sha256)")
+                    if path not in bad:
+                        bad.append(path)
+        return problems, bad
+
+    def repair(self) -> list[str]:
+        """Drop every batch whose files are missing or corrupt (its record and images), so the resumed run
+        makes it again; the set is no longer complete until it does. Returns the problems found."""
+        problems, bad = self.verify(hashes=True)
+        for path in bad:
+            try:
+                rec = torch.load(path, map_location="cpu", weights_only=True)
+                for rel, _, _ in (rec.get("files") or {}).values():
+                    (self.root / rel).unlink(missing_ok=True)
+            except Exception:
+                pass  # an unreadable record: its images are removed as orphans below
+            path.unlink()
+        if bad:
+            for name in ("manifest.json", "soft_labels.pt"):
+                (self.root / name).unlink(missing_ok=True)
+            self._logits_cache.clear()
+        return problems
 
     def logits_for(self, round_: int, slots: Iterable[int]) -> torch.Tensor:
         """Teacher logits on the saved images of ``round_`` for these slots (targets of the next round)."""
@@ -180,6 +242,38 @@ def _jsonable(v: Any) -> Any:
     return json.loads(json.dumps(v, default=str))
 
 
+REPAIR = ("Run the synthesis command that made '{root}' again: it finds and remakes damaged batches "
+          "(`python -m dfnas_pl check {root}` lists every problem).")
+
+
+def open_set(root: str | Path, sample_hashes: int = 16) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest and soft labels of a finished set, after a fast check of its files (every image's
+    existence and size, a seeded sample of content hashes). Any problem is a ValueError that names the
+    file and the fix, never a decoder's traceback."""
+    root = Path(root)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"'{root}' is not a finished synthetic set (no manifest.json). Run the "
+                                f"synthesis stage first (python -m dfnas_pl fit --config .../synthesize.yaml), or "
+                                f"finish it by running its command again.")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        soft = torch.load(root / manifest["soft_labels"], map_location="cpu", weights_only=True)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"'{manifest_path}' is not a valid manifest ({type(err).__name__}: {err}). "
+                         f"{REPAIR.format(root=root)}") from None
+    except Exception as err:  # a truncated soft_labels.pt fails inside the unpickler in many ways
+        raise ValueError(f"'{root / 'soft_labels.pt'}' is unreadable ({type(err).__name__}). "
+                         f"{REPAIR.format(root=root)}") from None
+    problems, _ = SyntheticSetWriter(root, int(manifest["teacher"]["num_classes"])).verify(hashes=sample_hashes)
+    if not (root / "images").is_dir() or not any((root / "images").glob("*/*.png")):
+        problems.insert(0, "images/: no images")
+    if problems:
+        listed = "; ".join(problems[:5]) + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
+        raise ValueError(f"The synthetic set '{root}' is damaged: {listed}. {REPAIR.format(root=root)}")
+    return manifest, soft
+
+
 class SyntheticImageDataset(Dataset):
     """A finished synthetic set: (image, teacher logits, class) per item, images normalised with the
     teacher's input statistics from the manifest. ``rounds`` selects rounds (default: all).
@@ -191,12 +285,7 @@ class SyntheticImageDataset(Dataset):
     def __init__(self, root: str | Path, transform: Callable | None = None, rounds: Iterable[int] | None = None,
                  normalize: bool = True, window: Literal["centre", "random"] = "centre") -> None:
         self.root = Path(root)
-        manifest_path = self.root / "manifest.json"
-        if not manifest_path.is_file():
-            raise FileNotFoundError(f"'{self.root}' is not a finished synthetic set (no manifest.json). Run the "
-                                    f"synthesis stage first (python -m dfnas_pl fit --config .../synthesize.yaml).")
-        self.manifest = json.loads(manifest_path.read_text())
-        soft = torch.load(self.root / self.manifest["soft_labels"], map_location="cpu", weights_only=True)
+        self.manifest, soft = open_set(self.root)
         keep = torch.ones(len(soft["ids"]), dtype=torch.bool)
         if rounds is not None:
             keep = torch.isin(soft["rounds"], torch.tensor(list(rounds)))
@@ -222,8 +311,12 @@ class SyntheticImageDataset(Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        data = torch.frombuffer(bytearray(self.paths[i].read_bytes()), dtype=torch.uint8)
-        img = decode_png(data, mode=self._mode).float() / 255.0
+        try:
+            data = torch.frombuffer(bytearray(self.paths[i].read_bytes()), dtype=torch.uint8)
+            img = decode_png(data, mode=self._mode).float() / 255.0
+        except (OSError, RuntimeError) as err:
+            raise ValueError(f"Image '{self.paths[i]}' of the synthetic set is missing or corrupt "
+                             f"({type(err).__name__}). {REPAIR.format(root=self.root)}") from None
         if self.crop is not None:
             img = self.crop(img)
         if self.transform is not None:

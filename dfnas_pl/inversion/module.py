@@ -221,7 +221,12 @@ class ModelInversion(L.LightningModule):
             except BaseException:
                 self.teardown(stage)  # a refused run leaves the set to whoever comes next
                 raise
+            problems = self.writer.repair() if state != "new" else []
             removed = self.writer.remove_orphan_images() if state != "new" else 0
+            if problems:
+                print(f"Repairing the synthetic set in '{self.output_dir}': {len(problems)} problem(s), their batches "
+                      f"are made again: " + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
+                state = "resume"
             if state != "new":
                 print(f"Resuming the synthetic set in '{self.output_dir}' ({state}; removed {removed} images of "
                       f"unfinished batches).")

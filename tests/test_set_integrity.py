@@ -1,0 +1,80 @@
+"""A damaged synthetic set is named, never a decoder's traceback, and rerunning the synthesis repairs it:
+a deleted PNG, a truncated PNG, a truncated soft_labels.pt, an invalid manifest.json, an emptied images/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from dfnas_pl.data.check_set import check
+from dfnas_pl.data.search_data import SearchDataModule
+from dfnas_pl.data.synthetic import SyntheticImageDataset
+from tests.conftest import run_cli, synthesize
+
+SMALL = {"rounds": 2, "images_per_class": 1, "batch_size": 10, "iterations": 6}
+
+
+@pytest.fixture()
+def made(tmp_path):
+    out = tmp_path / "syn"
+    synthesize(out, **SMALL)
+    return out
+
+
+def pngs(root):
+    return sorted(root.glob("images/*/*.png"))
+
+
+def test_a_sound_set_checks_clean_and_records_hashes(made):
+    assert check(made) == []
+    proc = run_cli("check", str(made))
+    assert proc.returncode == 0 and "is sound: 20 images" in proc.stdout
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_a_damaged_image_is_named_and_the_synthesis_command_repairs_it(made, damage):
+    victim = pngs(made)[3]
+    original = victim.read_bytes()
+    if damage == "deleted":
+        victim.unlink()
+    else:
+        victim.write_bytes(original[: len(original) // 2])
+    rel = str(victim.relative_to(made))
+    for opener in (lambda: SyntheticImageDataset(made),
+                   lambda: SearchDataModule(source="synthetic", path=str(made)).setup("fit")):
+        with pytest.raises(ValueError, match=rf"damaged: {rel}: .*Run the synthesis command"):
+            opener()
+    problems = check(made)
+    assert len(problems) == 1 and problems[0].startswith(rel)
+    proc = run_cli("check", str(made), check=False)
+    assert proc.returncode == 1 and rel in proc.stderr and "Traceback" not in proc.stderr
+    synthesize(made, **SMALL)  # the same command again
+    assert check(made) == [] and victim.read_bytes() == original  # remade bit-identically (same seed)
+    assert len(SyntheticImageDataset(made)) == 20
+
+
+def test_content_changed_at_the_same_size_is_caught_by_the_hash(made):
+    victim = pngs(made)[0]
+    data = bytearray(victim.read_bytes())
+    data[-20] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    assert any("sha256" in p for p in check(made))
+
+
+def test_broken_manifest_soft_labels_and_empty_images_get_clear_errors(made, tmp_path):
+    for name, damage, expected in [
+        ("manifest.json", lambda p: p.write_text("{not json"), r"manifest.json' is not a valid manifest"),
+        ("soft_labels.pt", lambda p: p.write_bytes(p.read_bytes()[:100]), r"soft_labels.pt' is unreadable"),
+        ("images", lambda p: [shutil.rmtree(d) for d in p.iterdir()], r"damaged: images/: no images"),
+    ]:
+        copy = tmp_path / f"copy_{name}"
+        shutil.copytree(made, copy)
+        damage(copy / name)
+        with pytest.raises(ValueError, match=expected) as err:
+            SyntheticImageDataset(copy)
+        assert "Run the synthesis command" in str(err.value)
+        proc = run_cli("check", str(copy), check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    json.loads((made / "manifest.json").read_text())  # the original is untouched
