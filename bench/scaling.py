@@ -45,6 +45,7 @@ def run(args: list[str], devices: int, strategy: str, timer_dir: Path, mode: str
 def synthesis_case(tmp: Path, devices: int, images_per_class: int, iterations: int) -> dict:
     out = tmp / f"synthetic_{devices}"
     ranks = run(["fit", "--config", "experiments/fmnist/synthesize.yaml", "--model.init_args.output_dir", str(out),
+                 "--model.init_args.quality_gate", "false",  # a speed benchmark, not a set to keep
                  "--model.init_args.rounds", "1", "--model.init_args.iterations", str(iterations),
                  "--data.init_args.images_per_class", str(images_per_class), "--data.init_args.batch_size", "50",
                  "--trainer.default_root_dir", str(tmp)], devices, "ddp_nosync", tmp / f"timer_synthesis_{devices}", "loop")

@@ -25,6 +25,7 @@ def synthesize(out: Path, rounds: int = 2, images_per_class: int = 2, batch_size
                callbacks=None, logger=False, num_classes: int = 10, **kwargs) -> ModelInversion:
     """A real (small) synthesis run through the Lightning Trainer."""
     kwargs.setdefault("warmup_iterations", 5)
+    kwargs.setdefault("quality_gate", False)  # a few iterations: the teacher does not yet recognise the images
     kwargs.setdefault("teacher", TEACHER)
     model = ModelInversion(output_dir=str(out), rounds=rounds, iterations=iterations, **kwargs)
     data = SynthesisSlots(num_classes=num_classes, images_per_class=images_per_class, batch_size=batch_size)

@@ -18,7 +18,8 @@ def toy_config(tmp_path, fmnist_root, wandb=False):
     quiet = ([] if wandb else ["--trainer.logger", "false"]) + ["--trainer.enable_progress_bar", "false"]
     overrides = {
         "synthesis": ["--data.init_args.images_per_class", "1", "--data.init_args.batch_size", "10",
-                      "--model.init_args.iterations", "5", "--model.init_args.warmup_iterations", "2", *quiet],
+                      "--model.init_args.iterations", "5", "--model.init_args.warmup_iterations", "2",
+                      "--model.init_args.quality_gate", "false", *quiet],
         "search": ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches",
                    "1", "--data.init_args.batch_size", "4", "--data.init_args.val_fraction", "0.5", *quiet],
         "darts": ["--model.init_args.space.channels", "4", "--model.init_args.space.layers", "3"],

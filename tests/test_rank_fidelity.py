@@ -86,7 +86,7 @@ def tiny_groundtruth(tmp_path_factory, fmnist_root):
 def test_rank_fidelity_runs_every_kind_of_source_and_resumes(tmp_path, fmnist_root, tiny_groundtruth):
     tiny_synthesis = ["--data.init_args.images_per_class", "3", "--data.init_args.batch_size", "15",
                       "--model.init_args.iterations", "5", "--model.init_args.warmup_iterations", "1",
-                      "--model.init_args.rounds", "1"]
+                      "--model.init_args.rounds", "1", "--model.init_args.quality_gate", "false"]
     table = tmp_path / "table"
     args = ["rank-fidelity", "--run_dir", str(tmp_path / "run"), "--table_dir", str(table),
             "--spaces", json.dumps([{"name": "tiny", "groundtruth": str(tiny_groundtruth),

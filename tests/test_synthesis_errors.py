@@ -78,3 +78,15 @@ def test_numeric_settings_are_range_checked_before_any_work(tmp_path, setting, v
     with pytest.raises(ValueError, match=message):
         ModelInversion(teacher=TEACHER, output_dir=str(tmp_path / "never"), **{setting: value})
     assert not (tmp_path / "never").exists()
+
+
+def test_quality_gate_stops_a_diverging_synthesis_and_names_the_cause(tmp_path):
+    """lr 1e12 (issue 16): the images bounce between the pixel bounds and the teacher recognises few of them."""
+    with pytest.raises(RuntimeError, match=r"Quality gate: round 0 .* teacher recognises only .*lr 1e\+12"):
+        synthesize(tmp_path / "bad", rounds=2, images_per_class=1, iterations=10, lr=1e12, quality_gate=True)
+    assert not (tmp_path / "bad" / "manifest.json").exists()  # never finalised as if it were usable
+    kept = synthesize(tmp_path / "kept", rounds=1, images_per_class=1, iterations=10, lr=1e12, quality_gate=False)
+    manifest = json.loads((kept.output_dir / "manifest.json").read_text())
+    assert manifest["quality"]["teacher_top1"] < 0.9  # kept on purpose, numbers say so
+    good = synthesize(tmp_path / "good", rounds=1, images_per_class=1, iterations=60, quality_gate=True)
+    assert json.loads((good.output_dir / "manifest.json").read_text())["quality"]["teacher_top1"] >= 0.9

@@ -22,7 +22,8 @@ def test_t_interval_matches_the_textbook_value():
 @pytest.mark.slow
 def test_sweep_runs_variants_and_seeds_and_resumes(tmp_path, fmnist_root):
     tiny = ["--data.init_args.images_per_class", "2", "--data.init_args.batch_size", "20",
-            "--model.init_args.iterations", "4", "--model.init_args.warmup_iterations", "1", "--model.init_args.rounds", "1"]
+            "--model.init_args.iterations", "4", "--model.init_args.warmup_iterations", "1", "--model.init_args.rounds", "1",
+            "--model.init_args.quality_gate", "false"]
     table = tmp_path / "table"
     args = ["synthesis-sweep", "--run_dir", str(tmp_path / "run"), "--table_dir", str(table),
             "--variants", json.dumps({"default": tiny, "window": [*tiny, "--model.init_args.regional_update", "window"]}),

@@ -123,6 +123,7 @@ def test_the_cli_takes_a_teacher_mapping_with_a_custom_class(tmp_path, net):
             "--model.init_args.warmup_iterations", "1", "--model.init_args.rounds", "1",
             "--data.init_args.num_classes", "7", "--data.init_args.images_per_class", "1",
             "--data.init_args.batch_size", "7", "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path),
+            "--model.init_args.quality_gate", "false",
             "--trainer.callbacks", "[]")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["teacher"]["arch"] == "tests.test_teacher_sources.TinyNet" and manifest["teacher"]["num_classes"] == 7

@@ -12,6 +12,7 @@ resumable: batches with a record on disk are skipped.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -94,6 +95,10 @@ class ModelInversion(L.LightningModule):
         window_labels: ``window`` only: the stored soft labels (and the next round's targets) are the
             teacher's prediction on the ``centre`` window, or the ``mean`` of its softmax over every window.
         seed: images and views of slot batch b of round r depend only on (seed, r, b).
+        quality_gate: after each round, stop with an error naming the round, its numbers and the likely
+            cause if the teacher's top-1 on the saved images (against the round's targets) is below
+            ``min_teacher_top1`` or any quality number is non-finite; false keeps such sets on purpose.
+        min_teacher_top1: the gate's floor (a converged inversion is recognised by its teacher).
         overwrite: discard an existing set made with other settings instead of refusing to touch it.
         trust_checkpoint: load the teacher with ``weights_only=False`` (trusted files only).
     """
@@ -126,6 +131,8 @@ class ModelInversion(L.LightningModule):
         window_per_image: bool = True,
         window_labels: Literal["centre", "mean"] = "centre",
         seed: int = 0,
+        quality_gate: bool = True,
+        min_teacher_top1: float = 0.9,
         overwrite: bool = False,
         trust_checkpoint: bool = False,
     ) -> None:
@@ -139,6 +146,7 @@ class ModelInversion(L.LightningModule):
                    ("r_feature", r_feature, 0, None), ("first_bn_multiplier", first_bn_multiplier, 0, None),
                    ("tv_l1", tv_l1, 0, None), ("tv_l2", tv_l2, 0, None), ("l2_scale", l2_scale, 0, None),
                    ("jitter", jitter, 0, None), ("flip_prob", flip_prob, 0, 1),
+                   ("min_teacher_top1", min_teacher_top1, 0, 1),
                    *[(f"betas[{i}]", b, 0, 1, False, True) for i, b in enumerate(betas)],
                    *[(f"region_scale[{i}]", v, 0, 1, True) for i, v in enumerate(region_scale)],
                    *[(f"region_ratio[{i}]", v, 0, None, True) for i, v in enumerate(region_ratio)]])
@@ -242,6 +250,33 @@ class ModelInversion(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._done = self.writer.done_slots(self.current_epoch)
+
+    def on_train_epoch_end(self) -> None:
+        """The quality gate, on the round's saved images (every rank reads the same records)."""
+        self.trainer.strategy.barrier("synthesis-round-end")
+        if not self.hparams.quality_gate:
+            return
+        recs = self.writer.records(self.current_epoch)
+        if not recs:
+            return
+        n = sum(len(r["ids"]) for r in recs)
+        numbers = {key: sum(float(r[key]) * len(r["ids"]) for r in recs) / n
+                   for key in ("teacher_top1", "teacher_confidence", "bn_distance", "final_loss")}
+        bad = sorted(k for k, v in numbers.items() if not math.isfinite(v))
+        floor = self.hparams.min_teacher_top1
+        if bad or numbers["teacher_top1"] < floor:
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in numbers.items())
+            cause = (f"non-finite {', '.join(bad)}" if bad else
+                     f"the teacher recognises only {numbers['teacher_top1']:.1%} of the round's images as their "
+                     f"targets (floor {floor:.0%})")
+            self.teardown("fit")  # free the set for the fixed rerun
+            raise RuntimeError(
+                f"Quality gate: round {self.current_epoch} of '{self.output_dir}' failed: {cause} ({shown}). Likely "
+                f"causes: model.init_args.lr {self.hparams.lr:g} too high (diverging images), too few iterations "
+                f"({self.hparams.iterations}), or loss weights that drown the cross-entropy (r_feature "
+                f"{self.hparams.r_feature}, tv_l2 {self.hparams.tv_l2}, l2_scale {self.hparams.l2_scale}). The finished "
+                f"batches are kept; fix the setting and use a new output_dir (or overwrite: true), or set "
+                f"model.init_args.quality_gate: false to keep such a set on purpose.")
 
     # -- one batch = one full inner optimisation ------------------------------------------------
     def training_step(self, slots: torch.Tensor, batch_idx: int) -> dict[str, Any] | None:
