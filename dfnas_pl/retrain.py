@@ -44,8 +44,8 @@ class RetrainClassifier(L.LightningModule):
                  label_smoothing: float = 0.0, warmup_fraction: float = 0.0, metrics_path: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.arch = json.loads(Path(architecture).read_text()) if Path(architecture).is_file() else None
-        self.model = build_from_architecture(architecture)
+        self.model = build_from_architecture(architecture)  # a missing or damaged file: a clear error
+        self.arch = json.loads(Path(architecture).read_text())
         self.flops = count_flops(self.model, image_shape(self.arch["space_config"]))
         self.params = count_params(self.model)
         self.teacher = load_teacher(teacher).model if teacher else None

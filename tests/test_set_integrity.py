@@ -78,3 +78,26 @@ def test_broken_manifest_soft_labels_and_empty_images_get_clear_errors(made, tmp
         proc = run_cli("check", str(copy), check=False)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     json.loads((made / "manifest.json").read_text())  # the original is untouched
+
+
+def test_damaged_stage_outputs_are_named_or_redone(tmp_path):
+    """architecture.json (read by retraining), the pipeline's ledger and any output a driver skips on:
+    a damaged file is named with the fix, or kept aside as <name>.corrupt and its stage redone."""
+    from dfnas_pl.drivers.pipeline import Pipeline
+    from dfnas_pl.search.export import build_from_architecture
+    from dfnas_pl.utils.io import readable_json
+
+    arch = tmp_path / "architecture.json"
+    arch.write_text('{"format": "dfnas_pl.architecture/1", "choi')
+    with pytest.raises(ValueError, match=r"architecture.json' is not valid JSON .* Run the search that wrote it"):
+        build_from_architecture(arch)
+    assert not readable_json(arch) and not arch.exists()
+    assert (tmp_path / "architecture.json.corrupt").read_text().startswith('{"format"')  # kept, not deleted
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "stage_seconds.json").write_text("{truncated")
+    pipeline = Pipeline(str(run), ["spos"], "s.yaml", {"spos": "x.yaml"}, "r.yaml", {})
+    assert pipeline.spent_seconds() == {}  # a damaged ledger is set aside, the run goes on
+    pipeline._record_seconds("stage", 1.5)
+    assert json.loads((run / "stage_seconds.json").read_text()) == {"stage": 1.5}
+    assert (run / "stage_seconds.json.corrupt").exists()

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from dfnas_pl.drivers.pipeline import ALGORITHMS, Pipeline
+from dfnas_pl.drivers.pipeline import ALGORITHMS, Pipeline, set_is_sound
 from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.random_arch import random_like
-from dfnas_pl.utils.io import atomic_write_bytes
+from dfnas_pl.utils.io import atomic_write_bytes, readable_json
 
 SOURCES = {"real": "(a) real data", "synthetic": "(b) ours: calibration + regional",
            "plain": "(c) plain inversion", "noise": "(d) Gaussian noise", "random": "(e) random architecture"}
@@ -82,7 +82,7 @@ class PaperTable(Pipeline):
             if name not in self.sources:
                 continue
             out = self.run / f"synthetic_{name}"
-            if not (out / "manifest.json").exists():
+            if not set_is_sound(out):
                 self._cli(f"synthesis ({name})", "fit", self.synthesis_config,
                           ["--model.init_args.output_dir", str(out), *args, "--trainer.default_root_dir", str(self.run),
                            "--trainer.logger.init_args.save_dir", str(self.run)], ["synthesis"])
@@ -91,7 +91,7 @@ class PaperTable(Pipeline):
 
     def search_source(self, algorithm: str, source: str, sets: dict[str, Path]) -> Path:
         out = self.run / "search" / algorithm / source
-        if (out / "architecture.json").exists():
+        if readable_json(out / "architecture.json"):
             return out / "architecture.json"
         data = {"real": ["--data.init_args.source", "real", "--model.init_args.teacher", "null",
                          "--data.init_args.max_images", str(self.search_images)],
@@ -117,7 +117,7 @@ class PaperTable(Pipeline):
     def retrain_seed(self, algorithm: str, source: str, seed: int, architecture: Path) -> dict:
         out = self.run / "retrain" / algorithm / source / f"seed{seed}"
         metrics = out / "metrics.json"
-        if not metrics.exists():
+        if not readable_json(metrics):
             ckpt = out / "checkpoints"
             args = ["--seed_everything", str(seed), "--model.init_args.architecture", str(architecture),
                     "--model.init_args.metrics_path", str(metrics), "--trainer.default_root_dir", str(out),

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json
+from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json, readable_json
 from dfnas_pl.wandb_setup import pipeline_group
 
 ALGORITHMS = ("darts", "proxylessnas", "spos")
@@ -85,7 +85,7 @@ class Pipeline:
         return self.run / "stage_seconds.json"
 
     def spent_seconds(self) -> dict[str, float]:
-        return json.loads(self.ledger.read_text()) if self.ledger.exists() else {}
+        return json.loads(self.ledger.read_text()) if readable_json(self.ledger) else {}
 
     def _record_seconds(self, name: str, seconds: float) -> None:
         spent = self.spent_seconds()
@@ -98,7 +98,7 @@ class Pipeline:
 
     def synthesis(self) -> Path:
         out = self.run / "synthetic"
-        if (out / "manifest.json").exists():
+        if set_is_sound(out):
             print(f"=== synthesis: done ({out / 'manifest.json'}), skipped")
             return out
         self._cli("synthesis", "fit", self.synthesis_config,
@@ -108,7 +108,7 @@ class Pipeline:
 
     def search(self, algorithm: str, synthetic: Path) -> Path:
         out = self.run / "search" / algorithm
-        if (out / "architecture.json").exists():
+        if readable_json(out / "architecture.json"):
             print(f"=== search {algorithm}: done ({out / 'architecture.json'}), skipped")
             return out / "architecture.json"
         ckpt = out / "checkpoints"
@@ -122,7 +122,7 @@ class Pipeline:
     def retrain(self, algorithm: str, architecture: Path) -> Path:
         out = self.run / "retrain" / algorithm
         metrics = out / "metrics.json"
-        if metrics.exists():
+        if readable_json(metrics):
             print(f"=== retrain {algorithm}: done ({metrics}), skipped")
             return metrics
         ckpt = out / "checkpoints"
@@ -178,3 +178,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cfg = parser().parse_args(argv)
     return Pipeline(cfg.run_dir, cfg.algorithms, cfg.synthesis_config, dict(cfg.search_configs), cfg.retrain_config,
                     {k: list(v) for k, v in (cfg.overrides or {}).items()}, cfg.launcher)()
+
+
+def set_is_sound(root: Path) -> bool:
+    """A finished synthetic set whose files check out; a damaged one is rerun (the synthesis repairs it)."""
+    from dfnas_pl.data.synthetic import open_set
+
+    if not (root / "manifest.json").exists():
+        return False
+    try:
+        open_set(root)
+        return True
+    except ValueError as err:
+        print(f"=== synthesis: {err} Rerunning the synthesis stage to repair it.")
+        return False

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from dfnas_pl.utils.io import atomic_write_json
+from dfnas_pl.utils.io import atomic_write_json, read_json
 
 ARCHITECTURE_FORMAT = "dfnas_pl.architecture/1"
 
@@ -65,10 +65,10 @@ def build_from_architecture(arch: str | Path | dict[str, Any]) -> nn.Module:
         path = Path(arch)
         if not path.is_file():
             raise FileNotFoundError(f"No architecture file '{path}': run a search first (its config writes it).")
-        arch = json.loads(path.read_text())
-    if arch.get("format") != ARCHITECTURE_FORMAT:
-        raise ValueError(f"Not a dfnas_pl architecture file (format {arch.get('format')!r}, "
-                         f"expected {ARCHITECTURE_FORMAT!r}).")
+        arch = read_json(path, "Run the search that wrote it again (delete the file first, or let the pipeline redo it).")
+    if not isinstance(arch, dict) or arch.get("format") != ARCHITECTURE_FORMAT:
+        got = arch.get("format") if isinstance(arch, dict) else type(arch).__name__
+        raise ValueError(f"Not a dfnas_pl architecture file (format {got!r}, expected {ARCHITECTURE_FORMAT!r}).")
     return build_model(arch["space"], arch["space_config"], arch["choices"])
 
 

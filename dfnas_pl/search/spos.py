@@ -162,7 +162,12 @@ class SPOSSearch(SearchHooks, L.LightningModule):
         state_file = self.output_dir / "evolution_state.json"
         weights_file = self.output_dir / "evolution_supernet.pt"  # the weights every score was measured with
         settings = self.evolution_settings()
-        saved = json.loads(state_file.read_text()) if state_file.exists() else {}
+        try:
+            saved = json.loads(state_file.read_text()) if state_file.exists() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):  # damaged: evolve again from the start (kept aside)
+            state_file.replace(state_file.with_name(state_file.name + ".corrupt"))
+            print(f"'{state_file}' was damaged (kept as {state_file.name}.corrupt): the evolution starts over.")
+            saved = {}
         if saved.get("settings") == json.loads(json.dumps(settings)) and weights_file.exists():
             # a killed evolution: continue it with the very weights its scores came from (the last epoch,
             # redone after the restart, would not give bit-identical weights)

@@ -56,6 +56,30 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_bytes(path, (text + "\n").encode())
 
 
+def read_json(path: str | os.PathLike, fix: str) -> Any:
+    """A JSON file we wrote, or a ValueError that names the file, what is wrong and ``fix``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"'{path}' is not valid JSON ({err}): the file is damaged. {fix}") from None
+
+
+def readable_json(path: str | os.PathLike) -> bool:
+    """True when ``path`` exists and parses: a driver redoes a stage whose output file is damaged
+    (the damaged file is kept beside it as ``<name>.corrupt`` - nothing is deleted)."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    try:
+        json.loads(path.read_text())
+        return True
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        os.replace(path, path.with_name(path.name + ".corrupt"))
+        print(f"'{path}' was damaged (not valid JSON): kept as {path.name}.corrupt, redoing the stage that writes it.")
+        return False
+
+
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     buf = io.BytesIO()
     torch.save(obj, buf)
