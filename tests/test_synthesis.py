@@ -128,13 +128,25 @@ def test_progress_bar_counts_optimisation_steps(tmp_path):
     seen = []
     original = bar.optimisation_step
     bar.optimisation_step = lambda: (seen.append(bar.train_progress_bar.n), original())
-    model = ModelInversion(teacher=TEACHER, output_dir=str(tmp_path / "bar"), rounds=2, iterations=6, warmup_iterations=2)
+    model = ModelInversion(teacher=TEACHER, output_dir=str(tmp_path / "bar"), rounds=2, iterations=6, warmup_iterations=2,
+                           quality_gate=False)
     L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_model_summary=False, callbacks=[bar],
               default_root_dir=str(tmp_path)).fit(model, datamodule=SynthesisSlots(10, images_per_class=1, batch_size=5))
     assert model.steps_per_batch() == 6
     assert bar.train_progress_bar.total == 2 * 6  # 10 slots in batches of 5, 6 Adam steps each
     assert bar.train_progress_bar.n == 12 and len(seen) == 2 * 2 * 6  # one tick per step, every round
     assert seen[:7] == list(range(7))  # it advances within a batch, not only at its end
+    default = ModelInversion(teacher=TEACHER, output_dir=str(tmp_path / "default"), rounds=1, iterations=3,
+                             quality_gate=False)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_model_summary=False,
+                        default_root_dir=str(tmp_path))
+    trainer.fit(default, datamodule=SynthesisSlots(10, images_per_class=1, batch_size=10))
+    assert isinstance(trainer.progress_bar_callback, SynthesisProgressBar)  # swapped in for Lightning's own
+    quiet = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    quiet.fit(ModelInversion(teacher=TEACHER, output_dir=str(tmp_path / "quiet"), rounds=1, iterations=3,
+                             quality_gate=False),
+              datamodule=SynthesisSlots(10, images_per_class=1, batch_size=10))
+    assert quiet.progress_bar_callback is None  # no bar asked for, none added
 
 
 def test_image_grid_rows_are_labelled_with_class_names():

@@ -184,6 +184,16 @@ class ModelInversion(L.LightningModule):
     def configure_optimizers(self) -> None:
         return None  # each batch of images gets its own Adam inside training_step
 
+    def configure_callbacks(self) -> list:
+        """Lightning's default bar counts batches, and a batch is hundreds of Adam steps: swap it for one
+        that counts the steps (a bar the user configured, or none, is left as it is)."""
+        from lightning.pytorch.callbacks import TQDMProgressBar
+
+        from callbacks.synthesis_progress import SynthesisProgressBar
+
+        bar = self.trainer.progress_bar_callback
+        return [SynthesisProgressBar(refresh_rate=bar.refresh_rate)] if type(bar) is TQDMProgressBar else []
+
     @property
     def output_dir(self) -> Path:
         return self.writer.root
