@@ -10,21 +10,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dfnas_pl.data.synthetic import REPAIR, SyntheticSetWriter, open_set
+from dfnas_pl.data.synthetic import REPAIR, SyntheticSetWriter, read_set
 
 
 def check(root: str | Path) -> list[str]:
     """Every problem of the set at ``root`` (empty: sound). Raises FileNotFoundError for a non-set."""
     root = Path(root)
     try:
-        manifest, soft = open_set(root, sample_hashes=0)
+        manifest, soft = read_set(root)
     except ValueError as err:
-        if "is damaged" not in str(err):
-            return [str(err)]
-        manifest = None
-    num_classes = int(manifest["teacher"]["num_classes"]) if manifest else 1000
-    problems, _ = SyntheticSetWriter(root, num_classes).verify(hashes=True)
-    if manifest is not None and len(soft["ids"]) != manifest["images"]:
+        return [str(err)]
+    problems, _ = SyntheticSetWriter(root, int(manifest["teacher"]["num_classes"])).verify(hashes=True)
+    if not any((root / "images").glob("*/*.png")):
+        problems.insert(0, "images/: no images")
+    if len(soft["ids"]) != manifest["images"]:
         problems.append(f"soft_labels.pt holds {len(soft['ids'])} images, manifest.json says {manifest['images']}")
     return problems
 

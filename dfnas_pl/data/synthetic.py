@@ -209,7 +209,7 @@ class SyntheticSetWriter:
         for r in sorted(set(soft["rounds"].tolist())):
             rr = [rec for rec in recs if rec["round"] == r]
             rounds[str(r)] = {"images": sum(len(rec["ids"]) for rec in rr),
-                              **{key: _batch_weighted_mean(rr, key)
+                              **{key: batch_weighted_mean(rr, key)
                                  for key in ("teacher_top1", "teacher_confidence", "bn_distance", "final_loss")},
                               "diversity": within_class_diversity(torch.cat([rec["features"] for rec in rr]),
                                                                   torch.cat([rec["target_classes"] for rec in rr]))}
@@ -227,7 +227,7 @@ class SyntheticSetWriter:
         return manifest
 
 
-def _batch_weighted_mean(records: list[dict[str, Any]], key: str) -> float:
+def batch_weighted_mean(records: list[dict[str, Any]], key: str) -> float:
     """Mean of a per-batch metric over a round, each batch weighted by its number of images."""
     n = sum(len(rec["ids"]) for rec in records)
     return sum(float(rec[key]) * len(rec["ids"]) for rec in records) / n
@@ -246,10 +246,9 @@ REPAIR = ("Run the synthesis command that made '{root}' again: it finds and rema
           "(`python -m dfnas_pl check {root}` lists every problem).")
 
 
-def open_set(root: str | Path, sample_hashes: int = 16) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The manifest and soft labels of a finished set, after a fast check of its files (every image's
-    existence and size, a seeded sample of content hashes). Any problem is a ValueError that names the
-    file and the fix, never a decoder's traceback."""
+def read_set(root: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest and soft labels of a finished set; a missing, invalid or unreadable one is an error
+    that names the file and the fix."""
     root = Path(root)
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
@@ -265,6 +264,15 @@ def open_set(root: str | Path, sample_hashes: int = 16) -> tuple[dict[str, Any],
     except Exception as err:  # a truncated soft_labels.pt fails inside the unpickler in many ways
         raise ValueError(f"'{root / 'soft_labels.pt'}' is unreadable ({type(err).__name__}). "
                          f"{REPAIR.format(root=root)}") from None
+    return manifest, soft
+
+
+def open_set(root: str | Path, sample_hashes: int = 16) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`read_set` after a fast check of the files (every image's existence and size, a seeded
+    sample of content hashes). Any problem is a ValueError that names the file and the fix, never a
+    decoder's traceback."""
+    root = Path(root)
+    manifest, soft = read_set(root)
     problems, _ = SyntheticSetWriter(root, int(manifest["teacher"]["num_classes"])).verify(hashes=sample_hashes)
     if not (root / "images").is_dir() or not any((root / "images").glob("*/*.png")):
         problems.insert(0, "images/: no images")

@@ -44,7 +44,7 @@ from dfnas_pl.data.vision import VisionDataModule
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
 from dfnas_pl.search.random_arch import SpaceSampler
 from dfnas_pl.search.ranking import bootstrap_interval, kendall_tau, spearman_rho
-from dfnas_pl.utils.io import atomic_write_json, strict_json
+from dfnas_pl.utils.io import atomic_write_json
 
 GROUNDTRUTH_FORMAT = "dfnas_pl.groundtruth/1"
 
@@ -295,7 +295,7 @@ class GroundTruth:
                   "workers": self.workers, "threads_per_worker": self.threads, "versions": versions(),
                   "command": "python -m dfnas_pl groundtruth " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["groundtruth"]
                                                                        else sys.argv[1:])}
-        atomic_write_json(self.output, strict(result))
+        atomic_write_json(self.output, result)  # strict JSON (NaN -> null)
         if complete:
             plot_groundtruth(result, self.output.with_suffix(".png"))
         return result
@@ -349,11 +349,6 @@ def plot_groundtruth(gt: dict[str, Any], path: Path) -> Path:
     fig.suptitle(f"Ground truth {gt['space']}: {len(archs)} architectures, recipe {gt['recipe']['train_images']} images "
                  f"x {gt['recipe']['epochs']} epochs", fontsize=10)
     return save_figure(fig, path)
-
-
-def strict(obj: Any) -> Any:
-    """JSON without NaN/Infinity (``null`` instead), which strict readers refuse (see utils.io)."""
-    return strict_json(obj)
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:

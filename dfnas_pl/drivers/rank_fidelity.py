@@ -40,10 +40,10 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from dfnas_pl.data.vision import VisionDataModule
-from dfnas_pl.drivers.groundtruth import _instantiate, load_groundtruth, strict, versions
+from dfnas_pl.drivers.groundtruth import _fmt, _instantiate, load_groundtruth, versions
 from dfnas_pl.drivers.synthetic_sets import make_synthetic_sets
 from dfnas_pl.search.ranking import fidelity, kendall_tau
-from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json
+from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json, strict_json
 from dfnas_pl.wandb_setup import pipeline_group
 
 CSV_COLUMNS = ["space", "source", "scored_on", "seed", "supernet_steps", "n", "kendall_tau", "spearman_rho",
@@ -352,12 +352,12 @@ class RankFidelity:
         atomic_write_bytes(base.with_suffix(".csv"), buf.getvalue().encode())
         ledger = self.run / "stage_seconds.json"
         spent = json.loads(ledger.read_text()) if ledger.exists() else {}
-        atomic_write_json(base.with_suffix(".json"), strict({
+        atomic_write_json(base.with_suffix(".json"), {
             "rows": rows, "steps": self.steps, "seeds": self.seeds, "sources": self.sources,
             "noise_ceiling": {k: v["noise_ceiling"] for k, v in truths.items()},
             "stage_seconds_in_run_dir": spent, "versions": versions(),
             "command": "python -m dfnas_pl rank-fidelity " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["rank-fidelity"]
-                                                                       else sys.argv[1:])}))
+                                                                       else sys.argv[1:])})
         md = markdown(rows, truths, self.steps)
         atomic_write_bytes(base.with_suffix(".md"), md.encode())
         pngs = [scatter(self.table_dir / f"{self.table_name}_{space['name']}.png", space["name"], truths[space["name"]],
@@ -370,7 +370,7 @@ class RankFidelity:
 
 
 def _f(v: Any, digits: int = 2) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+    return _fmt(v, digits)
 
 
 def markdown(rows: list[dict[str, Any]], truths: dict[str, dict[str, Any]], steps: int) -> str:
@@ -437,7 +437,7 @@ def log_wandb(run_dir: Path, rows: list[dict[str, Any]], pngs: list[Path]) -> No
 
     run = wandb.init(project="dfnas_pl", job_type="rank-fidelity", dir=str(run_dir), group=pipeline_group(run_dir),
                      name="rank-fidelity", reinit="finish_previous")
-    table = wandb.Table(columns=CSV_COLUMNS, data=[[strict(r.get(c)) for c in CSV_COLUMNS] for r in rows])
+    table = wandb.Table(columns=CSV_COLUMNS, data=[[strict_json(r.get(c)) for c in CSV_COLUMNS] for r in rows])
     run.log({"rank_fidelity/table": table, **{f"rank_fidelity/{p.stem}": wandb.Image(str(p)) for p in pngs}})
     run.finish()
 

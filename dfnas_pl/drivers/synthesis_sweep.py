@@ -28,7 +28,7 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from dfnas_pl.drivers.groundtruth import strict, versions
+from dfnas_pl.drivers.groundtruth import _fmt, versions
 from dfnas_pl.drivers.synthetic_sets import make_synthetic_sets
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json
 
@@ -133,7 +133,7 @@ class SynthesisSweep:
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         base = self.table_dir / self.table_name
-        fmt = lambda v, d=2: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"  # noqa: E731
+        fmt = _fmt
         lines = [f"Distillation check (student trained only on the set, real test top-1 %; {len(self.seeds)} seeds, "
                  f"95 % t-interval; reference: {self.reference or 'none'})", "",
                  "| variant | images | synthesis min | teacher top-1 | BN distance | diversity | student top-1 [95 % CI] "
@@ -150,12 +150,12 @@ class SynthesisSweep:
         writer.writerows([{k: (round(v, 4) if isinstance(v, float) and not math.isnan(v) else
                                "" if isinstance(v, float) else v) for k, v in r.items()} for r in rows])
         atomic_write_bytes(base.with_suffix(".csv"), buf.getvalue().encode())
-        atomic_write_json(base.with_suffix(".json"), strict({
+        atomic_write_json(base.with_suffix(".json"), {
             "rows": rows, "seeds": self.seeds, "variants": self.variants, "reference": self.reference,
             "synthesis_config": self.synthesis_config, "distill_config": self.distill_config,
             "distill_overrides": self.distill_overrides, "versions": versions(),
             "command": "python -m dfnas_pl synthesis-sweep " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["synthesis-sweep"]
-                                                                         else sys.argv[1:])}))
+                                                                         else sys.argv[1:])})
         plot(base.with_suffix(".png"), rows, self.reference)
         print("\n" + md + f"\nTable: {base.with_suffix('.md')} (.csv, .json, .png)")
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dfnas_pl import __version__
-from dfnas_pl.data.synthetic import SyntheticSetWriter
+from dfnas_pl.data.synthetic import SyntheticSetWriter, batch_weighted_mean
 from dfnas_pl.inversion.losses import BNStatisticsLoss, image_l2, soft_cross_entropy, total_variation
 from dfnas_pl.inversion.views import (
     all_windows,
@@ -146,7 +146,7 @@ class ModelInversion(L.LightningModule):
                    ("r_feature", r_feature, 0, None), ("first_bn_multiplier", first_bn_multiplier, 0, None),
                    ("tv_l1", tv_l1, 0, None), ("tv_l2", tv_l2, 0, None), ("l2_scale", l2_scale, 0, None),
                    ("jitter", jitter, 0, None), ("flip_prob", flip_prob, 0, 1),
-                   ("min_teacher_top1", min_teacher_top1, 0, 1),
+                   ("min_teacher_top1", min_teacher_top1, 0, 1), ("canvas_ratio", canvas_ratio, 1, 4),
                    *[(f"betas[{i}]", b, 0, 1, False, True) for i, b in enumerate(betas)],
                    *[(f"region_scale[{i}]", v, 0, 1, True) for i, v in enumerate(region_scale)],
                    *[(f"region_ratio[{i}]", v, 0, None, True) for i, v in enumerate(region_ratio)]])
@@ -154,8 +154,6 @@ class ModelInversion(L.LightningModule):
             raise ValueError(f"model.init_args.region_scale must be [low, high] with low <= high, got {list(region_scale)}.")
         if regional_update not in (True, False, *REGIONAL_MODES):
             raise ValueError(f"regional_update must be one of {REGIONAL_MODES} (or true/false), got {regional_update!r}.")
-        if not 1.0 <= canvas_ratio <= 4.0:
-            raise ValueError(f"canvas_ratio must lie in [1, 4] (canvas side / input side), got {canvas_ratio}.")
         if window_labels not in ("centre", "mean"):
             raise ValueError(f"window_labels must be 'centre' or 'mean', got {window_labels!r}.")
         self.spec = load_teacher(teacher, trust_checkpoint=trust_checkpoint)
@@ -269,8 +267,7 @@ class ModelInversion(L.LightningModule):
         recs = self.writer.records(self.current_epoch)
         if not recs:
             return
-        n = sum(len(r["ids"]) for r in recs)
-        numbers = {key: sum(float(r[key]) * len(r["ids"]) for r in recs) / n
+        numbers = {key: batch_weighted_mean(recs, key)
                    for key in ("teacher_top1", "teacher_confidence", "bn_distance", "final_loss")}
         bad = sorted(k for k, v in numbers.items() if not math.isfinite(v))
         floor = self.hparams.min_teacher_top1
