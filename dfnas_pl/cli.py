@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import torch
 from lightning.pytorch.cli import LightningCLI
@@ -31,7 +32,36 @@ class DFNASCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
 
+# Where our own clear error messages are raised (the package and the callbacks next to it).
+OUR_CODE = (Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent / "callbacks")
+USER_ERRORS = (ValueError, OSError, RuntimeError)
+
+
+def raised_by_us(err: BaseException) -> bool:
+    """True when the innermost frame of the traceback is our code: the message is one we wrote for the
+    user (naming the problem, the file and the fix), and the traceback would only bury it."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    where = Path(tb.tb_frame.f_code.co_filename).resolve()
+    return any(where.is_relative_to(root) for root in OUR_CODE)
+
+
 def main(args: list[str] | None = None):
+    """Run a stage or a driver; our own errors print as one clear message (exit 2), without the
+    traceback (``DFNAS_TRACEBACK=1`` shows it); anything raised inside a library keeps its traceback."""
+    try:
+        return _dispatch(args)
+    except USER_ERRORS as err:
+        if os.environ.get("DFNAS_TRACEBACK") or not raised_by_us(err):
+            raise
+        print(f"dfnas_pl: error: {err}\n(DFNAS_TRACEBACK=1 shows where it was raised.)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _dispatch(args: list[str] | None = None):
     # 2-core CPU machines: keep torch from oversubscribing when several DDP processes share the cores.
     if "DFNAS_NUM_THREADS" in os.environ:
         torch.set_num_threads(int(os.environ["DFNAS_NUM_THREADS"]))

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
+from dfnas_pl.data.compatibility import check_real_data, real_data_of
 from dfnas_pl.losses import kd_loss
 from dfnas_pl.teachers.loading import TeacherSource, build_arch, load_teacher
 from dfnas_pl.utils.io import atomic_write_json
@@ -46,6 +47,11 @@ class DistilledClassifier(L.LightningModule):
         self.student = build_arch(student, self.spec.in_channels, self.spec.num_classes)
         k = self.spec.num_classes
         self.val_acc, self.test_acc = MulticlassAccuracy(k, average="micro"), MulticlassAccuracy(k, average="micro")
+
+    def setup(self, stage: str) -> None:
+        """The real evaluation data must label classes as the teacher numbers them."""
+        check_real_data(real_data_of(self.trainer.datamodule), self.spec.describe(),
+                        f"the teacher '{self.spec.source}'", self.spec.class_names)
 
     def train(self, mode: bool = True) -> DistilledClassifier:
         super().train(mode)

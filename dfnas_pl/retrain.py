@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from dfnas_pl.data.compatibility import check_real_data, real_data_of
 from dfnas_pl.losses import kd_loss
 from dfnas_pl.search.export import build_from_architecture, count_flops, count_params, image_shape
 from dfnas_pl.teachers.loading import TeacherSource, load_teacher
@@ -48,7 +49,8 @@ class RetrainClassifier(L.LightningModule):
         self.arch = json.loads(Path(architecture).read_text())
         self.flops = count_flops(self.model, image_shape(self.arch["space_config"]))
         self.params = count_params(self.model)
-        self.teacher = load_teacher(teacher).model if teacher else None
+        self.teacher_spec = load_teacher(teacher) if teacher else None
+        self.teacher = self.teacher_spec.model if self.teacher_spec else None
         k = int(self.arch["space_config"]["num_classes"])
         self.val_acc, self.test_acc = MulticlassAccuracy(k, average="micro"), MulticlassAccuracy(k, average="micro")
         self.metrics_path = Path(metrics_path) if metrics_path else Path(architecture).with_name("metrics.json")
@@ -56,6 +58,15 @@ class RetrainClassifier(L.LightningModule):
     def wandb_artifacts(self) -> list[tuple[str, str, Path]]:
         """For :class:`callbacks.WandbArtifacts`: ``metrics.json`` once the test has written it."""
         return [(f"retrained-{self.arch.get('algorithm', 'model')}", "result", self.metrics_path)]
+
+    def setup(self, stage: str) -> None:
+        """The architecture's classes and channels (and the KD teacher's) must match the real data."""
+        real = real_data_of(self.trainer.datamodule)
+        check_real_data(real, self.arch["space_config"], f"the architecture '{self.hparams.architecture}'",
+                        normalisation=False)
+        if self.teacher_spec is not None:
+            spec = self.teacher_spec
+            check_real_data(real, spec.describe(), f"the teacher '{spec.source}'", spec.class_names)
 
     def train(self, mode: bool = True) -> RetrainClassifier:
         super().train(mode)

@@ -9,7 +9,7 @@ import torch
 from dfnas_pl.data.synthesis_slots import SynthesisSlots
 from dfnas_pl.inversion.module import ModelInversion
 from dfnas_pl.teachers.loading import build_arch, save_teacher
-from tests.conftest import TEACHER, synthesize
+from tests.conftest import TEACHER, run_cli, synthesize
 
 
 def test_teacher_without_batchnorm_needs_r_feature_zero(tmp_path):
@@ -90,3 +90,31 @@ def test_quality_gate_stops_a_diverging_synthesis_and_names_the_cause(tmp_path):
     assert manifest["quality"]["teacher_top1"] < 0.9  # kept on purpose, numbers say so
     good = synthesize(tmp_path / "good", rounds=1, images_per_class=1, iterations=60, quality_gate=True)
     assert json.loads((good.output_dir / "manifest.json").read_text())["quality"]["teacher_top1"] >= 0.9
+
+
+def test_cli_prints_our_errors_without_a_traceback(tmp_path):
+    """A user error raised by our code: one message and exit 2; DFNAS_TRACEBACK=1 shows where."""
+    args = ("fit", "--config", "experiments/fmnist/synthesize.yaml", "--data.init_args.num_classes", "7",
+            "--model.init_args.output_dir", str(tmp_path / "out"), "--trainer.logger", "false",
+            "--trainer.callbacks", "[]")
+    proc = run_cli(*args, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "dfnas_pl: error: " in proc.stderr and "num_classes: 10" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    traced = run_cli(*args, check=False, env={"DFNAS_TRACEBACK": "1"})
+    assert traced.returncode == 1 and "Traceback" in traced.stderr and "num_classes: 10" in traced.stderr
+
+
+def test_cli_keeps_the_traceback_of_an_error_raised_inside_a_library():
+    from dfnas_pl.cli import raised_by_us
+
+    try:
+        json.loads("{not json")
+    except ValueError as err:
+        assert not raised_by_us(err)
+    try:
+        SynthesisSlots(num_classes=10, images_per_class=0, batch_size=1)
+    except ValueError as err:
+        assert raised_by_us(err)
+    else:
+        raise AssertionError("SynthesisSlots accepted num_classes 0")

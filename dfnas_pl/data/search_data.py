@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2 as T
 
+from dfnas_pl.data.compatibility import check_real_data
 from dfnas_pl.data.synthetic import SyntheticImageDataset
 from dfnas_pl.data.vision import VisionDataModule
 
@@ -81,9 +82,13 @@ class SearchDataModule(L.LightningDataModule):
 
     def _datasets(self) -> tuple[Dataset, Dataset]:
         if self.source == "synthetic":
-            size = self.image_shape[-1]
+            plain = SyntheticImageDataset(self.path)
+            teacher = plain.manifest["teacher"]
+            check_real_data(self.real_data, teacher, f"the synthetic set '{self.path}'",
+                            plain.manifest.get("class_names") or ())
+            size = int(teacher["image_size"])  # the set's own size (image_shape is for noise)
             tf = T.Compose([T.RandomCrop(size, padding=2), T.RandomHorizontalFlip()]) if self.augment else None
-            return SyntheticImageDataset(self.path, transform=tf, window="random"), SyntheticImageDataset(self.path)
+            return SyntheticImageDataset(self.path, transform=tf, window="random"), plain
         if self.source == "noise":
             noise = GaussianNoise(self.noise_images, self.image_shape, self.split_seed)
             return noise, noise

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2 as T
 
+from dfnas_pl.data.compatibility import check_real_data
 from dfnas_pl.data.synthetic import SyntheticImageDataset
 from dfnas_pl.data.vision import VisionDataModule
 
@@ -55,6 +56,8 @@ class SyntheticDataModule(L.LightningDataModule):
             perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(self.split_seed)).tolist()
             self.train_set = Subset(full, perm[n_val:])
             self.val_set = Subset(plain, perm[:n_val]) if n_val else None
+            check_real_data(self.eval_data, self.manifest["teacher"], f"the synthetic set '{self.path}'",
+                            self.manifest.get("class_names") or ())
         if self.eval_data is not None:
             self.eval_data.setup(stage)
 

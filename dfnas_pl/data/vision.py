@@ -87,10 +87,35 @@ class VisionDataModule(L.LightningDataModule):
 
     @property
     def class_names(self) -> list[str]:
-        if self.hparams.dataset == "FashionMNIST":
+        """Class names in label order, known before ``setup`` (stages check them against the teacher's)."""
+        name = self.hparams.dataset
+        if name == "FashionMNIST":
             return list(fashion_mnist.CLASSES)
-        dataset = self.train_set.dataset if isinstance(self.train_set, Subset) else self.train_set
-        return list(getattr(dataset, "classes", []))
+        if name == "ImageFolder":
+            return self._folder_classes("train")
+        known = getattr(getattr(datasets, name, None), "classes", None)  # MNIST & co: a class attribute
+        if isinstance(known, (list, tuple)):
+            return list(known)
+        if self.test_set is None:  # CIFAR & co read their names from the files
+            self.test_set = self._make(False, self._transforms(train=False))
+        return list(getattr(self.test_set, "classes", []))
+
+    def _folder_classes(self, split: str) -> list[str]:
+        folder = Path(self.hparams.root) / split
+        if not folder.is_dir():
+            raise FileNotFoundError(f"ImageFolder data needs '{folder}' with one sub-folder per class "
+                                    f"(data.init_args.root: the folder that holds train/ and test/).")
+        return datasets.folder.find_classes(str(folder))[0]
+
+    def _check_folder_splits(self) -> None:
+        """ImageFolder numbers classes per folder: a class missing from test/ would shift every label."""
+        train, test = self._folder_classes("train"), self._folder_classes("test")
+        if train != test:
+            root = Path(self.hparams.root)
+            raise ValueError(f"The class folders of '{root / 'train'}' and '{root / 'test'}' differ, so their "
+                             f"labels would not mean the same classes.\n  train: {train}\n  test:  {test}\n"
+                             f"Fix: give both the same class folders (an empty folder is not enough: ImageFolder "
+                             f"needs at least one image per class folder).")
 
     def _transforms(self, train: bool) -> T.Compose:
         ops: list = [T.ToImage()]
@@ -108,9 +133,8 @@ class VisionDataModule(L.LightningDataModule):
     def _make(self, train: bool, transform) -> Dataset:
         name, root = self.hparams.dataset, self.hparams.root
         if name == "ImageFolder":
+            self._check_folder_splits()
             folder = Path(root) / ("train" if train else "test")
-            if not folder.is_dir():
-                raise FileNotFoundError(f"ImageFolder data needs '{folder}' with one sub-folder per class.")
             return datasets.ImageFolder(folder, transform=transform)
         if name == "FashionMNIST":
             fashion_mnist.prepare_fashion_mnist(root)

@@ -230,6 +230,9 @@ class GroundTruth:
 
     def __call__(self) -> dict[str, Any]:
         self.check_settings()
+        from dfnas_pl.data.compatibility import check_real_data
+
+        check_real_data(_instantiate(self.data), self.space, "the ground truth's space", normalisation=False)
         chosen = select_architectures(self.space, self.selection)
         from dfnas_pl.search.export import write_architecture
 
@@ -403,13 +406,10 @@ def parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     c = parser().parse_args(argv)
-    try:
-        result = GroundTruth(dataclass_of(LayerwiseSpaceConfig, c.space), c.output, c.work_dir, c.data.as_dict(),
-                             dataclass_of(TrainingRecipe, c.recipe), dataclass_of(Selection, c.selection), c.seeds,
-                             c.workers,
-                             c.threads_per_worker, c.limit)()
-    except (ValueError, FileNotFoundError) as err:  # bad settings or files: the message says the fix
-        raise SystemExit(f"groundtruth: {err}") from None
+    result = GroundTruth(dataclass_of(LayerwiseSpaceConfig, c.space), c.output, c.work_dir, c.data.as_dict(),
+                         dataclass_of(TrainingRecipe, c.recipe), dataclass_of(Selection, c.selection), c.seeds,
+                         c.workers,
+                         c.threads_per_worker, c.limit)()
     ceiling = result["noise_ceiling"]
     done = sum(len(a["top1"]) for a in result["architectures"])
     print(f"\nGround truth written to {c.output} ({done} of {len(result['architectures']) * len(c.seeds)} jobs; "

@@ -20,9 +20,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from dfnas_pl.data.vision import VisionDataModule
+from dfnas_pl.teachers.loading import TeacherSource
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json, readable_json
 from dfnas_pl.wandb_setup import pipeline_group
 
@@ -40,6 +43,14 @@ def parser() -> ArgumentParser:
     p.add_argument("--retrain_config", type=str, default="experiments/fmnist/retrain.yaml")
     p.add_argument("--overrides", type=dict[str, list[str]], default={},
                    help="extra CLI arguments per stage: all, synthesis, search, darts, proxylessnas, spos, retrain")
+    p.add_argument("--teacher", type=TeacherSource | None, default=None,
+                   help="your teacher for every stage that takes one (synthesis, searches): a path or a mapping "
+                        "{path, arch, in_channels, image_size, mean, std, class_names, trust_checkpoint}; the "
+                        "search spaces and the synthesis' class count are sized from it. null: each stage "
+                        "config's own (the embedded Fashion-MNIST teacher)")
+    p.add_argument("--real_data", type=VisionDataModule | None, default=None,
+                   help="your real data (class_path + init_args, e.g. VisionDataModule with dataset: ImageFolder) "
+                        "for the searches' test set and the retraining; null: each stage config's own")
     p.add_argument("--launcher", type=list[str] | None, default=None,
                    help="what runs `-m dfnas_pl <stage>`: default this Python; [srun, python] in a SLURM batch "
                         "script; [torchrun, --nproc_per_node, '2'] for several processes on one machine")
@@ -48,7 +59,8 @@ def parser() -> ArgumentParser:
 
 class Pipeline:
     def __init__(self, run_dir: str, algorithms: list[str], synthesis_config: str, search_configs: dict[str, str],
-                 retrain_config: str, overrides: dict[str, list[str]], launcher: list[str] | None = None) -> None:
+                 retrain_config: str, overrides: dict[str, list[str]], launcher: list[str] | None = None,
+                 teacher: TeacherSource | None = None, real_data: dict[str, Any] | None = None) -> None:
         unknown = sorted(set(algorithms) - set(ALGORITHMS))
         if unknown:
             raise ValueError(f"Unknown search algorithm(s) {unknown}; choose from {list(ALGORITHMS)}.")
@@ -61,11 +73,51 @@ class Pipeline:
         self.timings: dict[str, float] = {}  # seconds per stage in this invocation
         self.launcher = list(launcher) if launcher else [sys.executable]
         self.group: str | None = None  # the W&B group, made when the first stage runs
+        self.teacher, self.real_data = teacher, real_data
+        self.teacher_facts = self._check_teacher_and_data()
+
+    def _check_teacher_and_data(self) -> dict[str, int] | None:
+        """Channels, classes and size of the user's teacher, loaded once here so that a wrong source, or
+        real data whose classes are not the teacher's, fails before any stage runs."""
+        if self.teacher is None:
+            return None
+        from dfnas_pl.data.compatibility import check_real_data
+        from dfnas_pl.drivers.groundtruth import _instantiate
+        from dfnas_pl.teachers.loading import load_teacher
+
+        spec = load_teacher(self.teacher)
+        if self.real_data is not None:
+            check_real_data(_instantiate(self.real_data), spec.describe(), f"the teacher '{spec.source}'",
+                            spec.class_names)
+        return {"in_channels": spec.in_channels, "num_classes": spec.num_classes, "image_size": spec.image_size}
+
+    def stage_args(self, stage: str) -> list[str]:
+        """What ``teacher`` and ``real_data`` set in one stage (before the user's own overrides)."""
+        args: list[str] = []
+        facts = self.teacher_facts
+        if facts is not None and stage in ("synthesis", *ALGORITHMS):
+            args += ["--model.init_args.teacher", self.teacher if isinstance(self.teacher, str)
+                     else json.dumps(self.teacher)]
+            if stage == "synthesis":
+                args += ["--data.init_args.num_classes", str(facts["num_classes"])]
+            else:
+                keys = ("in_channels", "num_classes") if stage == "darts" else ("in_channels", "num_classes",
+                                                                                "image_size")
+                args += [a for k in keys for a in (f"--model.init_args.space.{k}", str(facts[k]))]
+                c, size = facts["in_channels"], facts["image_size"]
+                args += ["--data.init_args.image_shape", json.dumps([c, size, size])]
+        if self.real_data is not None:
+            if stage in ALGORITHMS:
+                args += ["--data.init_args.real_data", json.dumps(self.real_data)]
+            elif stage == "retrain":
+                args += ["--data", json.dumps(self.real_data)]
+        return args
 
     # -- running one stage ------------------------------------------------------------------------
     def _cli(self, name: str, subcommand: str, config: str, args: list[str], extra_keys: list[str]) -> None:
         extra = [a for key in ["all", *extra_keys] for a in self.overrides.get(key, [])]
-        cmd = [*self.launcher, "-m", "dfnas_pl", subcommand, "--config", config, *args, *extra]
+        own = self.stage_args(extra_keys[-1])
+        cmd = [*self.launcher, "-m", "dfnas_pl", subcommand, "--config", config, *args, *own, *extra]
         print(f"\n=== {name}: {' '.join(cmd[len(self.launcher):])}", flush=True)
         self.group = self.group or pipeline_group(self.run)
         env = {**os.environ, "WANDB_RUN_GROUP": self.group, "WANDB_JOB_TYPE": extra_keys[0]}
@@ -177,7 +229,13 @@ def summarise(choices) -> str:
 def main(argv: list[str] | None = None) -> list[dict]:
     cfg = parser().parse_args(argv)
     return Pipeline(cfg.run_dir, cfg.algorithms, cfg.synthesis_config, dict(cfg.search_configs), cfg.retrain_config,
-                    {k: list(v) for k, v in (cfg.overrides or {}).items()}, cfg.launcher)()
+                    {k: list(v) for k, v in (cfg.overrides or {}).items()}, cfg.launcher, _plain(cfg.teacher),
+                    cfg.real_data.as_dict() if cfg.real_data is not None else None)()
+
+
+def _plain(value: Any) -> Any:
+    """A parsed teacher source (a string, or a jsonargparse Namespace for a mapping) as plain data."""
+    return value.as_dict() if hasattr(value, "as_dict") else value
 
 
 def set_is_sound(root: Path) -> bool:

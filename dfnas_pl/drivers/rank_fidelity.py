@@ -217,6 +217,10 @@ class RankFidelity:
                         "space_config": gt["space_config"], "architectures": gt["architectures"],
                         "train_config": space["train_config"], "group": group, "threads": self.threads,
                         "train_args": [*space_args(gt["space_config"]), *data_args(source, sets, self.noise_images),
+                                       # the driver's real data and teacher, not the train config's
+                                       "--data.init_args.real_data", json.dumps(self.real_data),
+                                       *(["--model.init_args.teacher", json.dumps(space["teacher"])]
+                                         if "teacher" in space and not is_real(source) else []),
                                        *space.get("overrides", []), "--seed_everything", str(seed),
                                        "--model.init_args.seed", str(seed), "--model.init_args.evolution", "false",
                                        "--trainer.max_steps", str(steps), "--trainer.max_epochs", "-1",
@@ -486,10 +490,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         missing = {"name", "groundtruth", "train_config"} - set(s)
         if missing:
             raise SystemExit(f"Space entry {s} lacks {sorted(missing)}.")
-    try:
-        return RankFidelity(c.run_dir, c.table_dir, spaces, c.sources, c.seeds, c.supernet_steps, c.synthesis_config,
-                            {k: list(v) for k, v in c.synthetic_sets.items()}, c.real_data.as_dict(),
-                            [list(p) for p in c.cross], c.noise_images, c.score_images, c.workers,
-                            c.threads_per_worker, c.bootstrap_samples, c.table_name, c.curve_steps, c.curve_sources)()
-    except (ValueError, FileNotFoundError) as err:  # bad settings or files: the message says the fix
-        raise SystemExit(f"rank-fidelity: {err}") from None
+    return RankFidelity(c.run_dir, c.table_dir, spaces, c.sources, c.seeds, c.supernet_steps, c.synthesis_config,
+                        {k: list(v) for k, v in c.synthetic_sets.items()}, c.real_data.as_dict(),
+                        [list(p) for p in c.cross], c.noise_images, c.score_images, c.workers,
+                        c.threads_per_worker, c.bootstrap_samples, c.table_name, c.curve_steps, c.curve_sources)()

@@ -202,9 +202,6 @@ def parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     c = parser().parse_args(argv)
-    try:
-        return SynthesisSweep(c.run_dir, c.table_dir, {k: list(v) for k, v in c.variants.items()}, c.seeds,
-                              c.synthesis_config, c.distill_config, c.distill_overrides, c.reference, c.workers,
-                              c.threads_per_worker, c.table_name)()
-    except (ValueError, FileNotFoundError) as err:  # bad settings or files: the message says the fix
-        raise SystemExit(f"synthesis-sweep: {err}") from None
+    return SynthesisSweep(c.run_dir, c.table_dir, {k: list(v) for k, v in c.variants.items()}, c.seeds,
+                          c.synthesis_config, c.distill_config, c.distill_overrides, c.reference, c.workers,
+                          c.threads_per_worker, c.table_name)()

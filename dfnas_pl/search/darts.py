@@ -83,7 +83,8 @@ class DartsSearch(SearchHooks, L.LightningModule):
         k = len(space.primitives)
         self.alpha_normal = nn.Parameter(1e-3 * torch.randn(space.num_edges, k, generator=gen))
         self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(space.num_edges, k, generator=gen))
-        teacher_net = load_teacher(teacher).model if teacher else None
+        self.teacher_spec = load_teacher(teacher) if teacher else None
+        teacher_net = self.teacher_spec.model if self.teacher_spec else None
         if teacher_net is not None:
             teacher_net.requires_grad_(False)
         self.objective = SearchObjective(teacher_net, temperature, kd_t_squared)

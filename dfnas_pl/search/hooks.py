@@ -1,5 +1,5 @@
-"""What the three search LightningModules share around their algorithms: the data check and output
-folder at setup, the export at the end of training, and the W&B artifact of that export.
+"""What the three search LightningModules share around their algorithms: the data checks (teacher,
+space and real data agree) and output folder at setup, the export at the end of training, and the W&B artifact of that export.
 
 Each search sets ``algorithm``, ``output_dir``, ``objective`` and ``_finished`` and implements
 ``finish()``: the export, called inside the last epoch before its checkpoint (so a kill never loses
@@ -7,8 +7,11 @@ it) and here, at ``on_train_end``, when training stopped early (max_steps, max_t
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+from dfnas_pl.data.compatibility import check_real_data, real_data_of
+from dfnas_pl.teachers.loading import Teacher
 from dfnas_pl.utils.io import check_writable_dir
 
 
@@ -18,6 +21,8 @@ class SearchHooks:
     algorithm: str
     output_dir: Path
     _finished: bool
+    space: object  # a LayerwiseSpaceConfig or DartsSpaceConfig
+    teacher_spec: Teacher | None
 
     def wandb_artifacts(self) -> list[tuple[str, str, Path]]:
         """For :class:`callbacks.WandbArtifacts`: the exported architecture."""
@@ -25,8 +30,25 @@ class SearchHooks:
 
     def setup(self, stage: str) -> None:
         self.objective.check_data(self.trainer.datamodule)
+        self.check_space_and_data()
         if self.trainer.is_global_zero:
             check_writable_dir(self.output_dir, "search output")
+
+    def check_space_and_data(self) -> None:
+        """The space is sized for the teacher's inputs and classes, and the real data matches both."""
+        space = dataclasses.asdict(self.space)
+        spec, real = self.teacher_spec, real_data_of(self.trainer.datamodule)
+        if spec is not None:
+            wrong = [f"{k}: {space[k]} (the teacher: {getattr(spec, k)})" for k in ("in_channels", "num_classes",
+                                                                                  "image_size")
+                     if k in space and int(space[k]) != int(getattr(spec, k))]
+            if wrong:
+                raise ValueError(f"The search space does not fit the teacher '{spec.source}': {', '.join(wrong)}. "
+                                 f"Fix: set model.init_args.space.<key> to the teacher's values (the pipeline "
+                                 f"does this when given its teacher).")
+            check_real_data(real, spec.describe(), f"the teacher '{spec.source}'", spec.class_names)
+        else:
+            check_real_data(real, space, "the search space", normalisation=False)
 
     def on_train_end(self) -> None:
         if not self._finished:  # stopped early (max_steps, time): finish with what there is

@@ -71,7 +71,8 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
         self.space = space
         self.supernet = LayerwiseSupernet(space)
         self.alphas = nn.ParameterList(nn.Parameter(torch.zeros(n)) for n in self.supernet.num_choices)
-        teacher_net = load_teacher(teacher).model if teacher else None
+        self.teacher_spec = load_teacher(teacher) if teacher else None
+        teacher_net = self.teacher_spec.model if self.teacher_spec else None
         self.objective = SearchObjective(teacher_net, temperature, kd_t_squared)
         self.algorithm, self.output_dir = "proxylessnas", Path(output_dir)
         fixed, table = self.supernet.cost_table()

@@ -71,7 +71,8 @@ class SPOSSearch(SearchHooks, L.LightningModule):
         self.save_hyperparameters()
         self.space = space
         self.supernet = LayerwiseSupernet(space)
-        teacher_net = load_teacher(teacher).model if teacher else None
+        self.teacher_spec = load_teacher(teacher) if teacher else None
+        teacher_net = self.teacher_spec.model if self.teacher_spec else None
         self.objective = SearchObjective(teacher_net, temperature, kd_t_squared)
         self.algorithm, self.output_dir = "spos", Path(output_dir)
         self.fixed_flops, self.flops_table = self.supernet.cost_table()
