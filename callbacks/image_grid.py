@@ -29,10 +29,15 @@ class SynthesisImageGrid(L.Callback):
         per_class: images per class (columns) in each grid.
         upscale: nearest-neighbour zoom so 28x28 images are visible in a dashboard.
         dirname: folder under the synthesis output dir for the PNG grids.
+        max_classes: at most this many rows, classes evenly spaced over the label range (1,000 ImageNet
+            classes would make a grid too tall to look at); null: every class.
     """
 
-    def __init__(self, per_class: int = 8, upscale: int = 2, dirname: str = "grids") -> None:
-        self.per_class, self.upscale, self.dirname = per_class, upscale, dirname
+    def __init__(self, per_class: int = 8, upscale: int = 2, dirname: str = "grids",
+                 max_classes: int | None = None) -> None:
+        if max_classes is not None and max_classes < 1:
+            raise ValueError(f"max_classes must be >= 1 or null, got {max_classes}.")
+        self.per_class, self.upscale, self.dirname, self.max_classes = per_class, upscale, dirname, max_classes
         self._by_class: dict[int, list[torch.Tensor]] = {}
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -46,13 +51,20 @@ class SynthesisImageGrid(L.Callback):
             if len(bucket) < self.per_class:
                 bucket.append(img)
 
+    def rows(self, num_classes: int) -> list[int]:
+        """The classes shown, one per row."""
+        if self.max_classes is None or self.max_classes >= num_classes:
+            return list(range(num_classes))
+        step = -(-num_classes // self.max_classes)
+        return list(range(0, num_classes, step))[: self.max_classes]
+
     def grid(self, num_classes: int) -> torch.Tensor | None:
         """uint8 [C, H, W] grid, rows = classes; empty cells are white. None if nothing was collected."""
         if not self._by_class:
             return None
         sample = next(iter(self._by_class.values()))[0]
         blank = torch.full_like(sample, 255)
-        cells = [img for k in range(num_classes)
+        cells = [img for k in self.rows(num_classes)
                  for img in (self._by_class.get(k, []) + [blank] * self.per_class)[: self.per_class]]
         batch = torch.stack(cells).float()
         if self.upscale > 1:
@@ -90,7 +102,8 @@ class SynthesisImageGrid(L.Callback):
         if grid is None:
             return  # every batch of this round was finished before a restart
         names = list(getattr(getattr(pl_module, "spec", None), "class_names", None) or [])
-        grid = self.label_rows(grid, names if len(names) == num_classes else [f"class {k}" for k in range(num_classes)])
+        grid = self.label_rows(grid, [names[k] if len(names) == num_classes else f"class {k}"
+                                      for k in self.rows(num_classes)])
         round_ = trainer.current_epoch
         root = Path(getattr(pl_module, "output_dir", None) or trainer.default_root_dir)
         atomic_write_bytes(root / self.dirname / f"round_{round_:02d}.png", encode_png(grid).numpy().tobytes())

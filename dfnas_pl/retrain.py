@@ -4,7 +4,6 @@ teacher); top-1 on the real test set is what the paper compares."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,13 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from dfnas_pl.data.compatibility import check_real_data, real_data_of
 from dfnas_pl.losses import kd_loss
-from dfnas_pl.search.export import build_from_architecture, count_flops, count_params, image_shape
+from dfnas_pl.search.export import (
+    build_from_architecture,
+    count_flops,
+    count_params,
+    image_shape,
+    read_architecture,
+)
 from dfnas_pl.teachers.loading import TeacherSource, load_teacher
 from dfnas_pl.utils.io import atomic_write_json
 
@@ -38,15 +43,24 @@ class RetrainClassifier(L.LightningModule):
             (0: cosine from the start; the ground truth's short one-cycle recipe uses 0.15).
         metrics_path: where ``metrics.json`` (test top-1, FLOPs, params, architecture) is written;
             default: next to the architecture file.
+        space_overrides: space fields to change for retraining, e.g. ``{layers: 20, channels: 36}``: DARTS
+            searches a cell in a small network and evaluates it in a larger one.
     """
 
     def __init__(self, architecture: str = "runs/fmnist/search/darts/architecture.json", teacher: TeacherSource | None = None,
                  temperature: float = 3.0, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
-                 label_smoothing: float = 0.0, warmup_fraction: float = 0.0, metrics_path: str | None = None) -> None:
+                 label_smoothing: float = 0.0, warmup_fraction: float = 0.0, metrics_path: str | None = None,
+                 space_overrides: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = build_from_architecture(architecture)  # a missing or damaged file: a clear error
-        self.arch = json.loads(Path(architecture).read_text())
+        self.arch = read_architecture(architecture)  # a missing or damaged file: a clear error
+        if space_overrides:
+            unknown = sorted(set(space_overrides) - set(self.arch["space_config"]))
+            if unknown:
+                raise ValueError(f"space_overrides {unknown} are not fields of the space of '{architecture}' "
+                                 f"(fields: {sorted(self.arch['space_config'])}).")
+            self.arch = {**self.arch, "space_config": {**self.arch["space_config"], **space_overrides}}
+        self.model = build_from_architecture(self.arch)
         self.flops = count_flops(self.model, image_shape(self.arch["space_config"]))
         self.params = count_params(self.model)
         self.teacher_spec = load_teacher(teacher) if teacher else None
@@ -105,6 +119,7 @@ class RetrainClassifier(L.LightningModule):
             record: dict[str, Any] = {"test_top1": float(self.test_acc.compute()), "flops": self.flops,
                                       "params": self.params, "architecture": str(self.hparams.architecture),
                                       "algorithm": self.arch.get("algorithm"), "choices": self.arch.get("choices"),
+                                      "space_overrides": self.hparams.space_overrides,
                                       "trained_on": "synthetic (KD)" if self.teacher is not None else "real (CE)",
                                       "epochs": self.current_epoch + 1}
             atomic_write_json(self.metrics_path, record)

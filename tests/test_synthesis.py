@@ -165,6 +165,20 @@ def test_image_grid_rows_are_labelled_with_class_names():
     assert rows.max() - rows.min() > grid.shape[1] // 2  # a label on every row, not one block
 
 
+def test_image_grid_of_many_classes_shows_evenly_spaced_rows():
+    from callbacks import SynthesisImageGrid
+
+    cb = SynthesisImageGrid(per_class=1, upscale=1, max_classes=4)
+    assert cb.rows(1000) == [0, 250, 500, 750] and cb.rows(3) == [0, 1, 2]
+    for k in range(1000):
+        cb._by_class[k] = [torch.full((3, 8, 8), k % 256, dtype=torch.uint8)]
+    grid = cb.grid(1000)
+    assert grid.shape[1] == 4 * (8 + 2) + 2  # 4 rows, not 1,000
+    assert grid[0, 2 + 10 + 4, 6].item() == 250 % 256  # the second row is class 250
+    with pytest.raises(ValueError, match="max_classes"):
+        SynthesisImageGrid(max_classes=0)
+
+
 def test_manifest_is_strict_json_and_names_non_finite_numbers(tmp_path):
     """One image per class: within-class diversity is undefined (NaN). The manifest says so with null and
     a flag, never with the non-standard ``NaN`` token that strict JSON readers refuse."""

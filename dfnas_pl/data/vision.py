@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
@@ -34,7 +35,7 @@ class VisionDataModule(L.LightningDataModule):
 
     Args:
         dataset: torchvision dataset class name, or ``"ImageFolder"`` (then ``root`` holds
-            ``train/`` and ``test/`` class folders).
+            ``train/`` and ``<test_split>/`` class folders).
         root: where the files are (nothing is downloaded unless ``download`` is true).
         batch_size: per-process batch size.
         val_size: images of the training set held out for validation.
@@ -45,6 +46,10 @@ class VisionDataModule(L.LightningDataModule):
         num_workers: data loader worker processes.
         split_seed: seed of the train/val split (fixed, so every stage sees the same split).
         download: let torchvision download the dataset if it is not on disk.
+        test_split: ImageFolder only: the folder of the test set next to ``train/`` (ImageNet: ``val``).
+        crop: ``resize`` (resize to ``image_size``; random crop with padding + flip when augmenting) or
+            ``imagenet`` (RandomResizedCrop + flip for training, resize to 256/224 of the size + centre
+            crop for evaluation: photos of any size and aspect).
     """
 
     def __init__(
@@ -61,6 +66,8 @@ class VisionDataModule(L.LightningDataModule):
         num_workers: int = 0,
         split_seed: int = 0,
         download: bool = False,
+        test_split: str = "test",
+        crop: Literal["resize", "imagenet"] = "resize",
     ) -> None:
         super().__init__()
         # Explicit dict: subclasses call this __init__, and save_hyperparameters() would read their frame.
@@ -109,18 +116,28 @@ class VisionDataModule(L.LightningDataModule):
 
     def _check_folder_splits(self) -> None:
         """ImageFolder numbers classes per folder: a class missing from test/ would shift every label."""
-        train, test = self._folder_classes("train"), self._folder_classes("test")
+        split = self.hparams.test_split
+        train, test = self._folder_classes("train"), self._folder_classes(split)
         if train != test:
             root = Path(self.hparams.root)
-            raise ValueError(f"The class folders of '{root / 'train'}' and '{root / 'test'}' differ, so their "
+            raise ValueError(f"The class folders of '{root / 'train'}' and '{root / split}' differ, so their "
                              f"labels would not mean the same classes.\n  train: {train}\n  test:  {test}\n"
                              f"Fix: give both the same class folders (an empty folder is not enough: ImageFolder "
                              f"needs at least one image per class folder).")
 
     def _transforms(self, train: bool) -> T.Compose:
         ops: list = [T.ToImage()]
-        if self.hparams.image_size is not None:
-            ops.append(T.Resize((self.hparams.image_size, self.hparams.image_size), antialias=True))
+        size = self.hparams.image_size
+        if self.hparams.crop == "imagenet":
+            if size is None:
+                raise ValueError("data crop: imagenet needs data.image_size (e.g. 224).")
+            ops += ([T.RandomResizedCrop(size, antialias=True), T.RandomHorizontalFlip()] if train and self.hparams.augment
+                    else [T.Resize(round(size * 256 / 224), antialias=True), T.CenterCrop(size)])
+            if self.in_channels == 1:
+                ops.append(T.Grayscale(1))
+            return T.Compose([*ops, T.ToDtype(torch.float32, scale=True), T.Normalize(self.mean, self.std)])
+        if size is not None:
+            ops.append(T.Resize((size, size), antialias=True))
         if self.in_channels == 1:
             ops.append(T.Grayscale(1))
         if train and self.hparams.augment:
@@ -134,7 +151,7 @@ class VisionDataModule(L.LightningDataModule):
         name, root = self.hparams.dataset, self.hparams.root
         if name == "ImageFolder":
             self._check_folder_splits()
-            folder = Path(root) / ("train" if train else "test")
+            folder = Path(root) / ("train" if train else self.hparams.test_split)
             return datasets.ImageFolder(folder, transform=transform)
         if name == "FashionMNIST":
             fashion_mnist.prepare_fashion_mnist(root)

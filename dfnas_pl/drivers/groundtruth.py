@@ -220,6 +220,8 @@ class GroundTruth:
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path} is not valid JSON ({err}); delete {self.work} to start the ground truth "
                                  f"over.") from err
+            if isinstance(saved, dict) and isinstance(saved.get("space"), dict):  # fields added since: defaults
+                saved["space"] = json.loads(json.dumps(dataclasses.asdict(LayerwiseSpaceConfig.from_dict(saved["space"]))))
             if saved != mine:
                 diff = sorted(_diff(saved, mine))
                 raise ValueError(f"The ground-truth directory {self.work} was made with other settings ({'; '.join(diff)}). "

@@ -106,6 +106,8 @@ class Pipeline:
                 args += [a for k in keys for a in (f"--model.init_args.space.{k}", str(facts[k]))]
                 c, size = facts["in_channels"], facts["image_size"]
                 args += ["--data.init_args.image_shape", json.dumps([c, size, size])]
+                if stage == "darts":  # the DARTS space is size-free; the search module takes the size
+                    args += ["--model.init_args.image_size", str(size)]
         if self.real_data is not None:
             if stage in ALGORITHMS:
                 args += ["--data.init_args.real_data", json.dumps(self.real_data)]

@@ -73,7 +73,8 @@ def space_args(space_config: dict[str, Any]) -> list[str]:
     """The ground truth's space, field by field, so the supernet is exactly the space that was measured."""
     out = []
     for key, value in space_config.items():
-        out += [f"--model.init_args.space.{key}", json.dumps(value) if isinstance(value, list) else str(value)]
+        out += [f"--model.init_args.space.{key}", json.dumps(value) if isinstance(value, list) or value is None
+                else str(value)]
     return out
 
 
@@ -124,7 +125,7 @@ def score_all(unit: dict[str, Any], weights: Path, scored_on: str) -> dict[str, 
     from dfnas_pl.search.scoring import first, score_path
     from dfnas_pl.teachers.loading import load_teacher
 
-    cfg = LayerwiseSpaceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in unit["space_config"].items()})
+    cfg = LayerwiseSpaceConfig.from_dict(unit["space_config"])
     supernet = LayerwiseSupernet(cfg)
     supernet.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     trained = json.loads(weights.with_suffix(".json").read_text())

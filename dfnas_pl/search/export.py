@@ -46,7 +46,7 @@ def build_model(space: str, space_config: dict[str, Any], choices: Any) -> nn.Mo
     if space in ("mobilenetv2", "shufflenetv2"):
         from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
 
-        cfg = LayerwiseSpaceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in space_config.items()})
+        cfg = LayerwiseSpaceConfig.from_dict(space_config)
         names = LayerwiseSupernet(cfg).choice_names
         unknown = [(i, c) for i, (c, ok) in enumerate(zip(choices, names)) if c not in ok]
         if len(choices) != len(names) or unknown:
@@ -59,8 +59,8 @@ def image_shape(space_config: dict[str, Any]) -> tuple[int, int, int]:
     return (int(space_config["in_channels"]), int(space_config["image_size"]), int(space_config["image_size"]))
 
 
-def build_from_architecture(arch: str | Path | dict[str, Any]) -> nn.Module:
-    """The standalone module of an ``architecture.json`` (path or loaded dict), freshly initialised."""
+def read_architecture(arch: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """An ``architecture.json`` (path or loaded dict), checked to be one."""
     if not isinstance(arch, dict):
         path = Path(arch)
         if not path.is_file():
@@ -69,6 +69,12 @@ def build_from_architecture(arch: str | Path | dict[str, Any]) -> nn.Module:
     if not isinstance(arch, dict) or arch.get("format") != ARCHITECTURE_FORMAT:
         got = arch.get("format") if isinstance(arch, dict) else type(arch).__name__
         raise ValueError(f"Not a dfnas_pl architecture file (format {got!r}, expected {ARCHITECTURE_FORMAT!r}).")
+    return arch
+
+
+def build_from_architecture(arch: str | Path | dict[str, Any]) -> nn.Module:
+    """The standalone module of an ``architecture.json`` (path or loaded dict), freshly initialised."""
+    arch = read_architecture(arch)
     return build_model(arch["space"], arch["space_config"], arch["choices"])
 
 

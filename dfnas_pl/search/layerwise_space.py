@@ -32,6 +32,11 @@ class LayerwiseSpaceConfig:
         in_channels: image channels.
         num_classes: classes of the head.
         image_size: input height = width.
+        stem_stride: stride of the stem convolution (ImageNet spaces: 2; 28-32 px images: 1).
+        stage_strides: stride of each stage's first layer; null: 1 for the first stage, 2 for the others
+            (SPOS ImageNet: all 2; ProxylessNAS mobile: 1, 2, 2, 2, 1, 2, 1).
+        head_channels: channels of the 1x1 convolution before pooling; null: twice the last stage's
+            (SPOS ImageNet: 1024; ProxylessNAS mobile: 1280).
     """
 
     family: str = "shufflenetv2"
@@ -41,13 +46,30 @@ class LayerwiseSpaceConfig:
     in_channels: int = 1
     num_classes: int = 10
     image_size: int = 28
+    stem_stride: int = 1
+    stage_strides: tuple[int, ...] | None = None
+    head_channels: int | None = None
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> LayerwiseSpaceConfig:
+        """From JSON (an architecture file, a ground truth): lists become tuples; a field the file
+        predates takes its default, which is what the space meant before the field existed."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+    def strides(self) -> tuple[int, ...]:
+        if self.stage_strides is None:
+            return tuple(1 if i == 0 else 2 for i in range(len(self.stage_channels)))
+        if len(self.stage_strides) != len(self.stage_channels):
+            raise ValueError(f"space.stage_strides {list(self.stage_strides)} needs one stride per stage "
+                             f"({len(self.stage_channels)} stages in stage_channels).")
+        return tuple(self.stage_strides)
 
     def layer_specs(self) -> list[tuple[int, int, int]]:
         """(c_in, c_out, stride) per searchable layer."""
         specs, c = [], self.stem_channels
-        for stage, (c_out, n) in enumerate(zip(self.stage_channels, self.stage_layers)):
+        for c_out, n, stride in zip(self.stage_channels, self.stage_layers, self.strides()):
             for i in range(n):
-                specs.append((c, c_out, 2 if i == 0 and stage > 0 else 1))
+                specs.append((c, c_out, stride if i == 0 else 1))
                 c = c_out
         return specs
 
@@ -78,7 +100,7 @@ class LayerwiseSupernet(nn.Module):
         """All candidates per layer, or (``only``) the chosen one per layer: the standalone network."""
         super().__init__()
         self.cfg = cfg
-        self.stem = conv_bn(cfg.in_channels, cfg.stem_channels, 3)
+        self.stem = conv_bn(cfg.in_channels, cfg.stem_channels, 3, cfg.stem_stride)
         self.specs = cfg.layer_specs()
         if cfg.family == "shufflenetv2":
             bad = [(c_in, c_out) for c_in, c_out, stride in self.specs if stride == 2 and c_out <= c_in]
@@ -93,9 +115,9 @@ class LayerwiseSupernet(nn.Module):
             nn.ModuleList(make_block(n, *spec) for i, n in enumerate(names) if only is None or i == only[layer])
             for layer, (names, spec) in enumerate(zip(self.choice_names, self.specs)))
         self.only = list(only) if only is not None else None
-        self.head = nn.Sequential(conv_bn(cfg.stage_channels[-1], cfg.stage_channels[-1] * 2, 1),
-                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cfg.stage_channels[-1] * 2,
-                                                                                   cfg.num_classes))
+        head = cfg.head_channels or cfg.stage_channels[-1] * 2
+        self.head = nn.Sequential(conv_bn(cfg.stage_channels[-1], head, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(head, cfg.num_classes))
 
     @property
     def num_choices(self) -> list[int]:

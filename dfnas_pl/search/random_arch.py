@@ -28,7 +28,7 @@ class SpaceSampler:
             return
         from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
 
-        cfg = LayerwiseSpaceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in space_config.items()})
+        cfg = LayerwiseSpaceConfig.from_dict(space_config)
         supernet = LayerwiseSupernet(cfg)
         self.names = supernet.choice_names
         self.fixed, self.table = supernet.cost_table()

@@ -1,4 +1,4 @@
-"""Small ResNets with BatchNorm for 28x28 / 32x32 images (CIFAR-style: 3x3 stem, three stages).
+"""ResNets with BatchNorm for 28x28 / 32x32 images (CIFAR-style: 3x3 stem, no max-pool).
 
 The teacher must have BatchNorm layers: their running statistics are what model inversion
 matches. ``resnet8`` (~0.3M parameters) is the embedded Fashion-MNIST teacher.
@@ -68,10 +68,17 @@ def resnet20(in_channels: int = 3, num_classes: int = 10) -> ResNet:
     return ResNet(in_channels, num_classes, widths=(16, 32, 64), blocks=(3, 3, 3))
 
 
+def resnet34_cifar(in_channels: int = 3, num_classes: int = 10) -> ResNet:
+    """ResNet-34 for 32 px images (3x3 stem, no max-pool; BasicBlocks 3/4/6/3 at 64-512 channels): the
+    usual CIFAR teacher of data-free work (DeepInversion's CIFAR-10 ResNet-34; the paper's CIFAR teacher)."""
+    return ResNet(in_channels, num_classes, widths=(64, 128, 256, 512), blocks=(3, 4, 6, 3))
+
+
 def nobn_cnn(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
     """A CNN without BatchNorm: a teacher that BN-statistics matching cannot invert (tests, ablations)."""
     return nn.Sequential(nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
                          nn.Linear(16 * 16, num_classes))
 
 
-ARCHITECTURES = {"resnet8": resnet8, "resnet14": resnet14, "resnet20": resnet20, "nobn_cnn": nobn_cnn}
+ARCHITECTURES = {"resnet8": resnet8, "resnet14": resnet14, "resnet20": resnet20, "resnet34_cifar": resnet34_cifar,
+                 "nobn_cnn": nobn_cnn}
