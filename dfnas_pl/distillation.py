@@ -14,6 +14,7 @@ from dfnas_pl.data.compatibility import check_real_data, real_data_of
 from dfnas_pl.losses import kd_loss
 from dfnas_pl.teachers.loading import TeacherSource, build_arch, load_teacher
 from dfnas_pl.utils.io import atomic_write_json
+from dfnas_pl.utils.settings import check_all
 
 
 class DistilledClassifier(L.LightningModule):
@@ -41,6 +42,8 @@ class DistilledClassifier(L.LightningModule):
                  online_teacher: bool = True, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
                  trust_checkpoint: bool = False, metrics_path: str | None = None) -> None:
         super().__init__()
+        check_all([("temperature", temperature, 0, None, True), ("lr", lr, 0, None, True), ("momentum", momentum, 0, 1),
+                   ("weight_decay", weight_decay, 0, None)])
         self.save_hyperparameters()
         self.spec = load_teacher(teacher, trust_checkpoint=trust_checkpoint)
         self.teacher = self.spec.model

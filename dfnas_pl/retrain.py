@@ -24,6 +24,7 @@ from dfnas_pl.search.export import (
 )
 from dfnas_pl.teachers.loading import TeacherSource, load_teacher
 from dfnas_pl.utils.io import atomic_write_json
+from dfnas_pl.utils.settings import check_all
 
 
 class RetrainClassifier(L.LightningModule):
@@ -52,6 +53,9 @@ class RetrainClassifier(L.LightningModule):
                  label_smoothing: float = 0.0, warmup_fraction: float = 0.0, metrics_path: str | None = None,
                  space_overrides: dict[str, Any] | None = None) -> None:
         super().__init__()
+        check_all([("temperature", temperature, 0, None, True), ("lr", lr, 0, None, True), ("momentum", momentum, 0, 1),
+                   ("weight_decay", weight_decay, 0, None), ("label_smoothing", label_smoothing, 0, 1, False, True),
+                   ("warmup_fraction", warmup_fraction, 0, 1, False, True)])
         self.save_hyperparameters()
         self.arch = read_architecture(architecture)  # a missing or damaged file: a clear error
         if space_overrides:

@@ -96,3 +96,19 @@ def test_killed_pipeline_resumes_without_redoing_finished_stages(tmp_path, fmnis
     assert results["stage_seconds"] == spent  # the results show the run's full cost, not just the rerun's
     assert "synthesis" not in results["stage_seconds_this_invocation"]
     assert "retrain spos" in results["stage_seconds_this_invocation"]
+
+
+def test_a_second_pipeline_on_the_same_run_dir_is_refused(tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from dfnas_pl.utils.locking import OutputLock; "
+                               f"lock = OutputLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(600)"],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused = run_cli("pipeline", "--config", "experiments/fmnist/pipeline.yaml", "--run_dir", str(run),
+                          check=False)
+        assert refused.returncode == 2 and f"pid {holder.pid}" in refused.stderr
+        assert "pipeline run directory" in refused.stderr and not (run / "synthetic").exists()
+    finally:
+        holder.kill()
+        holder.wait()

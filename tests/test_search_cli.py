@@ -84,3 +84,21 @@ def test_search_logs_alpha_heatmaps_and_genotype_table_to_wandb_offline(tmp_path
     assert [row[2] for row in table["data"][:8]] == [op for node in arch["choices"]["normal"] for op, _ in node]
     run = summary(run_dir)
     assert run["job_type"] == "search" and ("architecture-darts", "architecture") in run["artifacts"]
+
+
+def test_a_second_search_into_the_same_directory_is_refused(tmp_path, synthetic_set):
+    """One writer per search directory: a search started while another holds it stops at once, naming it."""
+    out = tmp_path / "spos"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from dfnas_pl.utils.locking import OutputLock; "
+                               f"lock = OutputLock({str(out)!r}).acquire(); print('held', flush=True); time.sleep(600)"],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused = run_cli("fit", "--config", "experiments/fmnist/search_spos.yaml", "--data.init_args.path",
+                          str(synthetic_set), "--model.init_args.output_dir", str(out), "--trainer.logger", "false",
+                          "--trainer.max_epochs", "1", check=False)
+        assert refused.returncode == 2 and f"pid {holder.pid}" in refused.stderr
+        assert "search output directory" in refused.stderr and "being written by another run" in refused.stderr
+    finally:
+        holder.kill()
+        holder.wait()

@@ -103,6 +103,19 @@ def test_spos_search_exports_a_feasible_architecture_and_resumes_its_evolution(t
             assert torch.equal(v, saved[k]), k
 
 
+def test_spos_stopped_by_max_steps_still_evolves_and_exports(tmp_path, synthetic_set):
+    """The ImageNet config counts steps (max_steps 150,000, max_epochs -1): no epoch ends as the last one,
+    so the evolution must run when training stops."""
+    model = SPOSSearch(space=SMALL_SHUFFLE, output_dir=str(tmp_path / "spos"), population=2, generations=1, top_k=1,
+                       bn_recalibration_batches=1, score_batches=1)
+    data = SearchDataModule(source="synthetic", path=str(synthetic_set), batch_size=4)
+    L.Trainer(max_steps=2, max_epochs=-1, accelerator="cpu", logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, limit_val_batches=0, default_root_dir=str(tmp_path)).fit(model, datamodule=data)
+    assert model.global_step == 2
+    arch = json.loads((tmp_path / "spos" / "architecture.json").read_text())
+    assert len(arch["evolution"]) == 1 and len(arch["choices"]) == 3
+
+
 def test_shufflenet_stages_must_grow():
     with pytest.raises(ValueError, match="more channels than the one before.*stage_channels"):
         LayerwiseSupernet(LayerwiseSpaceConfig(stage_channels=(16, 32, 32)))

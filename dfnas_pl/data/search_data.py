@@ -19,6 +19,7 @@ from torchvision.transforms import v2 as T
 from dfnas_pl.data.compatibility import check_real_data
 from dfnas_pl.data.synthetic import SyntheticImageDataset
 from dfnas_pl.data.vision import VisionDataModule
+from dfnas_pl.utils.settings import check_all
 
 
 class GaussianNoise(Dataset):
@@ -60,8 +61,9 @@ class SearchDataModule(L.LightningDataModule):
                  image_shape: tuple[int, int, int] = (1, 28, 28), batch_size: int = 64, augment: bool = True,
                  num_workers: int = 0, split_seed: int = 0) -> None:
         super().__init__()
-        if not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
+        check_all([("val_fraction", val_fraction, 0, 1, True, True), ("max_images", max_images, 2, None),
+                   ("noise_images", noise_images, 2, None), ("batch_size", batch_size, 1, None),
+                   ("num_workers", num_workers, 0, None)], prefix="data.init_args.")
         if source == "real" and real_data is None:
             raise ValueError("source: real needs data.init_args.real_data (e.g. FashionMNISTDataModule).")
         self.source, self.path, self.real_data = source, path, real_data

@@ -14,6 +14,7 @@ from torchvision.transforms import v2 as T
 from dfnas_pl.data.compatibility import check_real_data
 from dfnas_pl.data.synthetic import SyntheticImageDataset
 from dfnas_pl.data.vision import VisionDataModule
+from dfnas_pl.utils.settings import check_all
 
 
 class SyntheticDataModule(L.LightningDataModule):
@@ -36,6 +37,9 @@ class SyntheticDataModule(L.LightningDataModule):
                  augment: bool = True, crop_padding: int = 2, rounds: list[int] | None = None,
                  eval_data: VisionDataModule | None = None, num_workers: int = 0, split_seed: int = 0) -> None:
         super().__init__()
+        check_all([("batch_size", batch_size, 1, None), ("val_fraction", val_fraction, 0, 1, False, True),
+                   ("crop_padding", crop_padding, 0, None), ("num_workers", num_workers, 0, None)],
+                  prefix="data.init_args.")
         self.path, self.batch_size, self.val_fraction = Path(path), batch_size, val_fraction
         self.augment, self.crop_padding, self.rounds = augment, crop_padding, rounds
         self.eval_data, self.num_workers, self.split_seed = eval_data, num_workers, split_seed

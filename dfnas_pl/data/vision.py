@@ -19,6 +19,7 @@ from torchvision import datasets
 from torchvision.transforms import v2 as T
 
 from dfnas_pl.data import fashion_mnist
+from dfnas_pl.utils.settings import check_all
 
 # Per-channel statistics of the training sets (pixel values in [0, 1]).
 DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -70,6 +71,9 @@ class VisionDataModule(L.LightningDataModule):
         crop: Literal["resize", "imagenet"] = "resize",
     ) -> None:
         super().__init__()
+        check_all([("batch_size", batch_size, 1, None), ("val_size", val_size, 0, None),
+                   ("image_size", image_size, 1, None), ("crop_padding", crop_padding, 0, None),
+                   ("num_workers", num_workers, 0, None)], prefix="data.init_args.")
         # Explicit dict: subclasses call this __init__, and save_hyperparameters() would read their frame.
         self.save_hyperparameters({k: v for k, v in locals().items() if k not in ("self", "__class__")})
         if mean is None or std is None:

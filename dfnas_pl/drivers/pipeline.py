@@ -27,6 +27,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from dfnas_pl.data.vision import VisionDataModule
 from dfnas_pl.teachers.loading import TeacherSource
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json, readable_json
+from dfnas_pl.utils.locking import OutputLock
 from dfnas_pl.wandb_setup import pipeline_group
 
 ALGORITHMS = ("darts", "proxylessnas", "spos")
@@ -171,6 +172,9 @@ class Pipeline:
                    "--trainer.default_root_dir", str(out), "--trainer.callbacks.init_args.dirpath", str(ckpt),
                    "--trainer.logger.init_args.save_dir", str(self.run), *self._resume(ckpt)],
                   ["search", algorithm])
+        if not readable_json(out / "architecture.json"):
+            raise SystemExit(f"Stage 'search {algorithm}' ended without writing {out / 'architecture.json'}; its log "
+                             f"above says why. Fix the cause and run the same pipeline command again.")
         return out / "architecture.json"
 
     def retrain(self, algorithm: str, architecture: Path) -> Path:
@@ -190,6 +194,10 @@ class Pipeline:
 
     # -- all of it ------------------------------------------------------------------------------------
     def __call__(self) -> list[dict]:
+        with OutputLock(self.run, "pipeline run"):  # one driver per directory; a second is refused, naming the first
+            return self._run()
+
+    def _run(self) -> list[dict]:
         synthetic = self.synthesis()
         rows = []
         for algorithm in self.algorithms:

@@ -35,6 +35,7 @@ from dfnas_pl.search.objective import SearchObjective
 from dfnas_pl.search.plots import alpha_heatmap
 from dfnas_pl.teachers.loading import TeacherSource, load_teacher
 from dfnas_pl.utils.io import atomic_write_json
+from dfnas_pl.utils.settings import check_all
 
 
 class DartsSearch(SearchHooks, L.LightningModule):
@@ -73,8 +74,12 @@ class DartsSearch(SearchHooks, L.LightningModule):
                  alpha_weight_decay: float = 1e-3, hessian_eps: float = 0.01, output_dir: str = "runs/fmnist/search/darts",
                  seed: int = 0, max_parameter_free_normal: int | None = None) -> None:
         super().__init__()
-        if max_parameter_free_normal is not None and max_parameter_free_normal < 0:
-            raise ValueError(f"max_parameter_free_normal must be >= 0 or null, got {max_parameter_free_normal}.")
+        check_all([("temperature", temperature, 0, None, True), ("image_size", image_size, 1, None),
+                   ("w_lr", w_lr, 0, None, True), ("w_lr_min", w_lr_min, 0, w_lr), ("w_momentum", w_momentum, 0, 1),
+                   ("w_weight_decay", w_weight_decay, 0, None), ("w_grad_clip", w_grad_clip, 0, None, True),
+                   ("alpha_lr", alpha_lr, 0, None, True), ("alpha_weight_decay", alpha_weight_decay, 0, None),
+                   ("hessian_eps", hessian_eps, 0, None, True), ("max_parameter_free_normal", max_parameter_free_normal,
+                                                                 0, None)])
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.space = space

@@ -1,5 +1,5 @@
 """What the three search LightningModules share around their algorithms: the data checks (teacher,
-space and real data agree) and output folder at setup, the export at the end of training, and the W&B artifact of that export.
+space and real data agree) and the output folder's one-writer lock at setup, the export at the end of training, and the W&B artifact of that export.
 
 Each search sets ``algorithm``, ``output_dir``, ``objective`` and ``_finished`` and implements
 ``finish()``: the export, called inside the last epoch before its checkpoint (so a kill never loses
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dfnas_pl.data.compatibility import check_real_data, real_data_of
 from dfnas_pl.teachers.loading import Teacher
-from dfnas_pl.utils.io import check_writable_dir
+from dfnas_pl.utils.locking import OutputLock
 
 
 class SearchHooks:
@@ -31,8 +31,15 @@ class SearchHooks:
     def setup(self, stage: str) -> None:
         self.objective.check_data(self.trainer.datamodule)
         self.check_space_and_data()
-        if self.trainer.is_global_zero:
-            check_writable_dir(self.output_dir, "search output")
+        if self.trainer.is_global_zero and getattr(self, "_lock", None) is None:
+            # one writer per search directory (a second search into it is refused, naming the first)
+            self._lock = OutputLock(self.output_dir, "search output").acquire()
+
+    def teardown(self, stage: str) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
+            self._lock = None
 
     def check_space_and_data(self) -> None:
         """The space is sized for the teacher's inputs and classes, and the real data matches both."""

@@ -33,6 +33,7 @@ from dfnas_pl.search.objective import SearchObjective
 from dfnas_pl.search.plots import alpha_heatmap
 from dfnas_pl.teachers.loading import TeacherSource, load_teacher
 from dfnas_pl.utils.io import atomic_write_json
+from dfnas_pl.utils.settings import check_all
 
 DEFAULT_MOBILENET_SPACE = LayerwiseSpaceConfig(family="mobilenetv2", stem_channels=16, stage_channels=(16, 24, 40),
                                                stage_layers=(2, 2, 2))
@@ -66,6 +67,10 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
                  alpha_betas: tuple[float, float] = (0.0, 0.999), cost_weight: float = 0.0, target_mflops: float | None = None,
                  warmup_epochs: int = 0, output_dir: str = "runs/fmnist/search/proxylessnas", seed: int = 0) -> None:
         super().__init__()
+        check_all([("temperature", temperature, 0, None, True), ("w_lr", w_lr, 0, None, True),
+                   ("w_momentum", w_momentum, 0, 1), ("w_weight_decay", w_weight_decay, 0, None),
+                   ("alpha_lr", alpha_lr, 0, None, True), ("cost_weight", cost_weight, 0, None),
+                   ("target_mflops", target_mflops, 0, None, True), ("warmup_epochs", warmup_epochs, 0, None)])
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.space = space

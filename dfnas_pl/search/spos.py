@@ -31,6 +31,7 @@ from dfnas_pl.search.plots import line_plot
 from dfnas_pl.search.scoring import first, score_path
 from dfnas_pl.teachers.loading import TeacherSource, load_teacher
 from dfnas_pl.utils.io import atomic_torch_save, atomic_write_json
+from dfnas_pl.utils.settings import check_all
 
 DEFAULT_SHUFFLENET_SPACE = LayerwiseSpaceConfig(family="shufflenetv2")
 
@@ -68,6 +69,12 @@ class SPOSSearch(SearchHooks, L.LightningModule):
                  bn_recalibration_batches: int = 5, score_batches: int | None = None,
                  output_dir: str = "runs/fmnist/search/spos", seed: int = 0, evolution: bool = True) -> None:
         super().__init__()
+        check_all([("temperature", temperature, 0, None, True), ("lr", lr, 0, None, True), ("momentum", momentum, 0, 1),
+                   ("weight_decay", weight_decay, 0, None), ("max_mflops", max_mflops, 0, None, True),
+                   ("population", population, 1, None), ("generations", generations, 1, None),
+                   ("top_k", top_k, 1, population), ("mutation_prob", mutation_prob, 0, 1),
+                   ("bn_recalibration_batches", bn_recalibration_batches, 0, None),
+                   ("score_batches", score_batches, 1, None)])
         self.save_hyperparameters()
         self.space = space
         self.supernet = LayerwiseSupernet(space)
@@ -125,8 +132,11 @@ class SPOSSearch(SearchHooks, L.LightningModule):
             self.finish()
 
     def on_train_end(self) -> None:
-        """Without evolution the supernet itself is the result (weights only, loadable with weights_only)."""
-        if not self.hparams.evolution and self.trainer.is_global_zero:
+        """Training stopped by max_steps (the ImageNet config) or time: evolve now (SearchHooks). Without
+        evolution the supernet itself is the result (weights only, loadable with weights_only)."""
+        if self.hparams.evolution:
+            super().on_train_end()
+        elif self.trainer.is_global_zero:
             atomic_torch_save(self.output_dir / "supernet.pt", self.supernet.state_dict())
             dm = self.trainer.datamodule  # what it was trained on: a scorer must split and batch the same way
             data = {k: getattr(dm, k, None) for k in ("source", "path", "val_fraction", "max_images", "noise_images",
