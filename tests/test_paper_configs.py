@@ -29,11 +29,12 @@ def image_folder(root, classes: int, size: int, per_class: int = 2):
     return root
 
 
-def toy_pipeline(tmp_path, dataset: str, teacher: dict, real: dict, overrides: dict) -> dict:
+def toy_pipeline(tmp_path, dataset: str, teacher: dict, real: dict, overrides: dict, **settings) -> dict:
     """Run experiments/<dataset>/pipeline.yaml with the toy teacher, data and overrides; return the run dir's results."""
     run = tmp_path / "run"
     config = tmp_path / "toy.yaml"
-    config.write_text(json.dumps({"run_dir": str(run), "teacher": teacher, "real_data": real, "overrides": overrides}))
+    config.write_text(json.dumps({"run_dir": str(run), "teacher": teacher, "real_data": real, "overrides": overrides,
+                                  **settings}))
     run_cli("pipeline", "--config", f"experiments/{dataset}/pipeline.yaml", "--config", str(config), timeout=1200)
     return json.loads((run / "pipeline_results.json").read_text()) | {"run": run}
 
@@ -84,25 +85,33 @@ def test_imagenet_paper_configs_at_toy_scale(tmp_path):
                           "crop": "imagenet", "val_size": classes, **IMAGENET_STATS}}
     one_step = ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2"]
     result = toy_pipeline(tmp_path, "imagenet", teacher, real, {
-        "synthesis": ["--model.init_args.rounds", "2", "--model.init_args.iterations", "2",
-                      "--model.init_args.lowres_iterations", "2", "--model.init_args.warmup_iterations", "1",
+        "synthesis": ["--model.init_args.rounds", "2", "--model.init_args.iterations", "1",
+                      "--model.init_args.lowres_iterations", "1", "--model.init_args.warmup_iterations", "1",
                       "--model.init_args.quality_gate", "false", "--data.init_args.batch_size", "4", *QUIET],
         "search": [*one_step, "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0", *QUIET],
         "spos": ["--trainer.max_steps", "2", "--model.init_args.population", "2", "--model.init_args.generations",
                  "1", "--model.init_args.top_k", "1", "--model.init_args.bn_recalibration_batches", "1",
                  "--model.init_args.score_batches", "1"],
-        "proxylessnas": ["--trainer.max_epochs", "1", "--model.init_args.warmup_epochs", "0"],
         "retrain": ["--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_test_batches",
                     "2", "--trainer.callbacks.init_args.every_n_train_steps", "2", "--data.init_args.batch_size", "2",
                     "--data.init_args.num_workers", "0", *QUIET],
-    })
-    manifest = json.loads((result["run"] / "synthetic" / "manifest.json").read_text())
+    }, algorithms=["spos"])  # ProxylessNAS below, on the same set (its retraining would repeat SPOS's config)
+    run = result["run"]
+    manifest = json.loads((run / "synthetic" / "manifest.json").read_text())
     assert manifest["images"] == 2 * classes and manifest["canvas_size"] == 256  # the official canvas
-    assert (result["run"] / "synthetic" / "grids" / "round_01.png").is_file()
-    for algorithm, layers in (("spos", 20), ("proxylessnas", 22)):  # 1 + 4 x 5 + 1 MBConv layers
-        arch = json.loads((result["run"] / "search" / algorithm / "architecture.json").read_text())
-        assert len(arch["choices"]) == layers and arch["space_config"]["image_size"] == 224
-    spos = json.loads((result["run"] / "search" / "spos" / "architecture.json").read_text())
+    assert (run / "synthetic" / "grids" / "round_01.png").is_file()
+    spos = json.loads((run / "search" / "spos" / "architecture.json").read_text())
+    assert len(spos["choices"]) == 20 and spos["space_config"]["image_size"] == 224
     assert spos["flops"] <= 660e6  # the official 330 M multiply-adds limit
-    assert sorted(r["algorithm"] for r in result["rows"]) == ["proxylessnas", "spos"]
+    assert [r["algorithm"] for r in result["rows"]] == ["spos"]
+
+    out = tmp_path / "proxylessnas"
+    run_cli("fit", "--config", "experiments/imagenet/search_proxylessnas.yaml", "--data.init_args.path",
+            str(run / "synthetic"), "--data.init_args.real_data", json.dumps(real), "--model.init_args.teacher",
+            json.dumps(teacher), "--model.init_args.space.num_classes", str(classes), "--model.init_args.output_dir",
+            str(out), "--trainer.default_root_dir", str(out), "--trainer.callbacks.init_args.dirpath", str(out / "ckpt"),
+            "--trainer.max_epochs", "1", "--model.init_args.warmup_epochs", "0", *one_step,
+            "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0", *QUIET, timeout=900)
+    proxyless = json.loads((out / "architecture.json").read_text())
+    assert len(proxyless["choices"]) == 22 and proxyless["space_config"]["image_size"] == 224  # 1 + 4 x 5 + 1 layers
 
