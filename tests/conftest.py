@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -45,6 +46,21 @@ def run_cli(*args: str, cwd: Path = REPO, timeout: int = 600, env: dict | None =
         raise AssertionError(f"dfnas_pl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
                              f"{proc.stderr[-5000:]}")
     return proc
+
+
+@contextlib.contextmanager
+def lock_held_by_another_process(directory: Path):
+    """A separate process holds ``directory``'s one-writer lock (as a running stage would, without the race
+    of timing one); yields that process, killed with SIGKILL on exit (the OS then frees the lock)."""
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from dfnas_pl.utils.locking import OutputLock; "
+                               f"lock = OutputLock({str(directory)!r}).acquire(); print('held', flush=True); "
+                               "time.sleep(600)"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from torch import nn
 from dfnas_pl.data.compatibility import check_real_data
 from dfnas_pl.data.vision import VisionDataModule
 from tests.conftest import run_cli
+from tests.test_pipeline import toy_overrides
 
 CLASSES = ["cat", "dog", "fish"]
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
@@ -99,20 +100,9 @@ def test_pipeline_on_your_own_teacher_class_and_image_folder(tmp_path, teacher_f
     real = {"class_path": "dfnas_pl.data.VisionDataModule",
             "init_args": {"dataset": "ImageFolder", "root": str(root), "mean": MEAN, "std": STD, "val_size": 3,
                           "batch_size": 4}}
-    quiet = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
-    overrides = {
-        "synthesis": ["--data.init_args.images_per_class", "2", "--data.init_args.batch_size", "6",
-                      "--model.init_args.iterations", "5", "--model.init_args.warmup_iterations", "2",
-                      "--model.init_args.quality_gate", "false", *quiet],
-        "search": ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches",
-                   "1", "--data.init_args.batch_size", "3", "--data.init_args.val_fraction", "0.5", *quiet],
-        "darts": ["--model.init_args.space.channels", "4", "--model.init_args.space.layers", "3"],
-        "spos": ["--model.init_args.space.stage_channels", "[16, 24, 32]", "--model.init_args.max_mflops", "null",
-                 "--model.init_args.population", "2", "--model.init_args.generations", "1",
-                 "--model.init_args.top_k", "1", "--model.init_args.bn_recalibration_batches", "1"],
-        "retrain": ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches",
-                    "1", *quiet],
-    }
+    overrides = toy_overrides()  # the pipeline test's, with 2 images per class of the 3 and smaller batches
+    overrides["synthesis"] += ["--data.init_args.images_per_class", "2", "--data.init_args.batch_size", "6"]
+    overrides["search"] += ["--data.init_args.batch_size", "3"]
     run = tmp_path / "run"
     config = tmp_path / "pipeline.yaml"
     config.write_text(json.dumps({"run_dir": str(run), "algorithms": ["darts", "spos"], "overrides": overrides,

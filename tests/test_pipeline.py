@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, lock_held_by_another_process, run_cli
 from tests.wandb_records import summary
 
 
-def toy_config(tmp_path, fmnist_root, wandb=False):
-    run = tmp_path / "run"
+def toy_overrides(wandb=False) -> dict[str, list[str]]:
+    """Per-stage pipeline overrides that make every stage a few seconds' work."""
     quiet = ([] if wandb else ["--trainer.logger", "false"]) + ["--trainer.enable_progress_bar", "false"]
-    overrides = {
+    return {
         "synthesis": ["--data.init_args.images_per_class", "1", "--data.init_args.batch_size", "10",
                       "--model.init_args.iterations", "5", "--model.init_args.warmup_iterations", "2",
                       "--model.init_args.quality_gate", "false", *quiet],
@@ -29,8 +29,14 @@ def toy_config(tmp_path, fmnist_root, wandb=False):
                  "--model.init_args.population", "2", "--model.init_args.generations", "1",
                  "--model.init_args.top_k", "1", "--model.init_args.bn_recalibration_batches", "1"],
         "retrain": ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches",
-                    "1", "--trainer.limit_test_batches", "2", "--data.init_args.root", str(fmnist_root), *quiet],
+                    "1", "--trainer.limit_test_batches", "2", *quiet],
     }
+
+
+def toy_config(tmp_path, fmnist_root, wandb=False):
+    run = tmp_path / "run"
+    overrides = toy_overrides(wandb)
+    overrides["retrain"] += ["--data.init_args.root", str(fmnist_root)]
     config = tmp_path / "pipeline.yaml"
     config.write_text(json.dumps({"run_dir": str(run), "algorithms": ["darts", "proxylessnas", "spos"],
                                   "overrides": overrides}))
@@ -100,15 +106,8 @@ def test_killed_pipeline_resumes_without_redoing_finished_stages(tmp_path, fmnis
 
 def test_a_second_pipeline_on_the_same_run_dir_is_refused(tmp_path):
     run = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import time; from dfnas_pl.utils.locking import OutputLock; "
-                               f"lock = OutputLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(600)"],
-                              cwd=REPO, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_by_another_process(run) as holder:
         refused = run_cli("pipeline", "--config", "experiments/fmnist/pipeline.yaml", "--run_dir", str(run),
                           check=False)
         assert refused.returncode == 2 and f"pid {holder.pid}" in refused.stderr
         assert "pipeline run directory" in refused.stderr and not (run / "synthetic").exists()
-    finally:
-        holder.kill()
-        holder.wait()

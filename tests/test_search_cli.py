@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, lock_held_by_another_process, run_cli
 from tests.wandb_records import summary
 
 TINY = {
@@ -89,16 +89,9 @@ def test_search_logs_alpha_heatmaps_and_genotype_table_to_wandb_offline(tmp_path
 def test_a_second_search_into_the_same_directory_is_refused(tmp_path, synthetic_set):
     """One writer per search directory: a search started while another holds it stops at once, naming it."""
     out = tmp_path / "spos"
-    holder = subprocess.Popen([sys.executable, "-c", "import time; from dfnas_pl.utils.locking import OutputLock; "
-                               f"lock = OutputLock({str(out)!r}).acquire(); print('held', flush=True); time.sleep(600)"],
-                              cwd=REPO, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_by_another_process(out) as holder:
         refused = run_cli("fit", "--config", "experiments/fmnist/search_spos.yaml", "--data.init_args.path",
                           str(synthetic_set), "--model.init_args.output_dir", str(out), "--trainer.logger", "false",
                           "--trainer.max_epochs", "1", check=False)
         assert refused.returncode == 2 and f"pid {holder.pid}" in refused.stderr
         assert "search output directory" in refused.stderr and "being written by another run" in refused.stderr
-    finally:
-        holder.kill()
-        holder.wait()

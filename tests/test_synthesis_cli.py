@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dfnas_pl.data.synthetic import SyntheticSetWriter
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, lock_held_by_another_process, run_cli
 
 CONFIG = "experiments/fmnist/synthesize.yaml"
 
@@ -124,16 +124,11 @@ def test_one_writer_per_set_and_a_killed_writer_leaves_no_stale_lock(tmp_path):
     synthesis on the same directory is refused with the holder's pid; after the holder is killed with
     SIGKILL the lock is free again and the synthesis runs to the end."""
     out = tmp_path / "synthetic"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from dfnas_pl.utils.locking import OutputLock; "
-                               f"lock = OutputLock({str(out)!r}).acquire(); print('held', flush=True); time.sleep(600)"],
-                              cwd=REPO, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    refused = run_cli(*small(out, iterations=5), check=False)
-    assert refused.returncode != 0
-    assert "being written by another run" in refused.stderr and f"pid {holder.pid}" in refused.stderr
-    assert not (out / "run.json").exists()  # refused before touching the set
-    holder.kill()  # SIGKILL: no clean-up, the OS drops the lock
-    holder.wait()
+    with lock_held_by_another_process(out) as holder:  # SIGKILL-ed at the end: no clean-up, the OS drops the lock
+        refused = run_cli(*small(out, iterations=5), check=False)
+        assert refused.returncode != 0
+        assert "being written by another run" in refused.stderr and f"pid {holder.pid}" in refused.stderr
+        assert not (out / "run.json").exists()  # refused before touching the set
     run_cli(*small(out, iterations=5))
     check_complete(out, rounds=2, per_round=40)
     assert not (out / ".dfnas_pl.lock.owner").exists()
