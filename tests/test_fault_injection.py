@@ -29,13 +29,18 @@ def test_synthesis_killed_at_random_points_ends_identical_to_an_uninterrupted_ru
     out = tmp_path / "killed" / "synthetic"
     rng = random.Random(0)
     kills = 0
-    for _ in range(4):  # up to 4 kills, each at a random moment of a run
+    # three kills, each after a random number of finished batches (of 8) plus a random moment of the next
+    # one, so that the kill points do not depend on how fast the machine is
+    for finished in sorted(rng.sample(range(1, 8), 3)):
         proc = subprocess.Popen([sys.executable, "-m", "dfnas_pl", *small(out, **args)], cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                                 env={**os.environ, "WANDB_MODE": "offline"})
-        time.sleep(rng.uniform(6.0, 14.0))  # start-up is ~5 s here; a batch takes a few seconds
+        deadline = time.time() + 600
+        while proc.poll() is None and time.time() < deadline and len(list(out.glob("records/*/*.pt"))) < finished:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.0))
         if proc.poll() is not None:
-            break
+            continue
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         kills += 1
