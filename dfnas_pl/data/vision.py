@@ -44,6 +44,7 @@ class VisionDataModule(L.LightningDataModule):
         std: per-channel normalisation std; defaults to the dataset's known statistics.
         image_size: resize to this size (ImageFolder sets of other sizes); ``None`` keeps it.
         augment: random crop with ``crop_padding`` and horizontal flip on the training split.
+        crop_padding: zero padding (pixels) of the random crop (CIFAR: 4).
         num_workers: data loader worker processes.
         split_seed: seed of the train/val split (fixed, so every stage sees the same split).
         download: let torchvision download the dataset if it is not on disk.
