@@ -102,7 +102,7 @@ def noise_search(dataset: str, config: str, batch: int) -> list[str]:
     return ["--config", config, "--data.init_args.source", "noise", "--data.init_args.noise_images", str(4 * batch),
             "--data.init_args.image_shape", json.dumps([3, size, size]), "--data.init_args.batch_size", str(batch),
             "--data.init_args.num_workers", "0", "--data.init_args.val_fraction", "0.5",
-            "--model.init_args.teacher", json.dumps(spec)]
+            "--data.init_args.real_data", "null", "--model.init_args.teacher", json.dumps(spec)]
 
 
 def architecture_file(config: str, out: Path) -> Path:

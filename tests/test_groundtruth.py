@@ -111,7 +111,9 @@ def test_the_shipped_configs_parse_and_match_the_search_spaces(space):
     c = groundtruth.parser().parse_args(["--config", f"experiments/fmnist/groundtruth_{space}.yaml"])
     search = {"shufflenetv2": "search_spos", "mobilenetv2": "search_proxylessnas"}[space]
     searched = yaml.safe_load((REPO / f"experiments/fmnist/{search}.yaml").read_text())["model"]["init_args"]["space"]
-    assert {k: list(v) if isinstance(v, tuple) else v for k, v in c.space.as_dict().items()} == searched
+    from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
+
+    assert groundtruth.dataclass_of(LayerwiseSpaceConfig, c.space) == LayerwiseSpaceConfig.from_dict(searched)
     assert c.selection.stratified >= 24 and c.selection.median_band >= 8 and len(c.seeds) >= 2
     assert c.output == f"benchmarks/groundtruth/{space}.json"
     rf = rank_fidelity.parser().parse_args(["--config", "experiments/fmnist/rank_fidelity.yaml"])
