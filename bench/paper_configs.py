@@ -35,6 +35,7 @@ import torch
 import yaml
 
 from bench.report import machine, write_section
+from dfnas_pl.utils.io import atomic_write_json
 
 CIFAR_STATS = {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}
 IMAGENET_STATS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -136,20 +137,35 @@ def forward_seconds_per_image(architecture: Path, size: int, batch: int = 32) ->
     return (time.perf_counter() - start) / batch
 
 
-def measure(max_batch: int, iterations: int, steps: int) -> list[dict]:
-    rows = []
+def measure(max_batch: int, iterations: int, steps: int, records: Path) -> list[dict]:
+    """Every row, each saved to ``records`` as soon as it is measured; a rerun with the same settings keeps
+    the rows there and measures only the missing ones (a killed benchmark resumes)."""
+    settings = {"max_batch": max_batch, "iterations": iterations, "steps": steps}
+    saved = json.loads(records.read_text()) if records.exists() else {}
+    done = {(r["setting"], r["stage"]): r for r in saved.get("rows", [])} if saved.get("settings") == settings else {}
+    rows: list[dict] = []
+
+    def keep(row: dict) -> None:
+        rows.append(row)
+        print(row, flush=True)
+        atomic_write_json(records, {"settings": settings, "rows": rows + [r for k, r in done.items()
+                                                                           if k not in {(x["setting"], x["stage"])
+                                                                                        for x in rows}]})
+
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for dataset, batches_per_round, its, lowres in (("cifar10", 10, 2000, 0), ("cifar100", 10, 2000, 0),
                                                         ("imagenet", 20, 3000, 2000)):
+            if (dataset, "synthesis") in done:
+                rows.append(done[(dataset, "synthesis")])
+                continue
             sec = synthesis_seconds(dataset, iterations)
             total = 10 * batches_per_round * (its * sec["full"] + lowres * sec.get("lowres", 0.0))
-            rows.append({"setting": dataset, "stage": "synthesis", "unit": "iteration (batch 50)",
+            keep({"setting": dataset, "stage": "synthesis", "unit": "iteration (batch 50)",
                          "measured_s": sec["full"], "lowres_s": sec.get("lowres"),
                          "count": 10 * batches_per_round * (its + lowres), "hours": total / 3600,
                          "note": f"10 rounds x {batches_per_round} batches x {its} it"
                                  + (f" + {lowres} half-res it (timed apart: {sec['lowres']:.2f} s)" if lowres else "")})
-            print(rows[-1], flush=True)
         # searches: (setting, config, batch of the config, steps at full scale, note)
         searches = [("cifar10", "experiments/cifar10/search_darts.yaml", 64, 50 * (2500 // 64),
                      "50 epochs x 39 steps (2,500 search-train images)"),
@@ -157,6 +173,10 @@ def measure(max_batch: int, iterations: int, steps: int) -> list[dict]:
                     ("imagenet", "experiments/imagenet/search_proxylessnas.yaml", 256, 150 * (5000 // 256),
                      "150 epochs x 19 steps (5,000 search-train images)")]
         for dataset, config, batch, count, note in searches:
+            stage = Path(config).stem.replace("search_", "search ")
+            if (dataset, stage) in done:
+                rows.append(done[(dataset, stage)])
+                continue
             timed = min(batch, max_batch)
             sec = cli_step_seconds(noise_search(dataset, config, timed) + [
                 "--model.init_args.output_dir", str(tmp / Path(config).stem),
@@ -165,17 +185,18 @@ def measure(max_batch: int, iterations: int, steps: int) -> list[dict]:
                 + (["--model.init_args.evolution", "false"] if "spos" in config else [])
                 + (["--model.init_args.warmup_epochs", "0"] if "proxyless" in config else []),
                 tmp, Path(config).stem, steps) * batch / timed
-            rows.append({"setting": dataset, "stage": Path(config).stem.replace("search_", "search "),
-                         "unit": f"step (batch {batch}" + (f", timed at {timed} and scaled)" if timed < batch else ")"),
-                         "measured_s": sec, "count": count, "hours": sec * count / 3600, "note": note})
-            print(rows[-1], flush=True)
-        arch = architecture_file("experiments/imagenet/search_spos.yaml", tmp / "spos_arch.json")
-        per_image = forward_seconds_per_image(arch, 224)
-        images = 50 * 20 * (25 * 1024 + 8000)
-        rows.append({"setting": "imagenet", "stage": "spos evolution", "unit": "forward per image",
-                     "measured_s": per_image, "count": images, "hours": per_image * images / 3600,
-                     "note": "1,000 candidates x (25 BN batches of 1,024 + 8,000 val images)"})
-        print(rows[-1], flush=True)
+            keep({"setting": dataset, "stage": stage,
+                  "unit": f"step (batch {batch}" + (f", timed at {timed} and scaled)" if timed < batch else ")"),
+                  "measured_s": sec, "count": count, "hours": sec * count / 3600, "note": note})
+        if ("imagenet", "spos evolution") in done:
+            rows.append(done[("imagenet", "spos evolution")])
+        else:
+            arch = architecture_file("experiments/imagenet/search_spos.yaml", tmp / "spos_arch.json")
+            per_image = forward_seconds_per_image(arch, 224)
+            images = 50 * 20 * (25 * 1024 + 8000)
+            keep({"setting": "imagenet", "stage": "spos evolution", "unit": "forward per image",
+                  "measured_s": per_image, "count": images, "hours": per_image * images / 3600,
+                  "note": "1,000 candidates x (25 BN batches of 1,024 + 8,000 val images)"})
         # retraining on real data of the right size (a generated ImageFolder)
         cifar = image_folder(tmp / "cifar", 10, 32)
         imagenet = image_folder(tmp / "imagenet", 4, 64)
@@ -184,6 +205,9 @@ def measure(max_batch: int, iterations: int, steps: int) -> list[dict]:
                     ("imagenet", "experiments/imagenet/search_spos.yaml", "experiments/imagenet/retrain.yaml", 1024,
                      300_000, "300,000 steps", imagenet, {"test_split": "val", "image_size": 224, "crop": "imagenet"})]
         for dataset, search_config, config, batch, count, note, root, extra in retrains:
+            if (dataset, "retrain") in done:
+                rows.append(done[(dataset, "retrain")])
+                continue
             timed = min(batch, max_batch)
             arch = architecture_file(search_config, tmp / f"{dataset}_arch.json")
             stats = IMAGENET_STATS if dataset == "imagenet" else CIFAR_STATS
@@ -194,14 +218,15 @@ def measure(max_batch: int, iterations: int, steps: int) -> list[dict]:
             for png in list((root / "train").glob("*/0.png")):  # enough images for the timed steps
                 for r in range(1, reps + 1):
                     (png.parent / f"{r}.png").write_bytes(png.read_bytes())
+            classes = len(list((root / "train").iterdir()))  # a 4-class head for the 4 generated ImageNet classes
             sec = cli_step_seconds(["--config", config, "--model.init_args.architecture", str(arch),
+                                    "--model.init_args.space_overrides", json.dumps({"num_classes": classes}),
                                     "--data", json.dumps(data), "--trainer.default_root_dir", str(tmp / f"rt_{dataset}"),
                                     "--trainer.callbacks.init_args.dirpath", str(tmp / f"rt_{dataset}" / "ckpt")],
                                    tmp, f"retrain_{dataset}", steps) * batch / timed
-            rows.append({"setting": dataset, "stage": "retrain", "unit": f"step (batch {batch}" + (
+            keep({"setting": dataset, "stage": "retrain", "unit": f"step (batch {batch}" + (
                 f", timed at {timed} and scaled)" if timed < batch else ")"), "measured_s": sec, "count": count,
-                         "hours": sec * count / 3600, "note": note})
-            print(rows[-1], flush=True)
+                  "hours": sec * count / 3600, "note": note})
     return rows
 
 
@@ -214,21 +239,23 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.time()
-    rows = measure(a.max_batch, a.iterations, a.steps)
+    json_path = a.out.with_name("paper_configs.json")
+    rows = measure(a.max_batch, a.iterations, a.steps, json_path)
     load = os.getloadavg()[0]
     lines = ["## The paper's settings: cost at full scale (extrapolated, CPU)", "",
              f"Machine: {machine()}; load average {load:.1f} at the end (other jobs running inflate the times).",
              f"Command: `python -m bench.paper_configs --max_batch {a.max_batch} --iterations {a.iterations} "
-             f"--steps {a.steps}` ({time.strftime('%Y-%m-%d')}, {time.time() - start:.0f} s). Random-init teachers "
+             f"--steps {a.steps}` ({time.strftime('%Y-%m-%d')}; resumable: rows already in {json_path.name} are "
+             f"kept, this invocation took {time.time() - start:.0f} s). Random-init teachers "
              f"of the paper's architectures; times x the config's full count. No GPU figure: none was lent.", "",
              "| setting | stage | unit | measured s/unit | units at full scale | CPU hours | what the count is |",
              "|---|---|---|---:|---:|---:|---|"]
     lines += [f"| {r['setting']} | {r['stage']} | {r['unit']} | {r['measured_s']:.3g} | {r['count']:,} | "
               f"{r['hours']:,.0f} | {r['note']} |" for r in rows]
     write_section(a.out, lines)
-    json_path = a.out.with_name("paper_configs.json")
-    json_path.write_text(json.dumps({"rows": rows, "machine": machine(), "load_average": load,
-                                     "command": " ".join(sys.argv)}, indent=1))
+    atomic_write_json(json_path, {"settings": {"max_batch": a.max_batch, "iterations": a.iterations, "steps": a.steps},
+                                  "rows": rows, "machine": machine(), "load_average": load,
+                                  "command": " ".join(sys.argv), "seconds": round(time.time() - start)})
     print("\n".join(lines))
 
 
