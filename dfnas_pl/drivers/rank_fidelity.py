@@ -71,12 +71,9 @@ def data_args(source: str, sets: dict[str, str], noise_images: int) -> list[str]
 
 
 def space_args(space_config: dict[str, Any]) -> list[str]:
-    """The ground truth's space, field by field, so the supernet is exactly the space that was measured."""
-    out = []
-    for key, value in space_config.items():
-        out += [f"--model.init_args.space.{key}", json.dumps(value) if isinstance(value, list) or value is None
-                else str(value)]
-    return out
+    """The ground truth's space as one JSON value, so the supernet is exactly the space that was measured
+    (field by field, the CLI cannot set an optional tuple such as stage_strides back to null)."""
+    return ["--model.init_args.space", json.dumps(space_config)]
 
 
 # -- one unit, in a worker process ---------------------------------------------------------------------
