@@ -45,7 +45,7 @@ from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
 from dfnas_pl.search.random_arch import SpaceSampler
 from dfnas_pl.search.ranking import bootstrap_interval, kendall_tau, spearman_rho
 from dfnas_pl.utils.io import atomic_write_json
-from dfnas_pl.utils.locking import OutputLock
+from dfnas_pl.utils.locking import one_writer
 
 GROUNDTRUTH_FORMAT = "dfnas_pl.groundtruth/1"
 
@@ -231,11 +231,8 @@ class GroundTruth:
         else:
             atomic_write_json(path, mine)
 
+    @one_writer("work", "ground-truth work")
     def __call__(self) -> dict[str, Any]:
-        with OutputLock(self.work, "ground-truth work"):  # one driver per directory; a second is refused, naming the first
-            return self._run()
-
-    def _run(self) -> dict[str, Any]:
         self.check_settings()
         from dfnas_pl.data.compatibility import check_real_data
 

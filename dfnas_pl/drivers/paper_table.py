@@ -27,7 +27,7 @@ from dfnas_pl.drivers.pipeline import ALGORITHMS, Pipeline, set_is_sound
 from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.random_arch import random_like
 from dfnas_pl.utils.io import atomic_write_bytes, readable_json
-from dfnas_pl.utils.locking import OutputLock
+from dfnas_pl.utils.locking import one_writer
 
 SOURCES = {"real": "(a) real data", "synthetic": "(b) ours: calibration + regional",
            "plain": "(c) plain inversion", "noise": "(d) Gaussian noise", "random": "(e) random architecture"}
@@ -128,11 +128,8 @@ class PaperTable(Pipeline):
             self._cli(name, "test", self.retrain_config, [*args, "--ckpt_path", str(ckpt / "last.ckpt")], ["retrain"])
         return json.loads(metrics.read_text())
 
+    @one_writer("run", "paper-table run")
     def __call__(self) -> list[dict]:
-        with OutputLock(self.run, "paper-table run"):  # one driver per directory; a second is refused, naming the first
-            return self._run()
-
-    def _run(self) -> list[dict]:
         sets = self.synthetic_sets()
         rows = []
         for algorithm in self.algorithms:

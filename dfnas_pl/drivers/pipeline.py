@@ -27,7 +27,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from dfnas_pl.data.vision import VisionDataModule
 from dfnas_pl.teachers.loading import TeacherSource
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json, readable_json
-from dfnas_pl.utils.locking import OutputLock
+from dfnas_pl.utils.locking import one_writer
 from dfnas_pl.wandb_setup import pipeline_group
 
 ALGORITHMS = ("darts", "proxylessnas", "spos")
@@ -193,11 +193,8 @@ class Pipeline:
         return metrics
 
     # -- all of it ------------------------------------------------------------------------------------
+    @one_writer("run", "pipeline run")
     def __call__(self) -> list[dict]:
-        with OutputLock(self.run, "pipeline run"):  # one driver per directory; a second is refused, naming the first
-            return self._run()
-
-    def _run(self) -> list[dict]:
         synthetic = self.synthesis()
         rows = []
         for algorithm in self.algorithms:

@@ -44,7 +44,7 @@ from dfnas_pl.drivers.groundtruth import _fmt, _instantiate, load_groundtruth, v
 from dfnas_pl.drivers.synthetic_sets import make_synthetic_sets
 from dfnas_pl.search.ranking import fidelity, kendall_tau
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json, strict_json
-from dfnas_pl.utils.locking import OutputLock
+from dfnas_pl.utils.locking import one_writer
 from dfnas_pl.wandb_setup import pipeline_group
 
 CSV_COLUMNS = ["space", "source", "scored_on", "seed", "supernet_steps", "n", "kendall_tau", "spearman_rho",
@@ -232,11 +232,8 @@ class RankFidelity:
                         "teacher": space.get("teacher", model_args.get("teacher", "embedded:fmnist_resnet8"))})
         return units
 
+    @one_writer("run", "rank-fidelity run")
     def __call__(self) -> list[dict[str, Any]]:
-        with OutputLock(self.run, "rank-fidelity run"):  # one driver per directory; a second is refused, naming the first
-            return self._run()
-
-    def _run(self) -> list[dict[str, Any]]:
         truths = {}
         for space in self.spaces:
             gt = load_groundtruth(space["groundtruth"])

@@ -31,7 +31,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from dfnas_pl.drivers.groundtruth import _fmt, versions
 from dfnas_pl.drivers.synthetic_sets import make_synthetic_sets
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json
-from dfnas_pl.utils.locking import OutputLock
+from dfnas_pl.utils.locking import one_writer
 
 # Two-sided 95 % Student-t quantiles by degrees of freedom (seeds - 1): the interval of a mean of a few seeds.
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -92,11 +92,8 @@ class SynthesisSweep:
         atomic_write_json(self.record(variant, seed), rec)
         return rec
 
+    @one_writer("run", "synthesis-sweep run")
     def __call__(self) -> list[dict[str, Any]]:
-        with OutputLock(self.run, "synthesis-sweep run"):  # one driver per directory; a second is refused, naming the first
-            return self._run()
-
-    def _run(self) -> list[dict[str, Any]]:
         self.run.mkdir(parents=True, exist_ok=True)
         sets = make_synthetic_sets(self.run, self.synthesis_config, self.variants, list(self.variants), self.workers,
                                    self.threads)

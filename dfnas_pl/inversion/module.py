@@ -36,7 +36,7 @@ from dfnas_pl.inversion.views import (
     warmup_cosine,
 )
 from dfnas_pl.teachers.loading import TeacherSource, load_teacher
-from dfnas_pl.utils.locking import OutputLock
+from dfnas_pl.utils.locking import HoldsOutputLock
 from dfnas_pl.utils.settings import check_all
 
 warnings.filterwarnings("ignore", message=r".*`configure_optimizers` returned `None`.*")
@@ -53,7 +53,7 @@ _WINDOW_SETTINGS = ("canvas_ratio", "window_per_image", "window_labels")
 REGIONAL_MODES = ("off", "zoom", "window")
 
 
-class ModelInversion(L.LightningModule):
+class ModelInversion(HoldsOutputLock, L.LightningModule):
     """Synthesise a labelled image set from a teacher (DeepInversion + Data-Free NAS's calibration).
 
     Loss per step, on the view v the teacher sees (names of the official code):
@@ -231,7 +231,7 @@ class ModelInversion(L.LightningModule):
             raise ValueError(f"data.num_classes is {dm.num_classes} but the teacher '{self.spec.source}' has "
                              f"{self.spec.num_classes} classes: set data.init_args.num_classes: {self.spec.num_classes}.")
         if self.trainer.is_global_zero:  # one writer per set (other ranks follow rank 0 through the barrier)
-            self._lock = OutputLock(self.output_dir, "synthetic-set output").acquire()
+            self.take_output_lock(self.output_dir, "synthetic-set output")
             try:
                 state = self.writer.begin(self.settings(), overwrite=self.hparams.overwrite)
             except BaseException:
@@ -422,12 +422,6 @@ class ModelInversion(L.LightningModule):
                 "features": feats.detach().float().cpu()}
 
     # -- end of the run -------------------------------------------------------------------------------
-    def teardown(self, stage: str) -> None:
-        lock = getattr(self, "_lock", None)
-        if lock is not None:
-            lock.release()
-            self._lock = None
-
     def on_train_end(self) -> None:
         self.trainer.strategy.barrier("synthesis-end")
         if not self.trainer.is_global_zero:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from dfnas_pl.data.compatibility import check_real_data, real_data_of
 from dfnas_pl.teachers.loading import Teacher
-from dfnas_pl.utils.locking import OutputLock
+from dfnas_pl.utils.locking import HoldsOutputLock
 
 
-class SearchHooks:
+class SearchHooks(HoldsOutputLock):
     """Mixin placed before ``L.LightningModule`` in a search module's bases."""
 
     algorithm: str
@@ -31,15 +31,8 @@ class SearchHooks:
     def setup(self, stage: str) -> None:
         self.objective.check_data(self.trainer.datamodule)
         self.check_space_and_data()
-        if self.trainer.is_global_zero and getattr(self, "_lock", None) is None:
-            # one writer per search directory (a second search into it is refused, naming the first)
-            self._lock = OutputLock(self.output_dir, "search output").acquire()
-
-    def teardown(self, stage: str) -> None:
-        lock = getattr(self, "_lock", None)
-        if lock is not None:
-            lock.release()
-            self._lock = None
+        if self.trainer.is_global_zero:  # one writer per search directory, released at teardown
+            self.take_output_lock(self.output_dir, "search output")
 
     def check_space_and_data(self) -> None:
         """The space is sized for the teacher's inputs and classes, and the real data matches both."""

@@ -9,10 +9,12 @@ doing all the work into one directory.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -63,3 +65,35 @@ class OutputLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class HoldsOutputLock:
+    """Mixin for a LightningModule (placed before ``L.LightningModule``) that holds its output directory's
+    lock from ``setup`` (rank 0 calls :meth:`take_output_lock`) until ``teardown``, which Lightning runs
+    after a finished, failed or interrupted fit alike."""
+
+    _lock: OutputLock | None = None
+
+    def take_output_lock(self, directory: str | os.PathLike, what: str) -> None:
+        if self._lock is None:
+            self._lock = OutputLock(directory, what).acquire()
+
+    def teardown(self, stage: str) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+def one_writer(directory_attr: str, what: str) -> Callable:
+    """Decorator of a driver's ``__call__``: it runs holding the lock of ``self.<directory_attr>``, so a
+    second driver on the same directory is refused at once, naming the first."""
+
+    def wrap(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def locked(self, *args, **kwargs):
+            with OutputLock(getattr(self, directory_attr), what):
+                return method(self, *args, **kwargs)
+
+        return locked
+
+    return wrap
