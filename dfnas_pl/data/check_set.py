@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dfnas_pl.data.synthetic import REPAIR, SyntheticSetWriter, read_set
+from dfnas_pl.data.synthetic import REPAIR, file_problems, read_set
 
 
 def check(root: str | Path) -> list[str]:
@@ -20,9 +20,7 @@ def check(root: str | Path) -> list[str]:
         manifest, soft = read_set(root)
     except ValueError as err:
         return [str(err)]
-    problems, _ = SyntheticSetWriter(root, int(manifest["teacher"]["num_classes"])).verify(hashes=True)
-    if not any((root / "images").glob("*/*.png")):
-        problems.insert(0, "images/: no images")
+    problems = file_problems(root, manifest, hashes=True)
     if len(soft["ids"]) != manifest["images"]:
         problems.append(f"soft_labels.pt holds {len(soft['ids'])} images, manifest.json says {manifest['images']}")
     return problems

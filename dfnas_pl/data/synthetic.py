@@ -267,15 +267,23 @@ def read_set(root: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return manifest, soft
 
 
+def file_problems(root: Path, manifest: dict[str, Any], hashes: bool | int) -> list[str]:
+    """Every problem of a set's image files: each batch's images against its record (existence, size,
+    and the content hash of all (``True``) or a seeded sample of ``hashes`` of them), and an images/
+    folder with no image at all."""
+    problems, _ = SyntheticSetWriter(root, int(manifest["teacher"]["num_classes"])).verify(hashes=hashes)
+    if not any((root / "images").glob("*/*.png")):  # also a missing images/ folder
+        problems.insert(0, "images/: no images")
+    return problems
+
+
 def open_set(root: str | Path, sample_hashes: int = 16) -> tuple[dict[str, Any], dict[str, Any]]:
     """:func:`read_set` after a fast check of the files (every image's existence and size, a seeded
     sample of content hashes). Any problem is a ValueError that names the file and the fix, never a
     decoder's traceback."""
     root = Path(root)
     manifest, soft = read_set(root)
-    problems, _ = SyntheticSetWriter(root, int(manifest["teacher"]["num_classes"])).verify(hashes=sample_hashes)
-    if not (root / "images").is_dir() or not any((root / "images").glob("*/*.png")):
-        problems.insert(0, "images/: no images")
+    problems = file_problems(root, manifest, sample_hashes)
     if problems:
         listed = "; ".join(problems[:5]) + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
         raise ValueError(f"The synthetic set '{root}' is damaged: {listed}. {REPAIR.format(root=root)}")
