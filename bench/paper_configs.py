@@ -145,19 +145,22 @@ def measure(max_batch: int, iterations: int, steps: int, records: Path) -> list[
     done = {(r["setting"], r["stage"]): r for r in saved.get("rows", [])} if saved.get("settings") == settings else {}
     rows: list[dict] = []
 
-    def keep(row: dict) -> None:
+    def keep(row: dict) -> None:  # a new measurement, saved at once with every other one
         rows.append(row)
         print(row, flush=True)
-        atomic_write_json(records, {"settings": settings, "rows": rows + [r for k, r in done.items()
-                                                                           if k not in {(x["setting"], x["stage"])
-                                                                                        for x in rows}]})
+        done[(row["setting"], row["stage"])] = row
+        atomic_write_json(records, {"settings": settings, "rows": list(done.values())})
+
+    def reuse(setting: str, stage: str) -> bool:  # measured by an earlier invocation: keep it
+        if (setting, stage) in done:
+            rows.append(done[(setting, stage)])
+        return (setting, stage) in done
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for dataset, batches_per_round, its, lowres in (("cifar10", 10, 2000, 0), ("cifar100", 10, 2000, 0),
                                                         ("imagenet", 20, 3000, 2000)):
-            if (dataset, "synthesis") in done:
-                rows.append(done[(dataset, "synthesis")])
+            if reuse(dataset, "synthesis"):
                 continue
             sec = synthesis_seconds(dataset, iterations)
             total = 10 * batches_per_round * (its * sec["full"] + lowres * sec.get("lowres", 0.0))
@@ -174,8 +177,7 @@ def measure(max_batch: int, iterations: int, steps: int, records: Path) -> list[
                      "150 epochs x 19 steps (5,000 search-train images)")]
         for dataset, config, batch, count, note in searches:
             stage = Path(config).stem.replace("search_", "search ")
-            if (dataset, stage) in done:
-                rows.append(done[(dataset, stage)])
+            if reuse(dataset, stage):
                 continue
             timed = min(batch, max_batch)
             sec = cli_step_seconds(noise_search(dataset, config, timed) + [
@@ -188,9 +190,7 @@ def measure(max_batch: int, iterations: int, steps: int, records: Path) -> list[
             keep({"setting": dataset, "stage": stage,
                   "unit": f"step (batch {batch}" + (f", timed at {timed} and scaled)" if timed < batch else ")"),
                   "measured_s": sec, "count": count, "hours": sec * count / 3600, "note": note})
-        if ("imagenet", "spos evolution") in done:
-            rows.append(done[("imagenet", "spos evolution")])
-        else:
+        if not reuse("imagenet", "spos evolution"):
             arch = architecture_file("experiments/imagenet/search_spos.yaml", tmp / "spos_arch.json")
             per_image = forward_seconds_per_image(arch, 224)
             images = 50 * 20 * (25 * 1024 + 8000)
@@ -205,8 +205,7 @@ def measure(max_batch: int, iterations: int, steps: int, records: Path) -> list[
                     ("imagenet", "experiments/imagenet/search_spos.yaml", "experiments/imagenet/retrain.yaml", 1024,
                      300_000, "300,000 steps", imagenet, {"test_split": "val", "image_size": 224, "crop": "imagenet"})]
         for dataset, search_config, config, batch, count, note, root, extra in retrains:
-            if (dataset, "retrain") in done:
-                rows.append(done[(dataset, "retrain")])
+            if reuse(dataset, "retrain"):
                 continue
             timed = min(batch, max_batch)
             arch = architecture_file(search_config, tmp / f"{dataset}_arch.json")
