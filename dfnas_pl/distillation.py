@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
+from callbacks.random_state import ResumesExactly
 from dfnas_pl.data.compatibility import check_real_data, real_data_of
 from dfnas_pl.losses import kd_loss
 from dfnas_pl.teachers.loading import TeacherSource, build_arch, load_teacher
@@ -17,7 +18,7 @@ from dfnas_pl.utils.io import atomic_write_json
 from dfnas_pl.utils.settings import check_all
 
 
-class DistilledClassifier(L.LightningModule):
+class DistilledClassifier(ResumesExactly, L.LightningModule):
     """A student trained only by distillation from the teacher on (synthetic) images.
 
     Batches are ``(image, stored_logits, class)`` from :class:`~dfnas_pl.data.synthetic.SyntheticImageDataset`

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from callbacks.random_state import ResumesExactly
 from dfnas_pl.data.compatibility import check_real_data, real_data_of
 from dfnas_pl.losses import kd_loss
 from dfnas_pl.search.export import (
@@ -27,7 +28,7 @@ from dfnas_pl.utils.io import atomic_write_json
 from dfnas_pl.utils.settings import check_all
 
 
-class RetrainClassifier(L.LightningModule):
+class RetrainClassifier(ResumesExactly, L.LightningModule):
     """Trains a found architecture (real labels or KD on the synthetic set) and tests it on real data.
 
     Args:

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2 as T
 
 from dfnas_pl.data.compatibility import check_real_data
+from dfnas_pl.data.epoch_shuffle import make_loader
 from dfnas_pl.data.synthetic import SyntheticImageDataset
 from dfnas_pl.data.vision import VisionDataModule
 from dfnas_pl.utils.settings import check_all
@@ -115,8 +116,8 @@ class SearchDataModule(L.LightningDataModule):
             self.real_data.setup("test")
 
     def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          drop_last=shuffle and len(ds) > self.batch_size)
+        return make_loader(ds, self.batch_size, shuffle, self.num_workers, drop_last=shuffle and len(ds) > self.batch_size,
+                           persistent=False)
 
     def scoring_loaders(self) -> tuple[DataLoader, DataLoader]:
         """What a one-shot search scores candidates with: search-train in a fixed order (BN

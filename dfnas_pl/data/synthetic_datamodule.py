@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2 as T
 
 from dfnas_pl.data.compatibility import check_real_data
+from dfnas_pl.data.epoch_shuffle import make_loader
 from dfnas_pl.data.synthetic import SyntheticImageDataset
 from dfnas_pl.data.vision import VisionDataModule
 from dfnas_pl.utils.settings import check_all
@@ -73,8 +74,7 @@ class SyntheticDataModule(L.LightningDataModule):
         return int(self.manifest["teacher"]["num_classes"])
 
     def _loader(self, ds, shuffle: bool) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return make_loader(ds, self.batch_size, shuffle, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -19,6 +19,7 @@ from torchvision import datasets
 from torchvision.transforms import v2 as T
 
 from dfnas_pl.data import fashion_mnist
+from dfnas_pl.data.epoch_shuffle import make_loader
 from dfnas_pl.utils.settings import check_all
 
 # Per-channel statistics of the training sets (pixel values in [0, 1]).
@@ -188,8 +189,7 @@ class VisionDataModule(L.LightningDataModule):
             self.test_set = self._make(False, self._transforms(train=False))
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle,
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+        return make_loader(dataset, self.hparams.batch_size, shuffle, self.hparams.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

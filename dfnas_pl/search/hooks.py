@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from callbacks.random_state import ResumesExactly
 from dfnas_pl.data.compatibility import check_real_data, real_data_of
 from dfnas_pl.teachers.loading import Teacher
 from dfnas_pl.utils.locking import HoldsOutputLock
 
 
-class SearchHooks(HoldsOutputLock):
+class SearchHooks(HoldsOutputLock, ResumesExactly):
     """Mixin placed before ``L.LightningModule`` in a search module's bases."""
 
     algorithm: str
