@@ -6,7 +6,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast run synthesize paper-table ablation groundtruth rank-fidelity synthesis-sweep lint bench clean
+.PHONY: install test test-fast run synthesize paper-table ablation groundtruth rank-fidelity synthesis-sweep darts-collapse lint bench clean
 
 install: $(VENV)/.installed $(FMNIST)
 
@@ -57,6 +57,10 @@ synthesis-sweep: install
 
 lint: install
 	$(PY) -m ruff check .
+
+# DARTS collapse with and without the P-DARTS guard, on real and synthetic data (benchmark; resumable).
+darts-collapse: install
+	$(PY) -m bench.darts_collapse --synthetic runs/fmnist/synthetic
 
 bench: install
 	$(PY) -m bench.synthesis --out bench/results.md

@@ -154,3 +154,53 @@ def test_retraining_killed_at_random_points_ends_with_the_uninterrupted_weights_
     run_cli(*args(out), "--ckpt_path", "last")
     assert_same_weights(final_weights(out / "checkpoints"), final_weights(clean / "checkpoints"))
     assert test(out) == test(clean)
+
+
+@pytest.mark.slow
+def test_pipeline_killed_at_random_points_ends_with_the_uninterrupted_architecture_and_top1(tmp_path, fmnist_root):
+    from tests.test_pipeline import toy_overrides
+
+    overrides = toy_overrides()
+    overrides["synthesis"] += ["--model.init_args.rounds", "3"]  # 3 batches of 10 images
+    overrides["search"] += ["--trainer.max_epochs", "3"]
+    overrides["retrain"] += ["--trainer.max_epochs", "3", "--data.init_args.root", str(fmnist_root)]
+
+    def config(name: str) -> tuple[Path, Path]:
+        run, path = tmp_path / name, tmp_path / f"{name}.yaml"
+        path.write_text(json.dumps({"run_dir": str(run), "algorithms": ["spos"], "overrides": overrides}))
+        return path, run
+
+    clean_config, clean = config("clean")
+    run_cli("pipeline", "--config", str(clean_config), timeout=900)
+
+    killed_config, run = config("killed")
+    search, retrain = epochs_checkpointed(run / "search/spos/checkpoints"), epochs_checkpointed(run / "retrain/spos/checkpoints")
+
+    def finished() -> int:  # units of the whole pipeline: synthesis batches, then search and retraining epochs
+        return len(list(run.glob("synthetic/records/*/*.pt"))) + search() + retrain()
+
+    rng = random.Random(3)
+    kills = kill_repeatedly(["pipeline", "--config", str(killed_config)], finished, sorted(rng.sample(range(1, 9), 3)),
+                            rng)
+    assert kills >= 2, "the pipeline finished before it could be killed twice: make it longer"
+    assert not (run / "pipeline_results.md").exists()
+    finished_outputs = [p for p in (run / "synthetic/manifest.json", run / "search/spos/architecture.json") if p.exists()]
+    assert finished_outputs, "no stage finished before the last kill: the test no longer covers skipping"
+    stamps = {p: p.stat().st_mtime_ns for p in finished_outputs}
+
+    out = run_cli("pipeline", "--config", str(killed_config), timeout=900).stdout
+    assert "synthesis: done" in out
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # finished stages are not redone
+    spent = json.loads((run / "stage_seconds.json").read_text())
+    results = json.loads((run / "pipeline_results.json").read_text())
+    assert results["stage_seconds"] == spent  # the results show the run's full cost, killed attempts included
+    assert spent["synthesis"] > 0 and "synthesis" not in results["stage_seconds_this_invocation"]
+    assert "retrain spos" in results["stage_seconds_this_invocation"]
+
+    assert "is sound" in run_cli("check", str(run / "synthetic")).stdout
+    assert files(run / "synthetic") == files(clean / "synthetic")
+    found, reference = (json.loads((d / "search/spos/architecture.json").read_text()) for d in (run, clean))
+    assert found["choices"] == reference["choices"]
+    assert_same_weights(final_weights(run / "retrain/spos/checkpoints"), final_weights(clean / "retrain/spos/checkpoints"))
+    top1 = [json.loads((d / "retrain/spos/metrics.json").read_text())["test_top1"] for d in (run, clean)]
+    assert top1[0] == top1[1]

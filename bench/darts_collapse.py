@@ -1,0 +1,163 @@
+"""The DARTS collapse and the P-DARTS guard, measured (issue 14, item 3).
+
+For each data source (real Fashion-MNIST training images, a synthetic set) and search seed, one DARTS
+search with the shipped config (``experiments/fmnist/search_darts.yaml``) records per epoch the
+parameter-free ops of the normal cell the plain DARTS rule would export and the alpha entropy. The
+guard (``max_parameter_free_normal``) only changes the *export* - the search itself is the same - so
+both exports come from the same final alphas: the plain rule, and at most ``--guard`` parameter-free
+ops. Each export is then retrained with the shipped recipe (``experiments/fmnist/retrain.yaml``) for
+each retraining seed and tested on the real test set. Every (source, seed) search and every retraining
+writes its own record under ``benchmarks/darts_collapse/records/``; a killed run redoes only what has
+none.
+
+    python -m bench.darts_collapse --synthetic runs/fmnist/synthetic     (make bench-darts-collapse)
+
+Writes benchmarks/darts_collapse/darts_collapse.{md,json} (with the command, wall time and versions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dfnas_pl.drivers.groundtruth import versions
+from dfnas_pl.drivers.synthesis_sweep import t_interval
+from dfnas_pl.search.darts_space import DartsSpaceConfig, count_parameter_free, derive_genotype
+from dfnas_pl.search.export import write_architecture
+from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json
+
+SEARCH_CONFIG = "experiments/fmnist/search_darts.yaml"
+RETRAIN_CONFIG = "experiments/fmnist/retrain.yaml"
+
+
+def cli(args: list[str], log: Path) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as f:
+        code = subprocess.run([sys.executable, "-m", "dfnas_pl", *args], stdout=f, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        raise SystemExit(f"dfnas_pl {' '.join(args[:3])} ... failed (exit {code}); see {log}.")
+
+
+def search(run: Path, source: str, synthetic: str, seed: int) -> Path:
+    out = run / "search" / f"{source}_seed{seed}"
+    if not (out / "architecture.json").exists():
+        ckpt = out / "checkpoints"
+        resume = ["--ckpt_path", str(ckpt / "last.ckpt")] if (ckpt / "last.ckpt").exists() else []
+        cli(["fit", "--config", SEARCH_CONFIG, "--seed_everything", str(seed), "--data.init_args.source", source,
+             "--data.init_args.path", synthetic, "--model.init_args.output_dir", str(out),
+             "--model.init_args.max_parameter_free_normal", "null", "--trainer.logger", "false",
+             "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(out),
+             "--trainer.callbacks.init_args.dirpath", str(ckpt), *resume], out / "search.log")
+    return out / "architecture.json"
+
+
+def guarded_export(plain: Path, guard: int) -> Path:
+    """The same search's alphas exported with at most ``guard`` parameter-free ops in the normal cell."""
+    record = json.loads(plain.read_text())
+    cfg = {k: v for k, v in record["space_config"].items() if k != "image_size"}
+    space = DartsSpaceConfig(**{**cfg, "primitives": tuple(cfg["primitives"])})
+    normal = derive_genotype(torch.tensor(record["alphas"]["normal"]), space, guard)
+    path = plain.with_name(f"architecture_guard{guard}.json")
+    if not path.exists():
+        write_architecture(path, "darts", "darts", space, record["space_config"]["image_size"],
+                           {"normal": normal, "reduce": record["choices"]["reduce"]}, alphas=record["alphas"],
+                           max_parameter_free_normal=guard)
+    return path
+
+
+def retrain(arch: Path, seed: int, fmnist_root: str) -> float:
+    out = arch.parent / f"retrain_{arch.stem}_seed{seed}"
+    metrics = out / "metrics.json"
+    if not metrics.exists():
+        ckpt = out / "checkpoints"
+        args = ["--config", RETRAIN_CONFIG, "--seed_everything", str(seed), "--model.init_args.architecture", str(arch),
+                "--model.init_args.metrics_path", str(metrics), "--data.init_args.root", fmnist_root,
+                "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+                "--trainer.default_root_dir", str(out), "--trainer.callbacks.init_args.dirpath", str(ckpt)]
+        resume = ["--ckpt_path", str(ckpt / "last.ckpt")] if (ckpt / "last.ckpt").exists() else []
+        cli(["fit", *args, *resume], out / "retrain.log")
+        cli(["test", *args, "--ckpt_path", str(ckpt / "last.ckpt")], out / "retrain.log")
+    return json.loads(metrics.read_text())["test_top1"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--synthetic", required=True, help="the synthetic set DARTS searches on (source 'synthetic')")
+    p.add_argument("--sources", nargs="+", default=["real", "synthetic"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="search seeds")
+    p.add_argument("--retrain_seeds", nargs="+", type=int, default=[0], help="retraining seeds per export")
+    p.add_argument("--guard", type=int, default=2, help="P-DARTS cap on parameter-free normal-cell ops")
+    p.add_argument("--fmnist_root", default="data")
+    p.add_argument("--run_dir", default="runs/darts_collapse")
+    p.add_argument("--out", default="benchmarks/darts_collapse")
+    a = p.parse_args(argv)
+    run, out, started = Path(a.run_dir), Path(a.out), time.time()
+    rows = []
+    for source in a.sources:
+        for seed in a.seeds:
+            record_path = out / "records" / f"{source}_seed{seed}.json"
+            if record_path.exists():
+                rows.append(json.loads(record_path.read_text()))
+                continue
+            t0 = time.time()
+            plain = search(run, source, a.synthetic, seed)
+            guarded = guarded_export(plain, a.guard)
+            history = json.loads((plain.parent / "genotype_history.json").read_text())
+            exports = {}
+            for name, arch in (("plain", plain), (f"guard{a.guard}", guarded)):
+                rec = json.loads(arch.read_text())
+                exports[name] = {"parameter_free_normal": count_parameter_free(rec["choices"]["normal"]),
+                                 "flops": rec["flops"], "params": rec["params"], "normal": rec["choices"]["normal"],
+                                 "top1": {str(s): retrain(arch, s, a.fmnist_root) for s in a.retrain_seeds}}
+            row = {"source": source, "seed": seed, "synthetic_set": a.synthetic if source == "synthetic" else None,
+                   "per_epoch": [{k: h[k] for k in ("epoch", "parameter_free_normal_unguarded", "alpha_entropy_normal",
+                                                    "alpha_entropy_reduce") if k in h} for h in history],
+                   "exports": exports, "seconds": round(time.time() - t0, 1)}
+            atomic_write_json(record_path, row)
+            rows.append(row)
+            print(f"{source} seed {seed}: plain {exports['plain']['parameter_free_normal']} parameter-free, top-1 "
+                  f"{exports['plain']['top1']}; guard {exports[f'guard{a.guard}']['top1']}", flush=True)
+    write_summary(out, rows, a, time.time() - started, argv)
+
+
+def write_summary(out: Path, rows: list[dict[str, Any]], a: argparse.Namespace, wall: float,
+                  argv: list[str] | None) -> None:
+    guard = f"guard{a.guard}"
+    lines = ["# DARTS collapse and the P-DARTS guard", "",
+             f"Command: `python -m bench.darts_collapse {shlex.join(argv if argv is not None else sys.argv[1:])}`; "
+             f"wall {wall / 60:.1f} min this invocation; search {SEARCH_CONFIG}, retraining {RETRAIN_CONFIG}.", "",
+             "| source | search seed | parameter-free ops per epoch (plain rule) | alpha entropy, last epoch | "
+             f"plain export: param-free / top-1 % | {guard} export: param-free / top-1 % |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        pe, ex = r["per_epoch"], r["exports"]
+        fmt = lambda e: f"{e['parameter_free_normal']} / " + ", ".join(f"{100 * v:.2f}" for v in e["top1"].values())  # noqa: E731
+        lines.append(f"| {r['source']} | {r['seed']} | {' '.join(str(h['parameter_free_normal_unguarded']) for h in pe)}"
+                     f" | {pe[-1]['alpha_entropy_normal']:.3f} | {fmt(ex['plain'])} | {fmt(ex[guard])} |")
+    lines += ["", "Mean test top-1 over searches and retraining seeds (95 % t-interval):", ""]
+    summary = {}
+    for source in a.sources:
+        for name in ("plain", guard):
+            vals = [100 * v for r in rows if r["source"] == source for v in r["exports"][name]["top1"].values()]
+            if vals:
+                lo, hi = t_interval(vals)
+                summary[f"{source}/{name}"] = {"mean": statistics.mean(vals), "ci_low": lo, "ci_high": hi, "n": len(vals)}
+                lines.append(f"* {source}, {name}: {statistics.mean(vals):.2f} % [{lo:.2f}, {hi:.2f}] (n={len(vals)})")
+    atomic_write_json(out / "darts_collapse.json", {"command": ["python", "-m", "bench.darts_collapse",
+                                                                *(argv if argv is not None else sys.argv[1:])],
+                                                    "wall_seconds_this_invocation": round(wall, 1),
+                                                    "versions": versions(), "rows": rows, "summary": summary})
+    atomic_write_bytes(out / "darts_collapse.md", ("\n".join(lines) + "\n").encode())
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
