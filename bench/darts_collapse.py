@@ -1,6 +1,6 @@
 """The DARTS collapse and the P-DARTS guard, measured (issue 14, item 3).
 
-For each data source (real Fashion-MNIST training images, a synthetic set) and search seed, one DARTS
+For each data source (real Fashion-MNIST training images with their labels, a synthetic set by KD) and search seed, one DARTS
 search with the shipped config (``experiments/fmnist/search_darts.yaml``) records per epoch the
 parameter-free ops of the normal cell the plain DARTS rule would export and the alpha entropy. The
 guard (``max_parameter_free_normal``) only changes the *export* - the search itself is the same - so
@@ -56,7 +56,9 @@ def search(run: Path, source: str, synthetic: str, seed: int) -> Path:
              "--data.init_args.path", synthetic, "--model.init_args.output_dir", str(out),
              "--model.init_args.max_parameter_free_normal", "null", "--trainer.logger", "false",
              "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(out),
-             "--trainer.callbacks.init_args.dirpath", str(ckpt), *resume], out / "search.log")
+             "--trainer.callbacks.init_args.dirpath", str(ckpt),
+             *(["--model.init_args.teacher", "null"] if source == "real" else []),  # real: labels, cross-entropy
+             *resume], out / "search.log")
     return out / "architecture.json"
 
 
