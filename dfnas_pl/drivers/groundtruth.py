@@ -22,7 +22,6 @@ Kendall tau), wall time and library versions. :func:`load_groundtruth` reads it 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import logging
 import math
@@ -134,9 +133,11 @@ def select_architectures(space_config: dict[str, Any], sel: Selection) -> dict[s
 
 # -- one job: one architecture, one seed (runs in a worker process) ----------------------------------
 
-def _instantiate(spec: dict[str, Any]):
-    module, name = spec["class_path"].rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)(**spec.get("init_args", {}))
+def instantiate(spec: dict[str, Any]):
+    """A ``{class_path, init_args}`` mapping (as in the configs) made into the object, as LightningCLI does."""
+    from lightning.pytorch.cli import instantiate_class
+
+    return instantiate_class((), spec)
 
 
 def train_one(arch_file: str, seed: int, recipe: dict[str, Any], data: dict[str, Any], record: str,
@@ -153,7 +154,7 @@ def train_one(arch_file: str, seed: int, recipe: dict[str, Any], data: dict[str,
         logging.getLogger(name).setLevel(logging.ERROR)
     start = time.time()
     r = TrainingRecipe(**recipe)
-    dm = _instantiate(data)
+    dm = instantiate(data)
     dm.hparams.augment = r.augment
     dm.prepare_data()
     dm.setup("fit")
@@ -236,7 +237,7 @@ class GroundTruth:
         self.check_settings()
         from dfnas_pl.data.compatibility import check_real_data
 
-        check_real_data(_instantiate(self.data), self.space, "the ground truth's space", normalisation=False)
+        check_real_data(instantiate(self.data), self.space, "the ground truth's space", normalisation=False)
         chosen = select_architectures(self.space, self.selection)
         from dfnas_pl.search.export import write_architecture
 

@@ -83,12 +83,12 @@ class Pipeline:
         if self.teacher is None:
             return None
         from dfnas_pl.data.compatibility import check_real_data
-        from dfnas_pl.drivers.groundtruth import _instantiate
+        from dfnas_pl.drivers.groundtruth import instantiate
         from dfnas_pl.teachers.loading import load_teacher
 
         spec = load_teacher(self.teacher)
         if self.real_data is not None:
-            check_real_data(_instantiate(self.real_data), spec.describe(), f"the teacher '{spec.source}'",
+            check_real_data(instantiate(self.real_data), spec.describe(), f"the teacher '{spec.source}'",
                             spec.class_names)
         return {"in_channels": spec.in_channels, "num_classes": spec.num_classes, "image_size": spec.image_size}
 
