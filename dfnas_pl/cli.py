@@ -31,6 +31,37 @@ class DFNASCLI(LightningCLI):
                                             "Run a stage with `fit --config experiments/<dataset>/<stage>.yaml`."})
         super().__init__(*args, **kwargs)
 
+    def _resume_checkpoint(self) -> Path | None:
+        """The file ``--ckpt_path`` names: a path, or ``last`` in the checkpoint callbacks' folders."""
+        given = self.config_init[self.subcommand].get("ckpt_path")
+        if given is None or given in ("best", "hpc", "registry"):
+            return None
+        if given == "last":
+            found = [Path(cb.dirpath) / "last.ckpt" for cb in self.trainer.checkpoint_callbacks
+                     if getattr(cb, "dirpath", None) and (Path(cb.dirpath) / "last.ckpt").exists()]
+            return found[0] if found else None
+        return Path(given)
+
+    def _check_resume_checkpoint(self) -> None:
+        from dfnas_pl.utils.checkpoints import check_checkpoint
+
+        path = self._resume_checkpoint()
+        if path is not None:
+            check_checkpoint(path)
+
+    before_fit = before_validate = before_test = before_predict = _check_resume_checkpoint
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI opens an explicit ``--ckpt_path`` while parsing (for its hyper-parameters), before
+        any ``before_<subcommand>`` hook: check that file first (``last`` is checked in the hooks)."""
+        from dfnas_pl.utils.checkpoints import check_checkpoint
+
+        subcommand = self.config.get("subcommand")
+        given = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if given and given not in ("last", "best", "hpc", "registry"):
+            check_checkpoint(given)
+        super()._parse_ckpt_path()
+
 
 # Where our own clear error messages are raised (the package and the callbacks next to it).
 OUR_CODE = (Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent / "callbacks")

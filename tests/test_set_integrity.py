@@ -101,3 +101,28 @@ def test_damaged_stage_outputs_are_named_or_redone(tmp_path):
     pipeline._record_seconds("stage", 1.5)
     assert json.loads((run / "stage_seconds.json").read_text()) == {"stage": 1.5}
     assert (run / "stage_seconds.json.corrupt").exists()
+
+
+def test_a_damaged_checkpoint_to_resume_from_is_named_with_the_fix(tmp_path, synthetic_set):
+    """``--ckpt_path last`` (and an explicit path) on a cut-short checkpoint: one clear message naming the
+    file, the damage and the two ways on, instead of an OSError from inside fsspec."""
+    import io
+
+    import torch
+
+    from tests.test_search_cli import search_args
+
+    out = tmp_path / "spos"
+    ckpt = out / "checkpoints"
+    ckpt.mkdir(parents=True)
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, buffer)
+    (ckpt / "epoch=0-step=2.ckpt").write_bytes(buffer.getvalue())
+    (ckpt / "last.ckpt").write_bytes(buffer.getvalue()[:3000])  # cut short
+    for given in ("last", str(ckpt / "last.ckpt")):
+        proc = run_cli(*search_args("spos", out, synthetic_set, 2, 2), "--ckpt_path", given, check=False)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert f"The checkpoint '{ckpt / 'last.ckpt'}' is damaged" in proc.stderr
+        assert "start this stage over" in proc.stderr and "epoch=0-step=2.ckpt" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert (ckpt / "last.ckpt").stat().st_size == 3000  # nothing deleted
