@@ -60,3 +60,31 @@ def test_unknown_dataset_and_statistics_are_clear_errors(tmp_path):
     dm = VisionDataModule("ImageFolder", root=str(tmp_path), mean=(0.5,), std=(0.5,))
     with pytest.raises(FileNotFoundError, match="one sub-folder per class"):
         dm.setup("fit")
+
+
+def test_the_training_shuffle_depends_on_seed_and_epoch_only():
+    """What makes a resumed run see the images an uninterrupted one would: the order of epoch e is a
+    permutation seeded by (seed, e), whatever else drew from the global generator before."""
+    import torch
+
+    from dfnas_pl.data.epoch_shuffle import EpochShuffle, make_loader
+
+    data = list(range(100))
+    a, b = EpochShuffle(data, seed=3), EpochShuffle(data, seed=3)
+    torch.rand(1000)  # unrelated draws from the global generator change nothing
+    assert list(a) == list(b) and sorted(a) == data and list(a) != data
+    a.set_epoch(1)
+    assert list(a) != list(b)
+    b.set_epoch(1)
+    assert list(a) == list(b)
+    assert list(EpochShuffle(data, seed=4)) != list(EpochShuffle(data, seed=3))
+
+    torch.manual_seed(7)
+    loader = make_loader(torch.arange(100), batch_size=10, shuffle=True)
+    first = next(iter(loader))
+    torch.rand(1000)
+    assert torch.equal(next(iter(loader)), first)
+    state = torch.get_rng_state()
+    iter(make_loader(torch.arange(100), batch_size=10, shuffle=True))  # making an iterator draws nothing
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(next(iter(make_loader(torch.arange(100), batch_size=10, shuffle=False))), torch.arange(10))

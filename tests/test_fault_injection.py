@@ -204,3 +204,26 @@ def test_pipeline_killed_at_random_points_ends_with_the_uninterrupted_architectu
     assert_same_weights(final_weights(run / "retrain/spos/checkpoints"), final_weights(clean / "retrain/spos/checkpoints"))
     top1 = [json.loads((d / "retrain/spos/metrics.json").read_text())["test_top1"] for d in (run, clean)]
     assert top1[0] == top1[1]
+
+
+def test_the_random_state_survives_a_weights_only_checkpoint_and_is_restored_when_training_starts():
+    import io
+
+    import numpy as np
+
+    from callbacks.random_state import RandomStateInCheckpoint
+
+    saver = RandomStateInCheckpoint()
+    buffer = io.BytesIO()
+    torch.save({"callbacks": {"RandomStateInCheckpoint": saver.state_dict()}}, buffer)
+    expected = (torch.rand(3), random.random(), np.random.rand())  # what an uninterrupted run draws next
+
+    loader = RandomStateInCheckpoint()
+    loader.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)["callbacks"]
+                           ["RandomStateInCheckpoint"])
+    torch.rand(5), random.random(), np.random.rand()  # a resumed run draws other numbers before training
+    loader.on_train_epoch_start(None, None)
+    again = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(again[0], expected[0]) and again[1:] == expected[1:]
+    loader.on_train_epoch_start(None, None)  # only once: later epochs go on with their own draws
+    assert not torch.equal(torch.rand(3), expected[0])
