@@ -47,7 +47,7 @@ def cli(args: list[str], log: Path) -> None:
         raise SystemExit(f"dfnas_pl {' '.join(args[:3])} ... failed (exit {code}); see {log}.")
 
 
-def search(run: Path, source: str, synthetic: str, seed: int) -> Path:
+def search(run: Path, source: str, synthetic: str, seed: int, images: int) -> Path:
     out = run / "search" / f"{source}_seed{seed}"
     if not (out / "architecture.json").exists():
         ckpt = out / "checkpoints"
@@ -57,7 +57,9 @@ def search(run: Path, source: str, synthetic: str, seed: int) -> Path:
              "--model.init_args.max_parameter_free_normal", "null", "--trainer.logger", "false",
              "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(out),
              "--trainer.callbacks.init_args.dirpath", str(ckpt),
-             *(["--model.init_args.teacher", "null"] if source == "real" else []),  # real: labels, cross-entropy
+             # real: labels (cross-entropy), as many images as the synthetic set has (the same budget)
+             *(["--model.init_args.teacher", "null", "--data.init_args.max_images", str(images)] if source == "real"
+               else []),
              *resume], out / "search.log")
     return out / "architecture.json"
 
@@ -111,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append(json.loads(record_path.read_text()))
                 continue
             t0 = time.time()
-            plain = search(run, source, a.synthetic, seed)
+            images = json.loads((Path(a.synthetic) / "manifest.json").read_text())["images"]
+            plain = search(run, source, a.synthetic, seed, images)
             guarded = guarded_export(plain, a.guard)
             history = json.loads((plain.parent / "genotype_history.json").read_text())
             exports = {}
