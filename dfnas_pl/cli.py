@@ -31,29 +31,24 @@ class DFNASCLI(LightningCLI):
                                             "Run a stage with `fit --config experiments/<dataset>/<stage>.yaml`."})
         super().__init__(*args, **kwargs)
 
-    def _resume_checkpoint(self) -> Path | None:
-        """The file ``--ckpt_path`` names: a path, or ``last`` in the checkpoint callbacks' folders."""
-        given = self.config_init[self.subcommand].get("ckpt_path")
-        if given is None or given in ("best", "hpc", "registry"):
-            return None
-        if given == "last":
-            found = [Path(cb.dirpath) / "last.ckpt" for cb in self.trainer.checkpoint_callbacks
-                     if getattr(cb, "dirpath", None) and (Path(cb.dirpath) / "last.ckpt").exists()]
-            return found[0] if found else None
-        return Path(given)
-
-    def _check_resume_checkpoint(self) -> None:
+    def _check_last_checkpoint(self) -> None:
+        """``--ckpt_path last``: check the ``last.ckpt`` Lightning will pick from the checkpoint callbacks'
+        folders (an explicit path was checked while parsing, in :meth:`_parse_ckpt_path`)."""
         from dfnas_pl.utils.checkpoints import check_checkpoint
 
-        path = self._resume_checkpoint()
-        if path is not None:
-            check_checkpoint(path)
+        if self.config_init[self.subcommand].get("ckpt_path") != "last":
+            return
+        found = [Path(cb.dirpath) / "last.ckpt" for cb in self.trainer.checkpoint_callbacks
+                 if getattr(cb, "dirpath", None) and (Path(cb.dirpath) / "last.ckpt").exists()]
+        if found:
+            check_checkpoint(found[0])
 
-    before_fit = before_validate = before_test = before_predict = _check_resume_checkpoint
+    before_fit = before_validate = before_test = before_predict = _check_last_checkpoint
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI opens an explicit ``--ckpt_path`` while parsing (for its hyper-parameters), before
-        any ``before_<subcommand>`` hook: check that file first (``last`` is checked in the hooks)."""
+        any ``before_<subcommand>`` hook: check that file first (names Lightning resolves are left to it;
+        ``last`` is checked in the hooks, once the trainer knows its checkpoint folders)."""
         from dfnas_pl.utils.checkpoints import check_checkpoint
 
         subcommand = self.config.get("subcommand")

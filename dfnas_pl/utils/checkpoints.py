@@ -26,12 +26,11 @@ def check_checkpoint(path: str | os.PathLike) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             broken = archive.testzip()
+        if broken is None:
+            return
+        reason = f"member '{broken}' fails its CRC check"
     except (zipfile.BadZipFile, OSError, EOFError) as err:
-        broken, reason = None, f"{type(err).__name__}: {err}"
-    else:
-        reason = f"member '{broken}' fails its CRC check" if broken else None
-    if reason is None:
-        return
+        reason = f"{type(err).__name__}: {err}"
     others = [p.name for p in sorted(path.parent.glob("*.ckpt"), key=lambda p: p.stat().st_mtime) if p != path]
     instead = (f", or resume from another checkpoint in that folder ({', '.join(others)}; newest last) with "
                f"--ckpt_path {path.parent / others[-1]}") if others else ""
