@@ -133,18 +133,12 @@ def select_architectures(space_config: dict[str, Any], sel: Selection) -> dict[s
 
 # -- one job: one architecture, one seed (runs in a worker process) ----------------------------------
 
-def instantiate(spec: dict[str, Any]):
-    """A ``{class_path, init_args}`` mapping (as in the configs) made into the object, as LightningCLI does."""
-    from lightning.pytorch.cli import instantiate_class
-
-    return instantiate_class((), spec)
-
-
 def train_one(arch_file: str, seed: int, recipe: dict[str, Any], data: dict[str, Any], record: str,
               threads: int) -> dict[str, Any]:
     """Train ``arch_file`` from scratch with ``recipe`` and test it on the real test set; write ``record``."""
     import lightning as L
     import torch
+    from lightning.pytorch.cli import instantiate_class
     from torch.utils.data import DataLoader, Subset
 
     from dfnas_pl.retrain import RetrainClassifier
@@ -154,7 +148,7 @@ def train_one(arch_file: str, seed: int, recipe: dict[str, Any], data: dict[str,
         logging.getLogger(name).setLevel(logging.ERROR)
     start = time.time()
     r = TrainingRecipe(**recipe)
-    dm = instantiate(data)
+    dm = instantiate_class((), data)  # {class_path, init_args}, as in the configs
     dm.hparams.augment = r.augment
     dm.prepare_data()
     dm.setup("fit")
@@ -235,9 +229,11 @@ class GroundTruth:
     @one_writer("work", "ground-truth work")
     def __call__(self) -> dict[str, Any]:
         self.check_settings()
+        from lightning.pytorch.cli import instantiate_class
+
         from dfnas_pl.data.compatibility import check_real_data
 
-        check_real_data(instantiate(self.data), self.space, "the ground truth's space", normalisation=False)
+        check_real_data(instantiate_class((), self.data), self.space, "the ground truth's space", normalisation=False)
         chosen = select_architectures(self.space, self.selection)
         from dfnas_pl.search.export import write_architecture
 

@@ -82,13 +82,14 @@ class Pipeline:
         real data whose classes are not the teacher's, fails before any stage runs."""
         if self.teacher is None:
             return None
+        from lightning.pytorch.cli import instantiate_class
+
         from dfnas_pl.data.compatibility import check_real_data
-        from dfnas_pl.drivers.groundtruth import instantiate
         from dfnas_pl.teachers.loading import load_teacher
 
         spec = load_teacher(self.teacher)
         if self.real_data is not None:
-            check_real_data(instantiate(self.real_data), spec.describe(), f"the teacher '{spec.source}'",
+            check_real_data(instantiate_class((), self.real_data), spec.describe(), f"the teacher '{spec.source}'",
                             spec.class_names)
         return {"in_channels": spec.in_channels, "num_classes": spec.num_classes, "image_size": spec.image_size}
 

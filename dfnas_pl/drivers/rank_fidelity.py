@@ -40,7 +40,7 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from dfnas_pl.data.vision import VisionDataModule
-from dfnas_pl.drivers.groundtruth import _fmt, instantiate, load_groundtruth, versions
+from dfnas_pl.drivers.groundtruth import _fmt, load_groundtruth, versions
 from dfnas_pl.drivers.synthetic_sets import make_synthetic_sets
 from dfnas_pl.search.ranking import fidelity, kendall_tau
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json, strict_json
@@ -117,6 +117,7 @@ def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
 def score_all(unit: dict[str, Any], weights: Path, scored_on: str) -> dict[str, float]:
     """Every ground-truth architecture's score, the data half (BN recalibration + val) from ``scored_on``."""
     import torch
+    from lightning.pytorch.cli import instantiate_class
 
     from dfnas_pl.data.search_data import SearchDataModule
     from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
@@ -128,7 +129,7 @@ def score_all(unit: dict[str, Any], weights: Path, scored_on: str) -> dict[str, 
     supernet.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     trained = json.loads(weights.with_suffix(".json").read_text())
     d = trained["data"]  # split and batch as the supernet's own training did
-    real = instantiate(unit["real_data"])
+    real = instantiate_class((), unit["real_data"])
     source = "real" if is_real(scored_on) else ("noise" if scored_on == "noise" else "synthetic")
     max_images = None if scored_on == "real_full" else (int(scored_on[5:]) if is_real(scored_on) else None)
     dm = SearchDataModule(source=source, path=unit["sets"].get(scored_on, ""), real_data=real,
