@@ -6,7 +6,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast run synthesize paper-table ablation groundtruth rank-fidelity synthesis-sweep darts-collapse lint bench clean
+.PHONY: install test test-fast run synthesize paper-table ablation groundtruth rank-fidelity synthesis-sweep synthesis-sets darts-collapse lint bench clean
 
 install: $(VENV)/.installed $(FMNIST)
 
@@ -54,6 +54,10 @@ rank-fidelity: install
 # The distillation check (3 student seeds) over synthesis variants, one factor at a time (benchmark).
 synthesis-sweep: install
 	$(PY) -m dfnas_pl synthesis-sweep --config experiments/fmnist/synthesis_sweep.yaml
+
+# Calibration x regional update, a synthetic set of its own per seed (set-to-set variance in the intervals).
+synthesis-sets: install
+	$(PY) -m dfnas_pl synthesis-sweep --config experiments/fmnist/synthesis_sets.yaml
 
 lint: install
 	$(PY) -m ruff check .

@@ -1,15 +1,18 @@
-"""The synthesis-sweep driver at toy size: sets per variant, students per seed through the CLI, the
-table with intervals and overlap, and resume without redoing finished students."""
+"""The synthesis-sweep driver at toy size: a set per (variant, seed), students per seed through the CLI,
+the table with intervals, overlap and the seed-paired difference, and resume without redoing finished
+students; the table's arithmetic on hand-made records."""
 
 from __future__ import annotations
 
 import csv
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
-from dfnas_pl.drivers.synthesis_sweep import t_interval
+from dfnas_pl.drivers.synthesis_sweep import SynthesisSweep, t_interval
+from dfnas_pl.utils.io import atomic_write_json
 from tests.conftest import run_cli
 
 
@@ -19,13 +22,38 @@ def test_t_interval_matches_the_textbook_value():
     assert all(v != v for v in t_interval([1.0]))  # one seed: no interval (NaN)
 
 
+@pytest.mark.parametrize("set_per_seed", [True, False])
+def test_table_pairs_seeds_and_averages_the_quality_of_each_variants_sets(tmp_path, set_per_seed):
+    sweep = SynthesisSweep(str(tmp_path / "run"), str(tmp_path / "table"), {"plain": [], "calibration": []},
+                           [0, 1, 2], "s.yaml", "d.yaml", reference="plain", set_per_seed=set_per_seed)
+    # the variant is 1 point better on every seed although the seeds spread by 10 points: a paired difference
+    # of exactly +1 with no width, while the two unpaired intervals overlap
+    top1 = {"plain": [0.50, 0.60, 0.70], "calibration": [0.51, 0.61, 0.71]}
+    bn = {"plain": [1.0, 2.0, 3.0], "calibration": [4.0, 4.0, 4.0]}
+    for variant, accs in top1.items():
+        for seed, acc in enumerate(accs):
+            atomic_write_json(sweep.record(variant, seed), {"variant": variant, "seed": seed, "test_top1": acc})
+            atomic_write_json(Path(sweep.set_path(variant, seed)) / "manifest.json", {
+                "images": 500, "wall_time_s": 60.0 * (seed + 1),
+                "quality": {"teacher_top1": 1.0, "bn_distance": bn[variant][seed], "diversity": 0.05}})
+    rows = {r["variant"]: r for r in sweep.table()}
+    calibrated = rows["calibration"]
+    assert calibrated["paired_difference"] == pytest.approx(1.0)
+    assert calibrated["difference_low"] == pytest.approx(1.0) and calibrated["difference_high"] == pytest.approx(1.0)
+    assert calibrated["overlaps_reference"] == "yes" and rows["plain"]["paired_difference"] != rows["plain"]["paired_difference"]
+    # a set per seed: three manifests per variant, averaged; one set: the last manifest written is the set's
+    assert rows["plain"]["sets"] == (3 if set_per_seed else 1)
+    assert rows["plain"]["bn_distance"] == pytest.approx(2.0 if set_per_seed else 3.0)
+    assert rows["plain"]["synthesis_minutes"] == pytest.approx(2.0 if set_per_seed else 3.0)
+
+
 @pytest.mark.slow
 def test_sweep_runs_variants_and_seeds_and_resumes(tmp_path, fmnist_root):
     tiny = ["--data.init_args.images_per_class", "2", "--data.init_args.batch_size", "20",
             "--model.init_args.iterations", "4", "--model.init_args.warmup_iterations", "1", "--model.init_args.rounds", "1",
             "--model.init_args.quality_gate", "false"]
     table = tmp_path / "table"
-    args = ["synthesis-sweep", "--run_dir", str(tmp_path / "run"), "--table_dir", str(table),
+    args = ["synthesis-sweep", "--run_dir", str(tmp_path / "run"), "--table_dir", str(table), "--set_per_seed", "true",
             "--variants", json.dumps({"default": tiny, "window": [*tiny, "--model.init_args.regional_update", "window"]}),
             "--seeds", "[0, 1]", "--distill_overrides",
             json.dumps(["--trainer.max_epochs", "1", "--data.init_args.batch_size", "8", "--trainer.limit_test_batches", "2",
@@ -36,12 +64,22 @@ def test_sweep_runs_variants_and_seeds_and_resumes(tmp_path, fmnist_root):
         rows = {r["variant"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"default", "window"}
     for r in rows.values():
-        assert r["images"] == "20" and r["seeds"] == "2" and len(r["per_seed"].split(" / ")) == 2
+        assert r["images"] == "20" and r["seeds"] == "2" and r["sets"] == "2" and len(r["per_seed"].split(" / ")) == 2
         assert float(r["ci_low"]) <= float(r["student_top1_mean"]) <= float(r["ci_high"])
         assert 0.0 <= float(r["student_top1_mean"]) <= 100.0
     assert rows["default"]["overlaps_reference"] == "-" and rows["window"]["overlaps_reference"] in (
         "yes", "no: above", "no: below")
-    assert json.loads((tmp_path / "run" / "synthetic_window" / "manifest.json").read_text())["canvas_size"] == 32
+    per_seed = [float(a) - float(b) for a, b in zip(rows["window"]["per_seed"].split(" / "),
+                                                     rows["default"]["per_seed"].split(" / "))]
+    assert float(rows["window"]["paired_difference"]) == pytest.approx(sum(per_seed) / 2, abs=0.01)
+    # every seed its own set, made with that seed: same settings, other seed -> other images
+    runs = tmp_path / "run"
+    for seed in (0, 1):
+        manifest = json.loads((runs / f"synthetic_window_seed{seed}" / "manifest.json").read_text())
+        assert manifest["canvas_size"] == 32 and manifest["seed"] == seed
+    first_image = sorted((runs / "synthetic_default_seed0").glob("0*/*.png"))[0]
+    assert first_image.read_bytes() != (runs / "synthetic_default_seed1" / first_image.relative_to(
+        runs / "synthetic_default_seed0")).read_bytes()
     assert (table / "synthesis_sweep.png").stat().st_size > 5_000 and "NaN" not in (table / "synthesis_sweep.json").read_text()
     records = sorted((table / "records").glob("*.json"))
     assert len(records) == 4
@@ -50,11 +88,12 @@ def test_sweep_runs_variants_and_seeds_and_resumes(tmp_path, fmnist_root):
     assert "4 done, 0 to run" in again.stdout and [p.stat().st_mtime_ns for p in records] == mtimes
 
 
-def test_every_shipped_variant_is_a_valid_synthesis_config(capsys, monkeypatch):
+@pytest.mark.parametrize("sweep", ["synthesis_sweep", "synthesis_sets"])
+def test_every_shipped_variant_is_a_valid_synthesis_config(capsys, monkeypatch, sweep):
     from dfnas_pl.cli import DFNASCLI
     from dfnas_pl.drivers.synthesis_sweep import parser
 
-    c = parser().parse_args(["--config", "experiments/fmnist/synthesis_sweep.yaml"])
+    c = parser().parse_args(["--config", f"experiments/fmnist/{sweep}.yaml"])
     assert c.reference in c.variants and len(c.seeds) >= 3
     monkeypatch.setattr(sys, "argv", ["dfnas_pl"])  # the CLI parses args=..., not pytest's own argv
     for name, extra in c.variants.items():

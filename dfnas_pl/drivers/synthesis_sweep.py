@@ -5,10 +5,14 @@ named variants of the synthesis config (one factor at a time around the default)
 Per variant: one synthetic set (the synthesis stage with the variant's extra arguments; its minutes,
 teacher top-1, BN distance and diversity from its manifest), then for each seed a student trained only
 on it by KD and tested on the real test set (the distillation stage with ``experiments/fmnist/
-distill_check.yaml``, through the CLI as by hand). Every (variant, seed) writes its own record under
-``<table_dir>/records/``, so a killed sweep - or a later session on a fresh clone - redoes only what has
-none. The table (``<table_name>.md/.csv/.json`` and a plot) gives each variant's student top-1 as mean,
-95 % t-interval over seeds and the per-seed values, and says which variants overlap the reference.
+distill_check.yaml``, through the CLI as by hand). With ``set_per_seed`` every seed gets a set of its own
+instead (synthesis seed = student seed), so the interval holds the set-to-set variance too, not only
+the student's: one set per variant measures that set, not the setting. Every (variant, seed) writes its
+own record under ``<table_dir>/records/``, so a killed sweep - or a later session on a fresh clone -
+redoes only what has none. The table (``<table_name>.md/.csv/.json`` and a plot) gives each variant's
+student top-1 as mean, 95 % t-interval over seeds and the per-seed values, says which variants overlap
+the reference, and gives the seed-paired difference from the reference with its interval (the same seed
+means the same student initialisation and, per seed, the same image initialisation).
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ from dfnas_pl.utils.locking import one_writer
 
 # Two-sided 95 % Student-t quantiles by degrees of freedom (seeds - 1): the interval of a mean of a few seeds.
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-CSV_COLUMNS = ["variant", "images", "synthesis_minutes", "teacher_top1", "bn_distance", "diversity", "seeds",
-               "student_top1_mean", "ci_low", "ci_high", "student_top1_std", "per_seed", "overlaps_reference"]
+CSV_COLUMNS = ["variant", "images", "synthesis_minutes", "teacher_top1", "bn_distance", "diversity", "sets", "seeds",
+               "student_top1_mean", "ci_low", "ci_high", "student_top1_std", "per_seed", "overlaps_reference",
+               "paired_difference", "difference_low", "difference_high"]
 
 
 def t_interval(values: list[float]) -> tuple[float, float]:
@@ -52,7 +57,7 @@ class SynthesisSweep:
     def __init__(self, run_dir: str, table_dir: str, variants: dict[str, list[str]], seeds: list[int],
                  synthesis_config: str, distill_config: str, distill_overrides: list[str] | None = None,
                  reference: str | None = None, workers: int = 2, threads_per_worker: int = 1,
-                 table_name: str = "synthesis_sweep") -> None:
+                 table_name: str = "synthesis_sweep", set_per_seed: bool = False) -> None:
         if not variants:
             raise ValueError("No variants: give at least one (name -> extra synthesis arguments, [] for the config).")
         if reference is not None and reference not in variants:
@@ -64,9 +69,23 @@ class SynthesisSweep:
         self.synthesis_config, self.distill_config = synthesis_config, distill_config
         self.distill_overrides = list(distill_overrides or [])
         self.reference, self.workers, self.threads, self.table_name = reference, workers, threads_per_worker, table_name
+        self.set_per_seed = set_per_seed
 
     def record(self, variant: str, seed: int) -> Path:
         return self.table_dir / "records" / f"{variant}_seed{seed}.json"
+
+    def set_name(self, variant: str, seed: int) -> str:
+        """The set a (variant, seed) student trains on: the variant's one set, or with ``set_per_seed`` its own."""
+        return f"{variant}_seed{seed}" if self.set_per_seed else variant
+
+    def set_path(self, variant: str, seed: int) -> str:
+        return str(self.run / f"synthetic_{self.set_name(variant, seed)}")
+
+    def make_set(self, variant: str, seed: int) -> str:
+        """The (variant, seed) set with ``set_per_seed`` (synthesis seed = the student seed), made if missing."""
+        name = self.set_name(variant, seed)
+        extra = [*self.variants[variant], "--model.init_args.seed", str(seed), "--seed_everything", str(seed)]
+        return make_synthetic_sets(self.run, self.synthesis_config, {name: extra}, [name], 1, self.threads)[name]
 
     def distill(self, variant: str, seed: int, set_path: str) -> dict[str, Any]:
         """Train and test one student (fit, then test on the last checkpoint) through the CLI."""
@@ -95,34 +114,47 @@ class SynthesisSweep:
     @one_writer("run", "synthesis-sweep run")
     def __call__(self) -> list[dict[str, Any]]:
         self.run.mkdir(parents=True, exist_ok=True)
-        sets = make_synthetic_sets(self.run, self.synthesis_config, self.variants, list(self.variants), self.workers,
-                                   self.threads)
-        todo = [(v, s) for v in self.variants for s in self.seeds if not self.record(v, s).exists()]
+        if not self.set_per_seed:  # the variants' sets first, in parallel; every student then reads its variant's
+            make_synthetic_sets(self.run, self.synthesis_config, self.variants, list(self.variants), self.workers,
+                                self.threads)
+        # seed-major order: a sweep cut short leaves whole seeds of every variant, which the paired difference needs
+        todo = [(v, s) for s in self.seeds for v in self.variants if not self.record(v, s).exists()]
         total = len(self.variants) * len(self.seeds)
-        print(f"Synthesis sweep: {len(self.variants)} variants x {len(self.seeds)} seeds, {total - len(todo)} done, "
+        print(f"Synthesis sweep: {len(self.variants)} variants x {len(self.seeds)} seeds"
+              f"{' (a set per seed)' if self.set_per_seed else ''}, {total - len(todo)} done, "
               f"{len(todo)} to run on {self.workers} workers.", flush=True)
-        with ThreadPoolExecutor(self.workers) as pool:  # each job is its own CLI process
-            pending = {pool.submit(self.distill, v, s, sets[v]): (v, s) for v, s in todo}
+
+        def job(v: str, s: int) -> dict[str, Any]:
+            return self.distill(v, s, self.make_set(v, s) if self.set_per_seed else self.set_path(v, s))
+
+        with ThreadPoolExecutor(self.workers) as pool:  # each job is its own CLI process (or two: set, student)
+            pending = {pool.submit(job, v, s): (v, s) for v, s in todo}
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     v, s = pending.pop(future)
                     rec = future.result()
                     print(f"--- {v} seed {s}: student top-1 {rec['test_top1']:.4f} ({rec['seconds']:.0f} s)", flush=True)
-        rows = self.table(sets)
+        rows = self.table()
         self.write(rows)
         return rows
 
-    def table(self, sets: dict[str, str]) -> list[dict[str, Any]]:
-        rows = []
+    def table(self) -> list[dict[str, Any]]:
+        rows, accs_of = [], {}
         for variant in self.variants:
-            manifest = json.loads((Path(sets[variant]) / "manifest.json").read_text())
-            accs = [100 * json.loads(self.record(variant, s).read_text())["test_top1"] for s in self.seeds]
+            sets = list(dict.fromkeys(self.set_path(variant, s) for s in self.seeds))
+            manifests = [json.loads((Path(p) / "manifest.json").read_text()) for p in sets]
+            accs_of[variant] = accs = [100 * json.loads(self.record(variant, s).read_text())["test_top1"]
+                                       for s in self.seeds]
             lo, hi = t_interval(accs)
-            q = manifest["quality"]
-            rows.append({"variant": variant, "images": manifest["images"],
-                         "synthesis_minutes": manifest.get("wall_time_s", math.nan) / 60,
-                         "teacher_top1": q["teacher_top1"], "bn_distance": q["bn_distance"], "diversity": q["diversity"],
+
+            def mean_of(key: str, manifests: list[dict[str, Any]] = manifests) -> float:  # over the variant's sets
+                return statistics.mean(m["quality"][key] for m in manifests)
+
+            rows.append({"variant": variant, "images": manifests[0]["images"],
+                         "synthesis_minutes": statistics.mean(m.get("wall_time_s", math.nan) for m in manifests) / 60,
+                         "teacher_top1": mean_of("teacher_top1"), "bn_distance": mean_of("bn_distance"),
+                         "diversity": mean_of("diversity"), "sets": len(sets),
                          "seeds": len(accs), "student_top1_mean": statistics.mean(accs), "ci_low": lo, "ci_high": hi,
                          "student_top1_std": statistics.stdev(accs) if len(accs) > 1 else math.nan,
                          "per_seed": " / ".join(f"{a:.2f}" for a in accs)})
@@ -131,6 +163,10 @@ class SynthesisSweep:
             r["overlaps_reference"] = ("-" if ref is None or r is ref or math.isnan(r["ci_low"]) else
                                        "yes" if r["ci_low"] <= ref["ci_high"] and ref["ci_low"] <= r["ci_high"] else
                                        "no: above" if r["ci_low"] > ref["ci_high"] else "no: below")
+            diffs = ([] if ref is None or r is ref else
+                     [a - b for a, b in zip(accs_of[r["variant"]], accs_of[self.reference], strict=True)])
+            r["paired_difference"] = statistics.mean(diffs) if diffs else math.nan
+            r["difference_low"], r["difference_high"] = t_interval(diffs)
         return rows
 
     def write(self, rows: list[dict[str, Any]]) -> None:
@@ -139,11 +175,16 @@ class SynthesisSweep:
         lines = [f"Distillation check (student trained only on the set, real test top-1 %; {len(self.seeds)} seeds, "
                  f"95 % t-interval; reference: {self.reference or 'none'})", "",
                  "| variant | images | synthesis min | teacher top-1 | BN distance | diversity | student top-1 [95 % CI] "
-                 "| per seed | overlaps reference |", "|---|---:|---:|---:|---:|---:|---|---|---|"]
+                 "| per seed | overlaps reference | paired difference [95 % CI] |",
+                 "|---|---:|---:|---:|---:|---:|---|---|---|---|"]
         lines += [f"| {r['variant']} | {r['images']} | {fmt(r['synthesis_minutes'], 1)} | {fmt(r['teacher_top1'], 3)} | "
                   f"{fmt(r['bn_distance'])} | {fmt(r['diversity'], 3)} | {fmt(r['student_top1_mean'])} "
-                  f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}] | {r['per_seed']} | {r['overlaps_reference']} |"
+                  f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}] | {r['per_seed']} | {r['overlaps_reference']} | "
+                  + ("-" if math.isnan(r["paired_difference"]) else
+                     f"{r['paired_difference']:+.2f} [{r['difference_low']:+.2f}, {r['difference_high']:+.2f}]") + " |"
                   for r in rows]
+        sets = "a set of its own per seed (synthesis seed = student seed)" if self.set_per_seed else "one set per variant"
+        lines.insert(1, f"Synthetic sets: {sets}. Quality columns: mean over the variant's sets.")
         md = "\n".join(lines) + "\n"
         atomic_write_bytes(base.with_suffix(".md"), md.encode())
         buf = io.StringIO()
@@ -154,6 +195,7 @@ class SynthesisSweep:
         atomic_write_bytes(base.with_suffix(".csv"), buf.getvalue().encode())
         atomic_write_json(base.with_suffix(".json"), {
             "rows": rows, "seeds": self.seeds, "variants": self.variants, "reference": self.reference,
+            "set_per_seed": self.set_per_seed,
             "synthesis_config": self.synthesis_config, "distill_config": self.distill_config,
             "distill_overrides": self.distill_overrides, "versions": versions(),
             "command": "python -m dfnas_pl synthesis-sweep " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["synthesis-sweep"]
@@ -197,6 +239,9 @@ def parser() -> ArgumentParser:
     p.add_argument("--synthesis_config", type=str, default="experiments/fmnist/synthesize.yaml")
     p.add_argument("--distill_config", type=str, default="experiments/fmnist/distill_check.yaml")
     p.add_argument("--distill_overrides", type=list[str], default=[], help="extra CLI arguments of every student run")
+    p.add_argument("--set_per_seed", type=bool, default=False,
+                   help="every seed its own synthetic set (synthesis seed = student seed): intervals hold the "
+                        "set-to-set variance; false: one set per variant, only the students vary")
     p.add_argument("--workers", type=int, default=2, help="syntheses / students run in parallel")
     p.add_argument("--threads_per_worker", type=int, default=1)
     return p
@@ -206,4 +251,4 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     c = parser().parse_args(argv)
     return SynthesisSweep(c.run_dir, c.table_dir, {k: list(v) for k, v in c.variants.items()}, c.seeds,
                           c.synthesis_config, c.distill_config, c.distill_overrides, c.reference, c.workers,
-                          c.threads_per_worker, c.table_name)()
+                          c.threads_per_worker, c.table_name, c.set_per_seed)()
