@@ -77,7 +77,7 @@ def test_sweep_runs_variants_and_seeds_and_resumes(tmp_path, fmnist_root):
     for seed in (0, 1):
         manifest = json.loads((runs / f"synthetic_window_seed{seed}" / "manifest.json").read_text())
         assert manifest["canvas_size"] == 32 and manifest["seed"] == seed
-    first_image = sorted((runs / "synthetic_default_seed0").glob("0*/*.png"))[0]
+    first_image = sorted((runs / "synthetic_default_seed0").glob("images/*/*.png"))[0]
     assert first_image.read_bytes() != (runs / "synthetic_default_seed1" / first_image.relative_to(
         runs / "synthetic_default_seed0")).read_bytes()
     assert (table / "synthesis_sweep.png").stat().st_size > 5_000 and "NaN" not in (table / "synthesis_sweep.json").read_text()
