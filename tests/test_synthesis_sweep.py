@@ -24,12 +24,16 @@ def test_t_interval_matches_the_textbook_value():
 
 @pytest.mark.parametrize("set_per_seed", [True, False])
 def test_table_pairs_seeds_and_averages_the_quality_of_each_variants_sets(tmp_path, set_per_seed):
-    sweep = SynthesisSweep(str(tmp_path / "run"), str(tmp_path / "table"), {"plain": [], "calibration": []},
-                           [0, 1, 2], "s.yaml", "d.yaml", reference="plain", set_per_seed=set_per_seed)
-    # the variant is 1 point better on every seed although the seeds spread by 10 points: a paired difference
-    # of exactly +1 with no width, while the two unpaired intervals overlap
-    top1 = {"plain": [0.50, 0.60, 0.70], "calibration": [0.51, 0.61, 0.71]}
-    bn = {"plain": [1.0, 2.0, 3.0], "calibration": [4.0, 4.0, 4.0]}
+    sweep = SynthesisSweep(str(tmp_path / "run"), str(tmp_path / "table"),
+                           {"plain": [], "calibration": [], "zoom": [], "calibration_zoom": []}, [0, 1, 2], "s.yaml",
+                           "d.yaml", reference="plain", set_per_seed=set_per_seed,
+                           effects={"calibration": [("calibration", "plain"), ("calibration_zoom", "zoom")],
+                                    "zoom": [("zoom", "plain"), ("calibration_zoom", "calibration")]})
+    # calibration is 1 point better on every seed although the seeds spread by 10 points: a paired difference
+    # of exactly +1 with no width, while the two unpaired intervals overlap; zoom is -3, +1, +2 points
+    top1 = {"plain": [0.50, 0.60, 0.70], "calibration": [0.51, 0.61, 0.71],
+            "zoom": [0.47, 0.61, 0.72], "calibration_zoom": [0.48, 0.62, 0.73]}
+    bn = {"plain": [1.0, 2.0, 3.0], "calibration": [4.0, 4.0, 4.0], "zoom": [1.0] * 3, "calibration_zoom": [1.0] * 3}
     for variant, accs in top1.items():
         for seed, acc in enumerate(accs):
             atomic_write_json(sweep.record(variant, seed), {"variant": variant, "seed": seed, "test_top1": acc})
@@ -45,6 +49,18 @@ def test_table_pairs_seeds_and_averages_the_quality_of_each_variants_sets(tmp_pa
     assert rows["plain"]["sets"] == (3 if set_per_seed else 1)
     assert rows["plain"]["bn_distance"] == pytest.approx(2.0 if set_per_seed else 3.0)
     assert rows["plain"]["synthesis_minutes"] == pytest.approx(2.0 if set_per_seed else 3.0)
+    effects = {e["effect"]: e for e in sweep.effect_rows()}
+    assert effects["calibration"]["difference"] == pytest.approx(1.0) and effects["calibration"]["verdict"] == "helps"
+    zoom = effects["zoom"]  # per seed: mean of (zoom - plain, calibration_zoom - calibration) = -3, +1, +2
+    assert zoom["per_seed"] == "-3.00 / +1.00 / +2.00" and zoom["difference"] == pytest.approx(0.0)
+    assert (zoom["ci_low"], zoom["ci_high"]) == pytest.approx(t_interval([-3.0, 1.0, 2.0]))
+    assert zoom["verdict"] == "interval holds 0: not shown either way"
+
+
+def test_an_effect_naming_an_unknown_variant_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="effect 'calibration'.*unknown: calibrated"):
+        SynthesisSweep(str(tmp_path), str(tmp_path), {"plain": [], "calibration": []}, [0], "s.yaml", "d.yaml",
+                       effects={"calibration": [("calibrated", "plain")]})
 
 
 @pytest.mark.slow
@@ -55,7 +71,7 @@ def test_sweep_runs_variants_and_seeds_and_resumes(tmp_path, fmnist_root):
     table = tmp_path / "table"
     args = ["synthesis-sweep", "--run_dir", str(tmp_path / "run"), "--table_dir", str(table), "--set_per_seed", "true",
             "--variants", json.dumps({"default": tiny, "window": [*tiny, "--model.init_args.regional_update", "window"]}),
-            "--seeds", "[0, 1]", "--distill_overrides",
+            "--seeds", "[0, 1]", "--effects", json.dumps({"window": [["window", "default"]]}), "--distill_overrides",
             json.dumps(["--trainer.max_epochs", "1", "--data.init_args.batch_size", "8", "--trainer.limit_test_batches", "2",
                         "--data.init_args.eval_data.init_args.root", str(fmnist_root)])]
     first = run_cli(*args, timeout=900)
@@ -72,6 +88,9 @@ def test_sweep_runs_variants_and_seeds_and_resumes(tmp_path, fmnist_root):
     per_seed = [float(a) - float(b) for a, b in zip(rows["window"]["per_seed"].split(" / "),
                                                      rows["default"]["per_seed"].split(" / "))]
     assert float(rows["window"]["paired_difference"]) == pytest.approx(sum(per_seed) / 2, abs=0.01)
+    with open(table / "synthesis_sweep_effects.csv") as f:
+        (effect,) = list(csv.DictReader(f))
+    assert effect["effect"] == "window" and float(effect["difference"]) == pytest.approx(sum(per_seed) / 2, abs=0.01)
     # every seed its own set, made with that seed: same settings, other seed -> other images
     runs = tmp_path / "run"
     for seed in (0, 1):

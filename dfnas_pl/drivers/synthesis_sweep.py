@@ -12,7 +12,11 @@ own record under ``<table_dir>/records/``, so a killed sweep - or a later sessio
 redoes only what has none. The table (``<table_name>.md/.csv/.json`` and a plot) gives each variant's
 student top-1 as mean, 95 % t-interval over seeds and the per-seed values, says which variants overlap
 the reference, and gives the seed-paired difference from the reference with its interval (the same seed
-means the same student initialisation and, per seed, the same image initialisation).
+means the same student initialisation and, per seed, the same image initialisation). ``effects`` name
+factors of a factorial sweep by their (with, without) variant pairs - label calibration is
+``calibration - plain``, ``calibration_zoom - zoom``, ... - and each gets the mean of its pairs'
+differences per seed and a t-interval over the seeds (the seed is the unit of replication: the pairs of
+one seed share its student initialisation, so they are averaged before the interval, not counted apart).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from dfnas_pl.utils.locking import one_writer
 
 # Two-sided 95 % Student-t quantiles by degrees of freedom (seeds - 1): the interval of a mean of a few seeds.
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+EFFECT_COLUMNS = ["effect", "pairs", "seeds", "difference", "ci_low", "ci_high", "per_seed", "verdict"]
 CSV_COLUMNS = ["variant", "images", "synthesis_minutes", "teacher_top1", "bn_distance", "diversity", "sets", "seeds",
                "student_top1_mean", "ci_low", "ci_high", "student_top1_std", "per_seed", "overlaps_reference",
                "paired_difference", "difference_low", "difference_high"]
@@ -57,7 +62,8 @@ class SynthesisSweep:
     def __init__(self, run_dir: str, table_dir: str, variants: dict[str, list[str]], seeds: list[int],
                  synthesis_config: str, distill_config: str, distill_overrides: list[str] | None = None,
                  reference: str | None = None, workers: int = 2, threads_per_worker: int = 1,
-                 table_name: str = "synthesis_sweep", set_per_seed: bool = False) -> None:
+                 table_name: str = "synthesis_sweep", set_per_seed: bool = False,
+                 effects: dict[str, list[tuple[str, str]]] | None = None) -> None:
         if not variants:
             raise ValueError("No variants: give at least one (name -> extra synthesis arguments, [] for the config).")
         if reference is not None and reference not in variants:
@@ -70,6 +76,12 @@ class SynthesisSweep:
         self.distill_overrides = list(distill_overrides or [])
         self.reference, self.workers, self.threads, self.table_name = reference, workers, threads_per_worker, table_name
         self.set_per_seed = set_per_seed
+        self.effects = {name: [tuple(pair) for pair in pairs] for name, pairs in (effects or {}).items()}
+        for name, pairs in self.effects.items():
+            unknown = sorted({v for pair in pairs for v in pair} - set(variants))
+            if not pairs or unknown or any(len(pair) != 2 for pair in pairs):
+                raise ValueError(f"effect '{name}': give [with, without] pairs of variants ({sorted(variants)}); "
+                                 f"{'unknown: ' + ', '.join(unknown) if unknown else 'got ' + repr(pairs)}.")
 
     def record(self, variant: str, seed: int) -> Path:
         return self.table_dir / "records" / f"{variant}_seed{seed}.json"
@@ -136,7 +148,25 @@ class SynthesisSweep:
                     rec = future.result()
                     print(f"--- {v} seed {s}: student top-1 {rec['test_top1']:.4f} ({rec['seconds']:.0f} s)", flush=True)
         rows = self.table()
-        self.write(rows)
+        self.write(rows, self.effect_rows())
+        return rows
+
+    def top1(self, variant: str) -> list[float]:
+        """Student real test top-1 (%) of ``variant``, one value per seed in ``seeds`` order."""
+        return [100 * json.loads(self.record(variant, s).read_text())["test_top1"] for s in self.seeds]
+
+    def effect_rows(self) -> list[dict[str, Any]]:
+        """Per effect: the mean over its pairs of (with - without) for each seed, then mean and t-interval over seeds."""
+        rows = []
+        for name, pairs in self.effects.items():
+            per_pair = [[a - b for a, b in zip(self.top1(w), self.top1(wo), strict=True)] for w, wo in pairs]
+            per_seed = [statistics.mean(d) for d in zip(*per_pair, strict=True)]
+            lo, hi = t_interval(per_seed)
+            rows.append({"effect": name, "pairs": ", ".join(f"{w} - {wo}" for w, wo in pairs), "seeds": len(per_seed),
+                         "difference": statistics.mean(per_seed), "ci_low": lo, "ci_high": hi,
+                         "per_seed": " / ".join(f"{d:+.2f}" for d in per_seed),
+                         "verdict": ("n/a" if math.isnan(lo) else "helps" if lo > 0 else "hurts" if hi < 0 else
+                                     "interval holds 0: not shown either way")})
         return rows
 
     def table(self) -> list[dict[str, Any]]:
@@ -144,8 +174,7 @@ class SynthesisSweep:
         for variant in self.variants:
             sets = list(dict.fromkeys(self.set_path(variant, s) for s in self.seeds))
             manifests = [json.loads((Path(p) / "manifest.json").read_text()) for p in sets]
-            accs_of[variant] = accs = [100 * json.loads(self.record(variant, s).read_text())["test_top1"]
-                                       for s in self.seeds]
+            accs_of[variant] = accs = self.top1(variant)
             lo, hi = t_interval(accs)
 
             def mean_of(key: str, manifests: list[dict[str, Any]] = manifests) -> float:  # over the variant's sets
@@ -169,7 +198,7 @@ class SynthesisSweep:
             r["difference_low"], r["difference_high"] = t_interval(diffs)
         return rows
 
-    def write(self, rows: list[dict[str, Any]]) -> None:
+    def write(self, rows: list[dict[str, Any]], effects: list[dict[str, Any]] | None = None) -> None:
         base = self.table_dir / self.table_name
         fmt = _fmt
         lines = [f"Distillation check (student trained only on the set, real test top-1 %; {len(self.seeds)} seeds, "
@@ -185,6 +214,11 @@ class SynthesisSweep:
                   for r in rows]
         sets = "a set of its own per seed (synthesis seed = student seed)" if self.set_per_seed else "one set per variant"
         lines.insert(1, f"Synthetic sets: {sets}. Quality columns: mean over the variant's sets.")
+        if effects:
+            lines += ["", "Effects (mean over the pairs of with - without, per seed; 95 % t-interval over seeds):", "",
+                      "| effect | pairs | difference [95 % CI] | per seed | verdict |", "|---|---|---|---|---|"]
+            lines += [f"| {e['effect']} | {e['pairs']} | {e['difference']:+.2f} [{e['ci_low']:+.2f}, {e['ci_high']:+.2f}] "
+                      f"| {e['per_seed']} | {e['verdict']} |" for e in effects]
         md = "\n".join(lines) + "\n"
         atomic_write_bytes(base.with_suffix(".md"), md.encode())
         buf = io.StringIO()
@@ -193,22 +227,31 @@ class SynthesisSweep:
         writer.writerows([{k: (round(v, 4) if isinstance(v, float) and not math.isnan(v) else
                                "" if isinstance(v, float) else v) for k, v in r.items()} for r in rows])
         atomic_write_bytes(base.with_suffix(".csv"), buf.getvalue().encode())
+        if effects:
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=EFFECT_COLUMNS)
+            writer.writeheader()
+            writer.writerows([{k: round(v, 4) if isinstance(v, float) else v for k, v in e.items()} for e in effects])
+            atomic_write_bytes(base.with_name(base.name + "_effects.csv"), buf.getvalue().encode())
         atomic_write_json(base.with_suffix(".json"), {
             "rows": rows, "seeds": self.seeds, "variants": self.variants, "reference": self.reference,
-            "set_per_seed": self.set_per_seed,
+            "set_per_seed": self.set_per_seed, "effects": effects or [],
             "synthesis_config": self.synthesis_config, "distill_config": self.distill_config,
             "distill_overrides": self.distill_overrides, "versions": versions(),
             "command": "python -m dfnas_pl synthesis-sweep " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["synthesis-sweep"]
                                                                          else sys.argv[1:])})
-        plot(base.with_suffix(".png"), rows, self.reference)
+        plot(base.with_suffix(".png"), rows, self.reference, effects or [])
         print("\n" + md + f"\nTable: {base.with_suffix('.md')} (.csv, .json, .png)")
 
 
-def plot(path: Path, rows: list[dict[str, Any]], reference: str | None) -> Path:
-    """Student top-1 per variant with its interval; the reference's interval as a band."""
+def plot(path: Path, rows: list[dict[str, Any]], reference: str | None, effects: list[dict[str, Any]]) -> Path:
+    """Student top-1 per variant with its interval, the reference's interval as a band; beside it, each
+    effect's difference with its interval against zero."""
     from dfnas_pl.search.plots import plt, save_figure
 
-    fig, ax = plt.subplots(figsize=(4.5, 0.8 + 0.35 * len(rows)))
+    fig, axes = plt.subplots(1, 2 if effects else 1, figsize=(9 if effects else 4.5, 0.8 + 0.35 * len(rows)),
+                             squeeze=False)
+    ax = axes[0][0]
     ys = list(range(len(rows)))[::-1]
     for y, r in zip(ys, rows):
         err = None if math.isnan(r["ci_low"]) else [[r["student_top1_mean"] - r["ci_low"]],
@@ -221,6 +264,16 @@ def plot(path: Path, rows: list[dict[str, Any]], reference: str | None) -> Path:
         ax.legend(fontsize=7)
     ax.set_yticks(ys, [r["variant"] for r in rows], fontsize=8)
     ax.set_xlabel("student real test top-1 (%)")
+    if effects:
+        ax = axes[0][1]
+        ys = list(range(len(effects)))[::-1]
+        for y, e in zip(ys, effects):
+            ax.errorbar([e["difference"]], [y], xerr=[[e["difference"] - e["ci_low"]], [e["ci_high"] - e["difference"]]],
+                        fmt="o", capsize=3, color="tab:green" if e["ci_low"] > 0 else "tab:red" if e["ci_high"] < 0
+                        else "tab:grey")
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(ys, [e["effect"] for e in effects], fontsize=8)
+        ax.set_xlabel("effect on student top-1 (points, 95 % CI)")
     return save_figure(fig, path)
 
 
@@ -242,6 +295,9 @@ def parser() -> ArgumentParser:
     p.add_argument("--set_per_seed", type=bool, default=False,
                    help="every seed its own synthetic set (synthesis seed = student seed): intervals hold the "
                         "set-to-set variance; false: one set per variant, only the students vary")
+    p.add_argument("--effects", type=dict[str, list[list[str]]], default={},
+                   help="factor name -> [with, without] variant pairs; the table adds each factor's difference "
+                        "averaged over its pairs per seed, with a t-interval over seeds")
     p.add_argument("--workers", type=int, default=2, help="syntheses / students run in parallel")
     p.add_argument("--threads_per_worker", type=int, default=1)
     return p
@@ -251,4 +307,5 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     c = parser().parse_args(argv)
     return SynthesisSweep(c.run_dir, c.table_dir, {k: list(v) for k, v in c.variants.items()}, c.seeds,
                           c.synthesis_config, c.distill_config, c.distill_overrides, c.reference, c.workers,
-                          c.threads_per_worker, c.table_name, c.set_per_seed)()
+                          c.threads_per_worker, c.table_name, c.set_per_seed,
+                          {k: [tuple(p) for p in v] for k, v in c.effects.items()})()
