@@ -43,13 +43,16 @@ def test_random_baseline_reaches_a_reference_in_the_tail_of_the_flops_distributi
 def test_paper_table_at_toy_size(tmp_path, fmnist_root):
     config, run = toy_config(tmp_path, fmnist_root)
     cfg = json.loads(config.read_text())
-    cfg.update(algorithms=["spos"], seeds=[0, 1], search_images=20)
+    cfg.update(algorithms=["spos"], seeds=[0, 1], search_images=20,
+               synthetic_args=["--model.init_args.label_calibration", "true", "--model.init_args.regional_update", "zoom"])
     config.write_text(json.dumps(cfg))
     out = run_cli("paper-table", "--config", str(config), timeout=1200).stdout
     rows = list(csv.DictReader((run / "paper_table.csv").open()))
     assert [r["source"] for r in rows] == ["real", "synthetic", "plain", "noise", "random"]
     assert all(r["seeds"] == "2" and 0 <= float(r["mean"]) <= 100 for r in rows)
     assert json.loads((run / "synthetic_plain" / "manifest.json").read_text())["config"]["label_calibration"] is False
+    ours = json.loads((run / "synthetic" / "manifest.json").read_text())["config"]  # (b): synthetic_args pin the method
+    assert ours["label_calibration"] is True and ours["regional_update"] in ("zoom", True)
     real = json.loads((run / "search" / "spos" / "real" / "architecture.json").read_text())
     assert real["algorithm"] == "spos"
     assert json.loads((run / "search" / "spos" / "random" / "architecture.json").read_text())["algorithm"] == "random"

@@ -76,6 +76,7 @@ class Pipeline:
         self.group: str | None = None  # the W&B group, made when the first stage runs
         self.teacher, self.real_data = teacher, real_data
         self.teacher_facts = self._check_teacher_and_data()
+        self.synthesis_args: list[str] = []  # extra synthesis arguments of <run_dir>/synthetic (paper-table's (b))
 
     def _check_teacher_and_data(self) -> dict[str, int] | None:
         """Channels, classes and size of the user's teacher, loaded once here so that a wrong source, or
@@ -159,7 +160,7 @@ class Pipeline:
             return out
         self._cli("synthesis", "fit", self.synthesis_config,
                   ["--model.init_args.output_dir", str(out), "--trainer.default_root_dir", str(self.run),
-                   "--trainer.logger.init_args.save_dir", str(self.run)], ["synthesis"])
+                   "--trainer.logger.init_args.save_dir", str(self.run), *self.synthesis_args], ["synthesis"])
         return out
 
     def search(self, algorithm: str, synthetic: Path) -> Path:
