@@ -17,7 +17,10 @@ CONFIG = "experiments/fmnist/synthesize.yaml"
 
 
 def small(out, *extra, iterations=40, per_class=4, batch=10):
+    """A small run of the shipped config with the paper's method switched on (the shipped default is plain
+    inversion): the most involved path, whose round 1 depends on round 0's saved images (resume, DDP)."""
     return ["fit", "--config", CONFIG, "--model.init_args.output_dir", str(out),
+            "--model.init_args.label_calibration", "true", "--model.init_args.regional_update", "zoom",
             "--model.init_args.iterations", str(iterations), "--model.init_args.warmup_iterations", "5",
             "--data.init_args.images_per_class", str(per_class), "--data.init_args.batch_size", str(batch),
             "--trainer.logger", "false", "--trainer.default_root_dir", str(out.parent),
