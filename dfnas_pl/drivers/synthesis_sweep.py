@@ -249,7 +249,7 @@ def plot(path: Path, rows: list[dict[str, Any]], reference: str | None, effects:
     effect's difference with its interval against zero."""
     from dfnas_pl.search.plots import plt, save_figure
 
-    fig, axes = plt.subplots(1, 2 if effects else 1, figsize=(9 if effects else 4.5, 0.8 + 0.35 * len(rows)),
+    fig, axes = plt.subplots(1, 2 if effects else 1, figsize=(10 if effects else 4.5, 0.8 + 0.35 * len(rows)),
                              squeeze=False)
     ax = axes[0][0]
     ys = list(range(len(rows)))[::-1]
@@ -273,7 +273,7 @@ def plot(path: Path, rows: list[dict[str, Any]], reference: str | None, effects:
                         else "tab:grey")
         ax.axvline(0, color="black", lw=0.8)
         ax.set_yticks(ys, [e["effect"] for e in effects], fontsize=8)
-        ax.set_xlabel("effect on student top-1 (points, 95 % CI)")
+        ax.set_xlabel("effect on top-1 (points, 95 % CI)")
     return save_figure(fig, path)
 
 
