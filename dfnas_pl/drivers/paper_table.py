@@ -25,6 +25,7 @@ from pathlib import Path
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from dfnas_pl.drivers.pipeline import ALGORITHMS, Pipeline, set_is_sound
+from dfnas_pl.drivers.synthetic_sets import set_dir
 from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.random_arch import random_like
 from dfnas_pl.utils.io import atomic_write_bytes, readable_json
@@ -88,7 +89,7 @@ class PaperTable(Pipeline):
         for name, args in self.variants.items():
             if name not in self.sources:
                 continue
-            out = self.run / f"synthetic_{name}"
+            out = set_dir(self.run, name)
             if not set_is_sound(out):
                 self._cli(f"synthesis ({name})", "fit", self.synthesis_config,
                           ["--model.init_args.output_dir", str(out), *args, "--trainer.default_root_dir", str(self.run),

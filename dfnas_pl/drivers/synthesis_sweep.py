@@ -37,7 +37,7 @@ from typing import Any
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from dfnas_pl.drivers.groundtruth import _fmt, versions
-from dfnas_pl.drivers.synthetic_sets import make_synthetic_sets
+from dfnas_pl.drivers.synthetic_sets import make_synthetic_sets, set_dir
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json
 from dfnas_pl.utils.locking import one_writer
 
@@ -91,7 +91,7 @@ class SynthesisSweep:
         return f"{variant}_seed{seed}" if self.set_per_seed else variant
 
     def set_path(self, variant: str, seed: int) -> str:
-        return str(self.run / f"synthetic_{self.set_name(variant, seed)}")
+        return str(set_dir(self.run, self.set_name(variant, seed)))
 
     def make_set(self, variant: str, seed: int) -> str:
         """The (variant, seed) set with ``set_per_seed`` (synthesis seed = the student seed), made if missing."""
@@ -147,19 +147,27 @@ class SynthesisSweep:
                     v, s = pending.pop(future)
                     rec = future.result()
                     print(f"--- {v} seed {s}: student top-1 {rec['test_top1']:.4f} ({rec['seconds']:.0f} s)", flush=True)
-        rows = self.table()
-        self.write(rows, self.effect_rows())
+        top1 = self.top1()
+        rows = self.table(top1)
+        self.write(rows, self.effect_rows(top1))
         return rows
 
-    def top1(self, variant: str) -> list[float]:
-        """Student real test top-1 (%) of ``variant``, one value per seed in ``seeds`` order."""
-        return [100 * json.loads(self.record(variant, s).read_text())["test_top1"] for s in self.seeds]
+    def top1(self) -> dict[str, list[float]]:
+        """Student real test top-1 (%) per variant, one value per seed in ``seeds`` order (from the records)."""
+        return {v: [100 * json.loads(self.record(v, s).read_text())["test_top1"] for s in self.seeds]
+                for v in self.variants}
 
-    def effect_rows(self) -> list[dict[str, Any]]:
+    @staticmethod
+    def differences(top1: dict[str, list[float]], with_: str, without: str) -> list[float]:
+        """Seed-paired differences ``with_ - without`` (the same seed: the same student and image initialisation)."""
+        return [a - b for a, b in zip(top1[with_], top1[without], strict=True)]
+
+    def effect_rows(self, top1: dict[str, list[float]] | None = None) -> list[dict[str, Any]]:
         """Per effect: the mean over its pairs of (with - without) for each seed, then mean and t-interval over seeds."""
+        top1 = self.top1() if top1 is None else top1
         rows = []
         for name, pairs in self.effects.items():
-            per_pair = [[a - b for a, b in zip(self.top1(w), self.top1(wo), strict=True)] for w, wo in pairs]
+            per_pair = [self.differences(top1, w, wo) for w, wo in pairs]
             per_seed = [statistics.mean(d) for d in zip(*per_pair, strict=True)]
             lo, hi = t_interval(per_seed)
             rows.append({"effect": name, "pairs": ", ".join(f"{w} - {wo}" for w, wo in pairs), "seeds": len(per_seed),
@@ -169,12 +177,13 @@ class SynthesisSweep:
                                      "interval holds 0: not shown either way")})
         return rows
 
-    def table(self) -> list[dict[str, Any]]:
-        rows, accs_of = [], {}
+    def table(self, top1: dict[str, list[float]] | None = None) -> list[dict[str, Any]]:
+        top1 = self.top1() if top1 is None else top1
+        rows = []
         for variant in self.variants:
             sets = list(dict.fromkeys(self.set_path(variant, s) for s in self.seeds))
             manifests = [json.loads((Path(p) / "manifest.json").read_text()) for p in sets]
-            accs_of[variant] = accs = self.top1(variant)
+            accs = top1[variant]
             lo, hi = t_interval(accs)
 
             def mean_of(key: str, manifests: list[dict[str, Any]] = manifests) -> float:  # over the variant's sets
@@ -192,8 +201,7 @@ class SynthesisSweep:
             r["overlaps_reference"] = ("-" if ref is None or r is ref or math.isnan(r["ci_low"]) else
                                        "yes" if r["ci_low"] <= ref["ci_high"] and ref["ci_low"] <= r["ci_high"] else
                                        "no: above" if r["ci_low"] > ref["ci_high"] else "no: below")
-            diffs = ([] if ref is None or r is ref else
-                     [a - b for a, b in zip(accs_of[r["variant"]], accs_of[self.reference], strict=True)])
+            diffs = [] if ref is None or r is ref else self.differences(top1, r["variant"], self.reference)
             r["paired_difference"] = statistics.mean(diffs) if diffs else math.nan
             r["difference_low"], r["difference_high"] = t_interval(diffs)
         return rows

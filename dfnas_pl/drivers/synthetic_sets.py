@@ -12,6 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def set_dir(run_dir: Path, name: str) -> Path:
+    """Where the set ``name`` of a driver's run directory lives."""
+    return run_dir / f"synthetic_{name}"
+
+
 def make_synthetic_sets(run_dir: Path, synthesis_config: str, variants: dict[str, list[str]], names: list[str],
                         workers: int = 2, threads: int = 1,
                         record_seconds: Callable[[str, float], None] | None = None) -> dict[str, str]:
@@ -19,11 +24,11 @@ def make_synthetic_sets(run_dir: Path, synthesis_config: str, variants: dict[str
 
     Runs up to ``workers`` syntheses in parallel, ``threads`` torch threads each (inversion is teacher
     forward + backward on small batches: processes scale better than threads on a small CPU)."""
-    sets = {name: str(run_dir / f"synthetic_{name}") for name in names}
+    sets = {name: str(set_dir(run_dir, name)) for name in names}
     todo = [name for name in names if not (Path(sets[name]) / "manifest.json").exists()]
     procs = []
     for name in todo:
-        out = run_dir / f"synthetic_{name}"
+        out = set_dir(run_dir, name)
         cmd = [sys.executable, "-m", "dfnas_pl", "fit", "--config", synthesis_config,
                "--model.init_args.output_dir", str(out), "--trainer.default_root_dir", str(run_dir),
                "--trainer.logger.init_args.save_dir", str(run_dir), *variants[name]]
