@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from dfnas_pl.drivers.groundtruth import GroundTruth, Selection, TrainingRecipe
+from dfnas_pl.drivers.rank_fidelity import budget_curve
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
 from dfnas_pl.search.ranking import (
     bootstrap_interval,
@@ -50,6 +51,19 @@ def test_rank_correlations_reproduce_hand_computed_values():
 
 
 @pytest.mark.slow
+def _curve_row(space: str, steps: int, tau: float) -> dict:
+    return {"space": space, "source": "real_40", "supernet_steps": steps, "kendall_tau": tau,
+            "tau_ci_low": tau - 0.2, "tau_ci_high": tau + 0.1, "flops_tau": 0.5}
+
+
+def test_budget_curve_draws_a_space_whose_tau_is_undefined_at_every_budget(tmp_path):
+    """A tiny supernet can score every architecture alike, so tau is NaN at each budget (seen in CI).
+    That panel must still render, next to a panel with defined points; an empty log axis used to raise."""
+    rows = [_curve_row("flat", s, math.nan) for s in (3, 5)] + [_curve_row("fine", s, t) for s, t in ((3, 0.2), (5, 0.6))]
+    path = budget_curve(tmp_path / "curve.png", rows, ["flat", "fine"], ["real_40"], {"flat": None, "fine": 0.3})
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5_000
+
+
 def test_a_supernet_trained_on_labels_ranks_the_clearly_better_architectures_on_top(tmp_path):
     """Dots 7 px apart: only the 7x7 and xception units see both (tests/test_search_toy.py), so by
     construction they are the better architectures of this one-layer space."""

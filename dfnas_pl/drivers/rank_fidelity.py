@@ -273,8 +273,6 @@ class RankFidelity:
 
     def write_curve(self, truths: dict[str, dict[str, Any]]) -> None:
         """Kendall tau (seed-mean score, bootstrap CI) against supernet steps, per space and curve source."""
-        from dfnas_pl.search.plots import plt, save_figure
-
         steps_all = sorted(set(self.curve_steps) | {self.steps})
         rows = []
         for space in self.spaces:
@@ -297,23 +295,8 @@ class RankFidelity:
         writer.writerows([{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows])
         base = self.table_dir / f"{self.table_name}_curve"
         atomic_write_bytes(base.with_suffix(".csv"), buf.getvalue().encode())
-        fig, axes = plt.subplots(1, len(self.spaces), figsize=(4.2 * len(self.spaces), 3.2), squeeze=False)
-        for ax, space in zip(axes.flat, self.spaces):
-            mine = [r for r in rows if r["space"] == space["name"]]
-            for source in self.curve_sources:
-                rs = [r for r in mine if r["source"] == source]
-                ax.errorbar([r["supernet_steps"] for r in rs], [r["kendall_tau"] for r in rs],
-                            yerr=[[r["kendall_tau"] - r["tau_ci_low"] for r in rs],
-                                  [r["tau_ci_high"] - r["kendall_tau"] for r in rs]], marker="o", capsize=3, label=source)
-            ax.axhline(mine[0]["flops_tau"], color="grey", ls="--", label="FLOPs alone")
-            ax.axhline(truths[space["name"]]["noise_ceiling"]["kendall_tau"] or 0, color="black", ls=":",
-                       label="noise ceiling")
-            ax.set_xscale("log")
-            ax.set_xlabel("supernet steps")
-            ax.set_ylabel("Kendall tau vs ground truth")
-            ax.set_title(space["name"], fontsize=9)
-            ax.legend(fontsize=7)
-        save_figure(fig, base.with_suffix(".png"))
+        ceilings = {name: gt["noise_ceiling"]["kendall_tau"] for name, gt in truths.items()}
+        budget_curve(base.with_suffix(".png"), rows, [sp["name"] for sp in self.spaces], self.curve_sources, ceilings)
         print(f"Budget curve: {base.with_suffix('.csv')} (.png)")
 
     # -- the table ----------------------------------------------------------------------------------------
@@ -433,6 +416,42 @@ def scatter(path: Path, space: str, gt: dict[str, Any], table_dir: Path, sources
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"{space}: ground truth vs supernet score ({steps} steps, mean of {len(seeds)} seeds)", fontsize=10)
+    return save_figure(fig, path)
+
+
+def budget_curve(path: Path, rows: list[dict[str, Any]], spaces: list[str], sources: list[str],
+                 ceilings: dict[str, float | None]) -> Path:
+    """Kendall tau against supernet steps (log axis), one panel per space.
+
+    A point whose tau is undefined (a supernet that scores every architecture alike) is left out rather
+    than drawn; a panel with no defined point says so instead of asking matplotlib for an empty log axis.
+    """
+    from dfnas_pl.search.plots import plt, save_figure
+
+    fig, axes = plt.subplots(1, len(spaces), figsize=(4.2 * len(spaces), 3.2), squeeze=False)
+    for ax, space in zip(axes.flat, spaces):
+        mine = [r for r in rows if r["space"] == space]
+        drawn = 0
+        for source in sources:
+            rs = [r for r in mine if r["source"] == source and math.isfinite(r["kendall_tau"])]
+            drawn += len(rs)
+            if rs:
+                ax.errorbar([r["supernet_steps"] for r in rs], [r["kendall_tau"] for r in rs],
+                            yerr=[[max(0.0, r["kendall_tau"] - r["tau_ci_low"]) for r in rs],
+                                  [max(0.0, r["tau_ci_high"] - r["kendall_tau"]) for r in rs]],
+                            marker="o", capsize=3, label=source)
+        if mine and math.isfinite(mine[0]["flops_tau"]):
+            ax.axhline(mine[0]["flops_tau"], color="grey", ls="--", label="FLOPs alone")
+        ax.axhline(ceilings.get(space) or 0, color="black", ls=":", label="noise ceiling")
+        if drawn:
+            ax.set_xscale("log")
+        else:
+            ax.text(0.5, 0.5, "Kendall tau undefined at every budget\n(every architecture scored alike)",
+                    ha="center", va="center", transform=ax.transAxes, fontsize=8)
+        ax.set_xlabel("supernet steps")
+        ax.set_ylabel("Kendall tau vs ground truth")
+        ax.set_title(space, fontsize=9)
+        ax.legend(fontsize=7)
     return save_figure(fig, path)
 
 
