@@ -10,7 +10,7 @@ each retraining seed and tested on the real test set. Every (source, seed) searc
 writes its own record under ``benchmarks/darts_collapse/records/``; a killed run redoes only what has
 none.
 
-    python -m bench.darts_collapse --synthetic runs/fmnist/synthetic     (make bench-darts-collapse)
+    python -m bench.darts_collapse --synthetic runs/fmnist/synthetic     (make darts-collapse; make synthesize first)
 
 Writes benchmarks/darts_collapse/darts_collapse.{md,json} (with the command, wall time and versions).
 """

@@ -57,6 +57,34 @@ def test_table_pairs_seeds_and_averages_the_quality_of_each_variants_sets(tmp_pa
     assert zoom["verdict"] == "interval holds 0: not shown either way"
 
 
+def test_records_carry_what_they_were_made_with(tmp_path):
+    """The table is remade from the committed records alone (the sets under runs/ are gone on a fresh
+    clone), and a record made with other arguments is not reused under an edited variant's name."""
+    variants = {"plain": ["--model.init_args.r_feature", "0.01"], "bn10": ["--model.init_args.r_feature", "0.1"]}
+    sweep = SynthesisSweep(str(tmp_path / "run"), str(tmp_path / "table"), variants, [0, 1], "s.yaml", "d.yaml",
+                           reference="plain", set_per_seed=True)
+    for variant, accs in {"plain": [0.5, 0.6], "bn10": [0.55, 0.62]}.items():
+        for seed, acc in enumerate(accs):
+            atomic_write_json(sweep.record(variant, seed), {
+                "variant": variant, "seed": seed, "test_top1": acc, **sweep.arguments(variant),
+                "set_quality": {"images": 500, "wall_time_s": 120.0, "teacher_top1": 1.0, "bn_distance": 0.4 + seed,
+                                "diversity": 0.06}})
+    assert not (tmp_path / "run").exists()  # no set, no manifest: everything comes from the records
+    rows = {r["variant"]: r for r in sweep.table()}
+    assert rows["bn10"]["bn_distance"] == pytest.approx(0.9) and rows["bn10"]["synthesis_minutes"] == pytest.approx(2.0)
+    assert rows["bn10"]["paired_difference"] == pytest.approx(3.5)
+    sweep.check_records()  # the same arguments: reused
+
+    edited = SynthesisSweep(str(tmp_path / "run"), str(tmp_path / "table"),
+                            {**variants, "bn10": ["--model.init_args.r_feature", "1.0"]}, [0, 1], "s.yaml", "d.yaml")
+    with pytest.raises(ValueError, match=r"bn10_seed0.json was made with other synthesis_arguments.*r_feature', '0.1'"
+                                         r".*new name, or delete its records"):
+        edited.check_records()
+    with pytest.raises(ValueError, match="distill_overrides"):
+        SynthesisSweep(str(tmp_path / "run"), str(tmp_path / "table"), variants, [0, 1], "s.yaml", "d.yaml",
+                       distill_overrides=["--trainer.max_steps", "320"]).check_records()
+
+
 def test_an_effect_naming_an_unknown_variant_is_refused(tmp_path):
     with pytest.raises(ValueError, match="effect 'calibration'.*unknown: calibrated"):
         SynthesisSweep(str(tmp_path), str(tmp_path), {"plain": [], "calibration": []}, [0], "s.yaml", "d.yaml",
@@ -102,12 +130,14 @@ def test_sweep_runs_variants_and_seeds_and_resumes(tmp_path, fmnist_root):
     assert (table / "synthesis_sweep.png").stat().st_size > 5_000 and "NaN" not in (table / "synthesis_sweep.json").read_text()
     records = sorted((table / "records").glob("*.json"))
     assert len(records) == 4
+    window0 = json.loads((table / "records" / "window_seed0.json").read_text())
+    assert window0["synthesis_arguments"][-1] == "window" and window0["set_quality"]["images"] == 20
     mtimes = [p.stat().st_mtime_ns for p in records]
     again = run_cli(*args, timeout=600)
     assert "4 done, 0 to run" in again.stdout and [p.stat().st_mtime_ns for p in records] == mtimes
 
 
-@pytest.mark.parametrize("sweep", ["synthesis_sweep", "synthesis_sets"])
+@pytest.mark.parametrize("sweep", ["synthesis_sweep", "synthesis_sets", "synthesis_budget"])
 def test_every_shipped_variant_is_a_valid_synthesis_config(capsys, monkeypatch, sweep):
     from dfnas_pl.cli import DFNASCLI
     from dfnas_pl.drivers.synthesis_sweep import parser
@@ -123,8 +153,20 @@ def test_every_shipped_variant_is_a_valid_synthesis_config(capsys, monkeypatch, 
         images = 10 * (int(extra[extra.index("--data.init_args.images_per_class") + 1])
                        if "--data.init_args.images_per_class" in extra else 25)
         rounds = int(extra[extra.index("--model.init_args.rounds") + 1]) if "--model.init_args.rounds" in extra else 2
-        assert images * rounds == 500, name  # equal image count: variants cost about the same
+        if sweep == "synthesis_budget":  # the cost curve: each variant makes the image count its name says
+            assert images * rounds == int(name.removeprefix("images_")), name
+        else:
+            assert images * rounds == 500, name  # equal image count: variants cost about the same
         mode = extra[extra.index("--model.init_args.regional_update") + 1] if "--model.init_args.regional_update" in extra \
             else "true"
         mode = {"off": "false"}.get(mode, mode)  # YAML reads a bare off as false: the same setting
         assert f"regional_update: {mode}" in printed, name
+        for flag in ("r_feature", "first_bn_multiplier"):  # the BN-loss variants reach the module as given
+            if f"--model.init_args.{flag}" in extra:
+                assert f"{flag}: {float(extra[extra.index(f'--model.init_args.{flag}') + 1])}" in printed, name
+    with pytest.raises(SystemExit) as done:  # the students' overrides parse too
+        DFNASCLI(args=["fit", "--config", c.distill_config, *c.distill_overrides, "--print_config"])
+    assert done.value.code in (0, None)
+    printed = capsys.readouterr().out
+    if sweep == "synthesis_budget":
+        assert "max_steps: 320" in printed and "max_epochs: -1" in printed

@@ -119,12 +119,33 @@ class SynthesisSweep:
                     raise RuntimeError(f"Distillation {stage} of {variant} seed {seed} failed (exit {code}); see "
                                        f"{out / 'distill.log'}. Fix the cause and run the same command again.")
         rec = {"variant": variant, "seed": seed, "test_top1": json.loads(metrics.read_text())["test_top1"],
-               "seconds": round(time.time() - start, 1), "synthetic_set": set_path}
+               "seconds": round(time.time() - start, 1), "synthetic_set": set_path,
+               "set_quality": set_quality(set_path), **self.arguments(variant)}
         atomic_write_json(self.record(variant, seed), rec)
         return rec
 
+    def arguments(self, variant: str) -> dict[str, list[str]]:
+        """What a record was made with: a record is reused only for the same arguments."""
+        return {"synthesis_arguments": self.variants[variant], "distill_overrides": self.distill_overrides}
+
+    def check_records(self) -> None:
+        """Refuse to mix records made with other arguments under a variant's name (an edited config)."""
+        for variant in self.variants:
+            for seed in self.seeds:
+                path = self.record(variant, seed)
+                if not path.exists():
+                    continue
+                rec = json.loads(path.read_text())
+                changed = [k for k, v in self.arguments(variant).items() if k in rec and rec[k] != v]
+                if changed:
+                    raise ValueError(
+                        f"{path} was made with other {' and '.join(changed)} "
+                        f"({'; '.join(f'{k}: {rec[k]} now {self.arguments(variant)[k]}' for k in changed)}). Give the "
+                        f"changed variant a new name, or delete its records under {path.parent} to remake them.")
+
     @one_writer("run", "synthesis-sweep run")
     def __call__(self) -> list[dict[str, Any]]:
+        self.check_records()
         self.run.mkdir(parents=True, exist_ok=True)
         if not self.set_per_seed:  # the variants' sets first, in parallel; every student then reads its variant's
             make_synthetic_sets(self.run, self.synthesis_config, self.variants, list(self.variants), self.workers,
@@ -151,6 +172,17 @@ class SynthesisSweep:
         rows = self.table(top1)
         self.write(rows, self.effect_rows(top1))
         return rows
+
+    def qualities(self, variant: str) -> list[dict[str, Any]]:
+        """The quality summary of each of the variant's sets: from its records (committed, so a fresh clone can
+        remake the table), else from the set's manifest."""
+        by_set: dict[str, dict[str, Any]] = {}
+        for seed in self.seeds:
+            rec = json.loads(self.record(variant, seed).read_text())
+            path = self.set_path(variant, seed)
+            if path not in by_set:
+                by_set[path] = rec.get("set_quality") or set_quality(path)
+        return list(by_set.values())
 
     def top1(self) -> dict[str, list[float]]:
         """Student real test top-1 (%) per variant, one value per seed in ``seeds`` order (from the records)."""
@@ -181,16 +213,15 @@ class SynthesisSweep:
         top1 = self.top1() if top1 is None else top1
         rows = []
         for variant in self.variants:
-            sets = list(dict.fromkeys(self.set_path(variant, s) for s in self.seeds))
-            manifests = [json.loads((Path(p) / "manifest.json").read_text()) for p in sets]
+            sets = self.qualities(variant)
             accs = top1[variant]
             lo, hi = t_interval(accs)
 
-            def mean_of(key: str, manifests: list[dict[str, Any]] = manifests) -> float:  # over the variant's sets
-                return statistics.mean(m["quality"][key] for m in manifests)
+            def mean_of(key: str, sets: list[dict[str, Any]] = sets) -> float:  # over the variant's sets
+                return statistics.mean(q[key] for q in sets)
 
-            rows.append({"variant": variant, "images": manifests[0]["images"],
-                         "synthesis_minutes": statistics.mean(m.get("wall_time_s", math.nan) for m in manifests) / 60,
+            rows.append({"variant": variant, "images": sets[0]["images"],
+                         "synthesis_minutes": mean_of("wall_time_s") / 60,
                          "teacher_top1": mean_of("teacher_top1"), "bn_distance": mean_of("bn_distance"),
                          "diversity": mean_of("diversity"), "sets": len(sets),
                          "seeds": len(accs), "student_top1_mean": statistics.mean(accs), "ci_low": lo, "ci_high": hi,
@@ -250,6 +281,17 @@ class SynthesisSweep:
                                                                          else sys.argv[1:])})
         plot(base.with_suffix(".png"), rows, self.reference, effects or [])
         print("\n" + md + f"\nTable: {base.with_suffix('.md')} (.csv, .json, .png)")
+
+
+def set_quality(path: str) -> dict[str, Any]:
+    """A set's size, synthesis wall time and quality summary, read from its manifest."""
+    manifest = Path(path) / "manifest.json"
+    if not manifest.exists():
+        raise FileNotFoundError(f"{manifest} is missing and the record of a student trained on it has no set_quality: "
+                                f"the set is gone. Delete that variant's records to remake set and students.")
+    m = json.loads(manifest.read_text())
+    return {"images": m["images"], "wall_time_s": m.get("wall_time_s", math.nan),
+            **{k: m["quality"][k] for k in ("teacher_top1", "bn_distance", "diversity")}}
 
 
 def plot(path: Path, rows: list[dict[str, Any]], reference: str | None, effects: list[dict[str, Any]]) -> Path:
