@@ -85,6 +85,30 @@ def test_records_carry_what_they_were_made_with(tmp_path):
                        distill_overrides=["--trainer.max_steps", "320"]).check_records()
 
 
+def test_a_sweep_cut_short_tables_the_seeds_it_finished(tmp_path):
+    """A new variant added to a finished sweep (or one still running) has fewer seeds: its paired difference
+    and the effects use the seeds both sides have, and the table says it is partial."""
+    sweep = SynthesisSweep(str(tmp_path / "run"), str(tmp_path / "table"), {"plain": [], "bn10": [], "bn0": []},
+                           [0, 1, 2], "s.yaml", "d.yaml", reference="plain", set_per_seed=True,
+                           effects={"BN weight": [("bn10", "plain")], "BN loss": [("plain", "bn0")]})
+    quality = {"images": 500, "wall_time_s": 60.0, "teacher_top1": 1.0, "bn_distance": 0.4, "diversity": 0.06}
+    done = {"plain": [0.50, 0.60, 0.70], "bn10": [0.55, 0.62], "bn0": []}  # bn10: seeds 0, 1; bn0: not started
+    for variant, accs in done.items():
+        for seed, acc in enumerate(accs):
+            atomic_write_json(sweep.record(variant, seed), {"variant": variant, "seed": seed, "test_top1": acc,
+                                                            "set_quality": quality})
+    rows = sweep.write_table(quiet=True)
+    assert [r["variant"] for r in rows] == ["plain", "bn10"]  # bn0 has nothing to show yet
+    bn10 = rows[1]
+    assert bn10["per_seed"] == "55.00 / 62.00 / -" and bn10["seeds"] == 2
+    assert bn10["paired_difference"] == pytest.approx(3.5)  # (+5 + 2) / 2: seed 2 of plain is left out
+    assert (bn10["difference_low"], bn10["difference_high"]) == pytest.approx(t_interval([5.0, 2.0]))
+    (effect,) = sweep.effect_rows()  # "BN loss" has no seed with both sides yet
+    assert effect["effect"] == "BN weight" and effect["per_seed"] == "+5.00 / +2.00"
+    md = (tmp_path / "table" / "synthesis_sweep.md").read_text()
+    assert "partial: 5 of 9 (variant, seed) records" in md and "| bn10 |" in md and "| bn0 |" not in md
+
+
 def test_an_effect_naming_an_unknown_variant_is_refused(tmp_path):
     with pytest.raises(ValueError, match="effect 'calibration'.*unknown: calibrated"):
         SynthesisSweep(str(tmp_path), str(tmp_path), {"plain": [], "calibration": []}, [0], "s.yaml", "d.yaml",
@@ -135,6 +159,9 @@ def test_sweep_runs_variants_and_seeds_and_resumes(tmp_path, fmnist_root):
     mtimes = [p.stat().st_mtime_ns for p in records]
     again = run_cli(*args, timeout=600)
     assert "4 done, 0 to run" in again.stdout and [p.stat().st_mtime_ns for p in records] == mtimes
+    (records[0]).unlink()  # a record lost (or a sweep cut short): --table_only tables the rest, runs nothing
+    table_only = run_cli(*args, "--table_only", "true", timeout=600)
+    assert "partial: 3 of 4 (variant, seed) records" in table_only.stdout and not records[0].exists()
 
 
 @pytest.mark.parametrize("sweep", ["synthesis_sweep", "synthesis_sets", "synthesis_budget"])

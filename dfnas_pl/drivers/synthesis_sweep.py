@@ -168,9 +168,16 @@ class SynthesisSweep:
                     v, s = pending.pop(future)
                     rec = future.result()
                     print(f"--- {v} seed {s}: student top-1 {rec['test_top1']:.4f} ({rec['seconds']:.0f} s)", flush=True)
+                    self.write_table(quiet=True)  # a sweep cut short leaves the table of what it finished
+        return self.write_table()
+
+    def write_table(self, quiet: bool = False) -> list[dict[str, Any]]:
         top1 = self.top1()
+        if not any(top1.values()):
+            raise ValueError(f"No records under {self.table_dir / 'records'}: nothing to table yet. Run the sweep "
+                             f"(the same command without --table_only).")
         rows = self.table(top1)
-        self.write(rows, self.effect_rows(top1))
+        self.write(rows, self.effect_rows(top1), quiet)
         return rows
 
     def qualities(self, variant: str) -> list[dict[str, Any]]:
@@ -178,28 +185,38 @@ class SynthesisSweep:
         remake the table), else from the set's manifest."""
         by_set: dict[str, dict[str, Any]] = {}
         for seed in self.seeds:
+            if not self.record(variant, seed).exists():
+                continue
             rec = json.loads(self.record(variant, seed).read_text())
             path = self.set_path(variant, seed)
             if path not in by_set:
                 by_set[path] = rec.get("set_quality") or set_quality(path)
         return list(by_set.values())
 
-    def top1(self) -> dict[str, list[float]]:
-        """Student real test top-1 (%) per variant, one value per seed in ``seeds`` order (from the records)."""
-        return {v: [100 * json.loads(self.record(v, s).read_text())["test_top1"] for s in self.seeds]
-                for v in self.variants}
+    def top1(self) -> dict[str, dict[int, float]]:
+        """Student real test top-1 (%) per variant and seed, for the (variant, seed) pairs with a record: a
+        sweep cut short (or still running) tables what it has."""
+        return {v: {s: 100 * json.loads(self.record(v, s).read_text())["test_top1"] for s in self.seeds
+                    if self.record(v, s).exists()} for v in self.variants}
 
     @staticmethod
-    def differences(top1: dict[str, list[float]], with_: str, without: str) -> list[float]:
-        """Seed-paired differences ``with_ - without`` (the same seed: the same student and image initialisation)."""
-        return [a - b for a, b in zip(top1[with_], top1[without], strict=True)]
+    def differences(top1: dict[str, dict[int, float]], with_: str, without: str,
+                    seeds: list[int] | None = None) -> list[float]:
+        """Seed-paired differences ``with_ - without`` over the seeds both have (or ``seeds``), in seed order
+        (the same seed: the same student and image initialisation)."""
+        common = [s for s in top1[with_] if s in top1[without]] if seeds is None else seeds
+        return [top1[with_][s] - top1[without][s] for s in common]
 
     def effect_rows(self, top1: dict[str, list[float]] | None = None) -> list[dict[str, Any]]:
         """Per effect: the mean over its pairs of (with - without) for each seed, then mean and t-interval over seeds."""
         top1 = self.top1() if top1 is None else top1
         rows = []
         for name, pairs in self.effects.items():
-            per_pair = [self.differences(top1, w, wo) for w, wo in pairs]
+            # the seeds every variant of the effect has: each seed's pairs are averaged together
+            seeds = [s for s in self.seeds if all(s in top1[v] for pair in pairs for v in pair)]
+            if not seeds:
+                continue
+            per_pair = [self.differences(top1, w, wo, seeds) for w, wo in pairs]
             per_seed = [statistics.mean(d) for d in zip(*per_pair, strict=True)]
             lo, hi = t_interval(per_seed)
             rows.append({"effect": name, "pairs": ", ".join(f"{w} - {wo}" for w, wo in pairs), "seeds": len(per_seed),
@@ -209,12 +226,14 @@ class SynthesisSweep:
                                      "interval holds 0: not shown either way")})
         return rows
 
-    def table(self, top1: dict[str, list[float]] | None = None) -> list[dict[str, Any]]:
+    def table(self, top1: dict[str, dict[int, float]] | None = None) -> list[dict[str, Any]]:
         top1 = self.top1() if top1 is None else top1
         rows = []
         for variant in self.variants:
+            if not top1[variant]:
+                continue  # not started yet
             sets = self.qualities(variant)
-            accs = top1[variant]
+            accs = list(top1[variant].values())
             lo, hi = t_interval(accs)
 
             def mean_of(key: str, sets: list[dict[str, Any]] = sets) -> float:  # over the variant's sets
@@ -226,7 +245,8 @@ class SynthesisSweep:
                          "diversity": mean_of("diversity"), "sets": len(sets),
                          "seeds": len(accs), "student_top1_mean": statistics.mean(accs), "ci_low": lo, "ci_high": hi,
                          "student_top1_std": statistics.stdev(accs) if len(accs) > 1 else math.nan,
-                         "per_seed": " / ".join(f"{a:.2f}" for a in accs)})
+                         "per_seed": " / ".join(f"{top1[variant][s]:.2f}" if s in top1[variant] else "-"
+                                                for s in self.seeds)})
         ref = next((r for r in rows if r["variant"] == self.reference), None)
         for r in rows:  # overlapping intervals: say so instead of ranking
             r["overlaps_reference"] = ("-" if ref is None or r is ref or math.isnan(r["ci_low"]) else
@@ -237,27 +257,33 @@ class SynthesisSweep:
             r["difference_low"], r["difference_high"] = t_interval(diffs)
         return rows
 
-    def write(self, rows: list[dict[str, Any]], effects: list[dict[str, Any]] | None = None) -> None:
+    def write(self, rows: list[dict[str, Any]], effects: list[dict[str, Any]] | None = None,
+              quiet: bool = False) -> None:
         base = self.table_dir / self.table_name
         fmt = _fmt
+        done = sum(r["seeds"] for r in rows)
+        progress = "" if done == len(self.variants) * len(self.seeds) else \
+            f"; partial: {done} of {len(self.variants) * len(self.seeds)} (variant, seed) records, '-' = not run yet"
         lines = [f"Distillation check (student trained only on the set, real test top-1 %; {len(self.seeds)} seeds, "
-                 f"95 % t-interval; reference: {self.reference or 'none'})", "",
+                 f"95 % t-interval; reference: {self.reference or 'none'}{progress})", "",
                  "| variant | images | synthesis min | teacher top-1 | BN distance | diversity | student top-1 [95 % CI] "
                  "| per seed | overlaps reference | paired difference [95 % CI] |",
                  "|---|---:|---:|---:|---:|---:|---|---|---|---|"]
         lines += [f"| {r['variant']} | {r['images']} | {fmt(r['synthesis_minutes'], 1)} | {fmt(r['teacher_top1'], 3)} | "
                   f"{fmt(r['bn_distance'])} | {fmt(r['diversity'], 3)} | {fmt(r['student_top1_mean'])} "
                   f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}] | {r['per_seed']} | {r['overlaps_reference']} | "
-                  + ("-" if math.isnan(r["paired_difference"]) else
-                     f"{r['paired_difference']:+.2f} [{r['difference_low']:+.2f}, {r['difference_high']:+.2f}]") + " |"
+                  + ("-" if math.isnan(r["paired_difference"]) else f"{r['paired_difference']:+.2f} "
+                     + ("[n/a]" if math.isnan(r["difference_low"]) else
+                        f"[{r['difference_low']:+.2f}, {r['difference_high']:+.2f}]")) + " |"
                   for r in rows]
         sets = "a set of its own per seed (synthesis seed = student seed)" if self.set_per_seed else "one set per variant"
         lines.insert(1, f"Synthetic sets: {sets}. Quality columns: mean over the variant's sets.")
         if effects:
             lines += ["", "Effects (mean over the pairs of with - without, per seed; 95 % t-interval over seeds):", "",
                       "| effect | pairs | difference [95 % CI] | per seed | verdict |", "|---|---|---|---|---|"]
-            lines += [f"| {e['effect']} | {e['pairs']} | {e['difference']:+.2f} [{e['ci_low']:+.2f}, {e['ci_high']:+.2f}] "
-                      f"| {e['per_seed']} | {e['verdict']} |" for e in effects]
+            lines += [f"| {e['effect']} | {e['pairs']} | {e['difference']:+.2f} "
+                      + ("[n/a]" if math.isnan(e["ci_low"]) else f"[{e['ci_low']:+.2f}, {e['ci_high']:+.2f}]")
+                      + f" | {e['per_seed']} | {e['verdict']} |" for e in effects]
         md = "\n".join(lines) + "\n"
         atomic_write_bytes(base.with_suffix(".md"), md.encode())
         buf = io.StringIO()
@@ -280,7 +306,8 @@ class SynthesisSweep:
             "command": "python -m dfnas_pl synthesis-sweep " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["synthesis-sweep"]
                                                                          else sys.argv[1:])})
         plot(base.with_suffix(".png"), rows, self.reference, effects or [])
-        print("\n" + md + f"\nTable: {base.with_suffix('.md')} (.csv, .json, .png)")
+        if not quiet:
+            print("\n" + md + f"\nTable: {base.with_suffix('.md')} (.csv, .json, .png)")
 
 
 def set_quality(path: str) -> dict[str, Any]:
@@ -348,6 +375,9 @@ def parser() -> ArgumentParser:
     p.add_argument("--effects", type=dict[str, list[list[str]]], default={},
                    help="factor name -> [with, without] variant pairs; the table adds each factor's difference "
                         "averaged over its pairs per seed, with a t-interval over seeds")
+    p.add_argument("--table_only", type=bool, default=False,
+                   help="rewrite the table from the records there are and run nothing (a sweep still running, or "
+                        "one to be continued later)")
     p.add_argument("--workers", type=int, default=2, help="syntheses / students run in parallel")
     p.add_argument("--threads_per_worker", type=int, default=1)
     return p
@@ -355,7 +385,11 @@ def parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     c = parser().parse_args(argv)
-    return SynthesisSweep(c.run_dir, c.table_dir, {k: list(v) for k, v in c.variants.items()}, c.seeds,
-                          c.synthesis_config, c.distill_config, c.distill_overrides, c.reference, c.workers,
-                          c.threads_per_worker, c.table_name, c.set_per_seed,
-                          {k: [tuple(p) for p in v] for k, v in c.effects.items()})()
+    sweep = SynthesisSweep(c.run_dir, c.table_dir, {k: list(v) for k, v in c.variants.items()}, c.seeds,
+                           c.synthesis_config, c.distill_config, c.distill_overrides, c.reference, c.workers,
+                           c.threads_per_worker, c.table_name, c.set_per_seed,
+                           {k: [tuple(p) for p in v] for k, v in c.effects.items()})
+    if c.table_only:
+        sweep.check_records()
+        return sweep.write_table()
+    return sweep()
