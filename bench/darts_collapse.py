@@ -109,10 +109,13 @@ def main(argv: list[str] | None = None) -> None:
     for source in a.sources:
         for seed in a.seeds:
             record_path = out / "records" / f"{source}_seed{seed}.json"
-            if record_path.exists():
-                rows.append(json.loads(record_path.read_text()))
+            old = json.loads(record_path.read_text()) if record_path.exists() else None
+            if old and all(str(s) in e["top1"] for e in old["exports"].values() for s in a.retrain_seeds):
+                rows.append(old)
                 continue
-            t0 = time.time()
+            # no record, or one without some of the retraining seeds asked for: the search and the finished
+            # retrainings are reused from their run folders, only the missing retrainings run
+            t0 = time.time() - (old["seconds"] if old else 0.0)
             images = json.loads((Path(a.synthetic) / "manifest.json").read_text())["images"]
             plain = search(run, source, a.synthetic, seed, images)
             guarded = guarded_export(plain, a.guard)
@@ -120,9 +123,11 @@ def main(argv: list[str] | None = None) -> None:
             exports = {}
             for name, arch in (("plain", plain), (f"guard{a.guard}", guarded)):
                 rec = json.loads(arch.read_text())
+                known = old["exports"][name]["top1"] if old else {}  # retrainings a record already holds
                 exports[name] = {"parameter_free_normal": count_parameter_free(rec["choices"]["normal"]),
                                  "flops": rec["flops"], "params": rec["params"], "normal": rec["choices"]["normal"],
-                                 "top1": {str(s): retrain(arch, s, a.fmnist_root) for s in a.retrain_seeds}}
+                                 "top1": {**known, **{str(s): retrain(arch, s, a.fmnist_root) for s in a.retrain_seeds
+                                                      if str(s) not in known}}}
             row = {"source": source, "seed": seed, "synthetic_set": a.synthetic if source == "synthetic" else None,
                    "per_epoch": [{k: h[k] for k in ("epoch", "parameter_free_normal_unguarded", "alpha_entropy_normal",
                                                     "alpha_entropy_reduce") if k in h} for h in history],
