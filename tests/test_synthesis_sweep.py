@@ -164,7 +164,7 @@ def test_sweep_runs_variants_and_seeds_and_resumes(tmp_path, fmnist_root):
     assert "partial: 3 of 4 (variant, seed) records" in table_only.stdout and not records[0].exists()
 
 
-@pytest.mark.parametrize("sweep", ["synthesis_sweep", "synthesis_sets", "synthesis_budget"])
+@pytest.mark.parametrize("sweep", ["synthesis_sweep", "synthesis_sets", "synthesis_bn_weight", "synthesis_budget"])
 def test_every_shipped_variant_is_a_valid_synthesis_config(capsys, monkeypatch, sweep):
     from dfnas_pl.cli import DFNASCLI
     from dfnas_pl.drivers.synthesis_sweep import parser
@@ -188,6 +188,9 @@ def test_every_shipped_variant_is_a_valid_synthesis_config(capsys, monkeypatch, 
             else "true"
         mode = {"off": "false"}.get(mode, mode)  # YAML reads a bare off as false: the same setting
         assert f"regional_update: {mode}" in printed, name
+        if sweep == "synthesis_bn_weight":  # it shares synthesis_sets' records: the same arguments per name
+            sets = parser().parse_args(["--config", "experiments/fmnist/synthesis_sets.yaml"])
+            assert extra == sets.variants[name] and c.table_dir == sets.table_dir and c.run_dir == sets.run_dir, name
         for flag in ("r_feature", "first_bn_multiplier"):  # the BN-loss variants reach the module as given
             if f"--model.init_args.{flag}" in extra:
                 assert f"{flag}: {float(extra[extra.index(f'--model.init_args.{flag}') + 1])}" in printed, name
