@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dfnas_pl.drivers.synthesis_sweep import SynthesisSweep, t_interval
+from dfnas_pl.drivers.synthesis_sweep import SynthesisSweep, sweep_command, t_interval
 from dfnas_pl.utils.io import atomic_write_json
 from tests.conftest import run_cli
 
@@ -107,6 +107,13 @@ def test_a_sweep_cut_short_tables_the_seeds_it_finished(tmp_path):
     assert effect["effect"] == "BN weight" and effect["per_seed"] == "+5.00 / +2.00"
     md = (tmp_path / "table" / "synthesis_sweep.md").read_text()
     assert "partial: 5 of 9 (variant, seed) records" in md and "| bn10 |" in md and "| bn0 |" not in md
+
+
+def test_the_recorded_command_is_the_one_that_makes_the_records():
+    cmd = "python -m dfnas_pl synthesis-sweep --config c.yaml"
+    assert sweep_command(["--config", "c.yaml", "--table_only", "true"]) == cmd
+    assert sweep_command(["--table_only=true", "--config", "c.yaml"]) == cmd
+    assert sweep_command(["--config", "c.yaml", "--table_only"]) == cmd
 
 
 def test_an_effect_naming_an_unknown_variant_is_refused(tmp_path):
