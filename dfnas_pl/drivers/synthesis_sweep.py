@@ -172,32 +172,35 @@ class SynthesisSweep:
         return self.write_table()
 
     def write_table(self, quiet: bool = False) -> list[dict[str, Any]]:
-        top1 = self.top1()
+        records = self.records()
+        top1 = self.top1(records)
         if not any(top1.values()):
             raise ValueError(f"No records under {self.table_dir / 'records'}: nothing to table yet. Run the sweep "
                              f"(the same command without --table_only).")
-        rows = self.table(top1)
+        rows = self.table(top1, records)
         self.write(rows, self.effect_rows(top1), quiet)
         return rows
 
-    def qualities(self, variant: str) -> list[dict[str, Any]]:
+    def records(self) -> dict[str, dict[int, dict[str, Any]]]:
+        """Every record there is, per variant and seed, read once: a sweep cut short (or still running) tables
+        what it has."""
+        return {v: {s: json.loads(self.record(v, s).read_text()) for s in self.seeds if self.record(v, s).exists()}
+                for v in self.variants}
+
+    def qualities(self, variant: str, records: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
         """The quality summary of each of the variant's sets: from its records (committed, so a fresh clone can
         remake the table), else from the set's manifest."""
         by_set: dict[str, dict[str, Any]] = {}
-        for seed in self.seeds:
-            if not self.record(variant, seed).exists():
-                continue
-            rec = json.loads(self.record(variant, seed).read_text())
+        for seed, rec in records.items():
             path = self.set_path(variant, seed)
             if path not in by_set:
                 by_set[path] = rec.get("set_quality") or set_quality(path)
         return list(by_set.values())
 
-    def top1(self) -> dict[str, dict[int, float]]:
-        """Student real test top-1 (%) per variant and seed, for the (variant, seed) pairs with a record: a
-        sweep cut short (or still running) tables what it has."""
-        return {v: {s: 100 * json.loads(self.record(v, s).read_text())["test_top1"] for s in self.seeds
-                    if self.record(v, s).exists()} for v in self.variants}
+    def top1(self, records: dict[str, dict[int, dict[str, Any]]] | None = None) -> dict[str, dict[int, float]]:
+        """Student real test top-1 (%) per variant and seed, for the (variant, seed) pairs with a record."""
+        records = self.records() if records is None else records
+        return {v: {s: 100 * rec["test_top1"] for s, rec in recs.items()} for v, recs in records.items()}
 
     @staticmethod
     def differences(top1: dict[str, dict[int, float]], with_: str, without: str,
@@ -207,7 +210,7 @@ class SynthesisSweep:
         common = [s for s in top1[with_] if s in top1[without]] if seeds is None else seeds
         return [top1[with_][s] - top1[without][s] for s in common]
 
-    def effect_rows(self, top1: dict[str, list[float]] | None = None) -> list[dict[str, Any]]:
+    def effect_rows(self, top1: dict[str, dict[int, float]] | None = None) -> list[dict[str, Any]]:
         """Per effect: the mean over its pairs of (with - without) for each seed, then mean and t-interval over seeds."""
         top1 = self.top1() if top1 is None else top1
         rows = []
@@ -226,13 +229,15 @@ class SynthesisSweep:
                                      "interval holds 0: not shown either way")})
         return rows
 
-    def table(self, top1: dict[str, dict[int, float]] | None = None) -> list[dict[str, Any]]:
-        top1 = self.top1() if top1 is None else top1
+    def table(self, top1: dict[str, dict[int, float]] | None = None,
+              records: dict[str, dict[int, dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+        records = self.records() if records is None else records
+        top1 = self.top1(records) if top1 is None else top1
         rows = []
         for variant in self.variants:
             if not top1[variant]:
                 continue  # not started yet
-            sets = self.qualities(variant)
+            sets = self.qualities(variant, records[variant])
             accs = list(top1[variant].values())
             lo, hi = t_interval(accs)
 
