@@ -118,7 +118,7 @@ def test_help_and_print_config_read_well():
     for name in ("--model.r_feature", "--model.label_calibration", "--model.regional_update", "BatchNorm"):
         assert name in model_help
     printed = run_cli("fit", "--config", CONFIG, "--print_config").stdout
-    assert "r_feature: 0.01" in printed and "class_path: dfnas_pl.data.SynthesisSlots" in printed
+    assert "r_feature: 0.1" in printed and "class_path: dfnas_pl.data.SynthesisSlots" in printed
 
 
 @pytest.mark.slow

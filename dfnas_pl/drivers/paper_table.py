@@ -25,7 +25,7 @@ from pathlib import Path
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from dfnas_pl.drivers.pipeline import ALGORITHMS, Pipeline, set_is_sound
-from dfnas_pl.drivers.synthetic_sets import set_dir
+from dfnas_pl.drivers.synthetic_sets import PAPER_METHOD, PLAIN_INVERSION, SHIPPED_DEFAULT, set_dir
 from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.random_arch import random_like
 from dfnas_pl.utils.io import atomic_write_bytes, readable_json
@@ -33,7 +33,6 @@ from dfnas_pl.utils.locking import one_writer
 
 SOURCES = {"real": "(a) real data", "synthetic": "(b) the paper's method: calibration + regional",
            "plain": "(c) plain inversion", "noise": "(d) Gaussian noise", "random": "(e) random architecture"}
-PLAIN_INVERSION = ["--model.init_args.label_calibration", "false", "--model.init_args.regional_update", "false"]
 
 
 def parser() -> ArgumentParser:
@@ -49,11 +48,12 @@ def parser() -> ArgumentParser:
                    default={a: f"experiments/fmnist/search_{a}.yaml" for a in ALGORITHMS})
     p.add_argument("--retrain_config", type=str, default="experiments/fmnist/retrain.yaml")
     p.add_argument("--overrides", type=dict[str, list[str]], default={})
-    p.add_argument("--synthesis_variants", type=dict[str, list[str]], default={"plain": PLAIN_INVERSION},
+    p.add_argument("--synthesis_variants", type=dict[str, list[str]], default={"plain": PLAIN_INVERSION, "default": SHIPPED_DEFAULT},
                    help="synthetic sets made with extra synthesis CLI arguments, each usable as a source")
-    p.add_argument("--synthetic_args", type=list[str], default=[],
+    p.add_argument("--synthetic_args", type=list[str], default=PAPER_METHOD,
                    help="extra synthesis CLI arguments of the 'synthetic' source (b): the paper's method whatever "
-                        "the synthesis config's own default is (the shipped default is plain inversion: README)")
+                        "the synthesis config's own default is (the shipped default is plain inversion with 10x the "
+                        "BN-loss weight: README)")
     p.add_argument("--labels", type=dict[str, str], default={}, help="table labels of the sources (variants)")
     p.add_argument("--table_name", type=str, default="paper_table", help="<run_dir>/<table_name>.md/.csv/.png")
     return p
@@ -67,7 +67,7 @@ class PaperTable(Pipeline):
                  synthetic_args: list[str] | None = None) -> None:
         super().__init__(run_dir, algorithms, synthesis_config, search_configs, retrain_config, overrides)
         self.synthesis_args = list(synthetic_args or [])
-        self.variants = {"plain": PLAIN_INVERSION} if synthesis_variants is None else dict(synthesis_variants)
+        self.variants = {"plain": PLAIN_INVERSION, "default": SHIPPED_DEFAULT} if synthesis_variants is None else dict(synthesis_variants)
         clash = sorted(set(self.variants) & (set(SOURCES) - {"plain"}))
         if clash:
             raise ValueError(f"Synthesis variant name(s) {clash} are built-in sources; rename the variant(s).")

@@ -12,7 +12,7 @@ with it.
 
 Sources: ``real_<n>`` (n real training images, labels), ``real_full`` (the whole real split), any
 synthetic set named in ``synthetic_sets`` (made by the synthesis stage with extra arguments, e.g.
-``synthetic``, ``synthetic_4x``, ``plain``), ``noise`` (Gaussian noise, KD). Baselines that need no data:
+``default``, ``synthetic``, ``synthetic_4x``, ``plain``), ``noise`` (Gaussian noise, KD). Baselines that need no data:
 ``flops`` and ``params``. Every ranking number comes from :mod:`dfnas_pl.search.ranking`.
 
 Each unit's scores are a small JSON under ``<table_dir>/scores/`` (committed with the table), so a killed
@@ -41,7 +41,12 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from dfnas_pl.data.vision import VisionDataModule
 from dfnas_pl.drivers.groundtruth import _fmt, load_groundtruth, versions
-from dfnas_pl.drivers.synthetic_sets import make_synthetic_sets
+from dfnas_pl.drivers.synthetic_sets import (
+    PAPER_METHOD,
+    PLAIN_INVERSION,
+    SHIPPED_DEFAULT,
+    make_synthetic_sets,
+)
 from dfnas_pl.search.ranking import fidelity, kendall_tau
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json, strict_json
 from dfnas_pl.utils.locking import one_writer
@@ -50,7 +55,6 @@ from dfnas_pl.wandb_setup import pipeline_group
 CSV_COLUMNS = ["space", "source", "scored_on", "seed", "supernet_steps", "n", "kendall_tau", "spearman_rho",
                "tau_ci_low", "tau_ci_high", "tau_minus_flops_ci_low", "tau_minus_flops_ci_high", "band_n",
                "band_tau", "top25_recall", "best_scored_top1", "regret", "train_seconds", "score_seconds"]
-PLAIN_INVERSION = ["--model.init_args.label_calibration", "false", "--model.init_args.regional_update", "false"]
 
 
 def is_real(source: str) -> bool:
@@ -476,13 +480,14 @@ def parser() -> ArgumentParser:
     p.add_argument("--spaces", type=list[dict], default=[],
                    help="per space: name, groundtruth (JSON), train_config (search YAML), overrides (CLI args), "
                         "teacher (labels synthetic/noise data when scoring; default: the train config's)")
-    p.add_argument("--sources", type=list[str], default=["real_500", "real_full", "synthetic", "synthetic_4x", "plain",
-                                                         "noise"])
+    p.add_argument("--sources", type=list[str], default=["real_500", "real_full", "default", "synthetic", "synthetic_4x",
+                                                         "plain", "noise"])
     p.add_argument("--seeds", type=list[int], default=[0, 1], help="supernet seeds per source")
     p.add_argument("--supernet_steps", type=int, default=240, help="training steps of every supernet (equal budget)")
     p.add_argument("--synthesis_config", type=str, default="experiments/fmnist/synthesize.yaml")
     p.add_argument("--synthetic_sets", type=dict[str, list[str]],
-                   default={"synthetic": [], "synthetic_4x": ["--data.init_args.images_per_class", "100"],
+                   default={"default": SHIPPED_DEFAULT, "synthetic": PAPER_METHOD,
+                            "synthetic_4x": [*PAPER_METHOD, "--data.init_args.images_per_class", "100"],
                             "plain": PLAIN_INVERSION},
                    help="synthetic sources: name -> extra synthesis CLI arguments")
     p.add_argument("--real_data", type=VisionDataModule,

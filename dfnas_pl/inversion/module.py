@@ -77,6 +77,9 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
         warmup_iterations: linear lr warm-up steps before the cosine decay, per phase.
         main_loss_multiplier: weight of the cross-entropy to the targets.
         r_feature: weight of the BatchNorm-statistics loss (feature-level regularisation); 0 switches it off.
+            Official: 0.01; the default is 0.1, ten times that, because it measured better on the
+            distillation check (+4.6 [+2.3, +6.9] points over 8 seeds on Fashion-MNIST, README,
+            'The BatchNorm-statistics loss'). The CIFAR / ImageNet paper configs keep 0.01 (not measured there).
         first_bn_multiplier: extra factor on the first BatchNorm layer's statistics term (official: 10).
         tv_l1: weight of the L1 total-variation prior.
         tv_l2: weight of the L2 total-variation prior.
@@ -119,7 +122,7 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
         betas: Sequence[float] = (0.5, 0.9),
         warmup_iterations: int = 20,
         main_loss_multiplier: float = 1.0,
-        r_feature: float = 0.01,
+        r_feature: float = 0.1,
         first_bn_multiplier: float = 10.0,
         tv_l1: float = 0.0,
         tv_l2: float = 1e-4,

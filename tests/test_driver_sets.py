@@ -1,0 +1,74 @@
+"""The synthetic sets the drivers compare are spelled out in full, so a change of the synthesis config's
+defaults (they follow the measurements) cannot silently change what a committed record or table means."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import yaml
+
+from dfnas_pl.drivers import paper_table, rank_fidelity, synthesis_sweep
+from dfnas_pl.drivers.synthetic_sets import PAPER_METHOD, PLAIN_INVERSION, SHIPPED_DEFAULT
+
+PINNED = ("--model.init_args.label_calibration", "--model.init_args.regional_update", "--model.init_args.r_feature")
+
+
+def driver_sets() -> dict[str, list[str]]:
+    """Every synthesis argument list a shipped driver config or a driver default makes a set with."""
+    sets: dict[str, list[str]] = {}
+    for name in ("synthesis_sets", "synthesis_bn_weight", "synthesis_budget", "synthesis_sweep"):
+        c = synthesis_sweep.parser().parse_args(["--config", f"experiments/fmnist/{name}.yaml"])
+        sets.update({f"{name}:{v}": list(a) for v, a in c.variants.items()})
+    for name in ("paper_table", "ablation"):
+        c = paper_table.parser().parse_args(["--config", f"experiments/fmnist/{name}.yaml"])
+        sets[f"{name}:synthetic"] = list(c.synthetic_args)
+        sets.update({f"{name}:{v}": list(a) for v, a in c.synthesis_variants.items()})
+    c = rank_fidelity.parser().parse_args(["--config", "experiments/fmnist/rank_fidelity.yaml"])
+    sets.update({f"rank_fidelity:{v}": list(a) for v, a in c.synthetic_sets.items()})
+    for parse, args in ((paper_table.parser, []), (rank_fidelity.parser, [])):  # the drivers' own defaults
+        c = parse().parse_args(args)
+        for v, a in (getattr(c, "synthesis_variants", None) or c.synthetic_sets).items():
+            sets[f"{parse.__module__}:{v}"] = list(a)
+    return sets
+
+
+def value(args: list[str], flag: str) -> str:
+    given = args[args.index(flag) + 1]
+    return {"off": "false"}.get(given, given)  # YAML and the CLI read off as false: the same setting
+
+
+def test_every_driver_set_spells_out_calibration_regional_update_and_bn_weight():
+    sets = driver_sets()
+    assert len(sets) > 30
+    unpinned = {name: [f for f in PINNED if f not in args] for name, args in sets.items()}
+    assert not {k: v for k, v in unpinned.items() if v}, "spell these out in the config"
+    # names mean what they say wherever they appear
+    for name, args in sets.items():
+        short = name.split(":")[1]
+        if name == "synthesis_sweep:default":  # the first sweep's history: the default when it ran (the paper's)
+            assert {f: value(args, f) for f in PINNED} == {f: value(PAPER_METHOD, f) for f in PINNED}
+        elif short in ("synthetic", "default", "plain"):
+            expected = {"synthetic": PAPER_METHOD, "default": SHIPPED_DEFAULT, "plain": PLAIN_INVERSION}[short]
+            assert {f: value(args, f) for f in PINNED} == {f: value(expected, f) for f in PINNED}, name
+
+
+def test_the_shipped_default_set_is_what_the_synthesis_config_ships(capsys, monkeypatch):
+    from dfnas_pl.cli import DFNASCLI
+
+    monkeypatch.setattr(sys, "argv", ["dfnas_pl"])
+    with pytest.raises(SystemExit) as done:
+        DFNASCLI(args=["fit", "--config", "experiments/fmnist/synthesize.yaml", "--print_config"])
+    assert done.value.code in (0, None)
+    shipped = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    assert shipped["label_calibration"] is (value(SHIPPED_DEFAULT, PINNED[0]) == "true")
+    assert shipped["regional_update"] in (False, "off") and value(SHIPPED_DEFAULT, PINNED[1]) in ("false", "off")
+    assert shipped["r_feature"] == float(value(SHIPPED_DEFAULT, PINNED[2]))
+    # and the library's Python default agrees with the shipped config (a user without a YAML gets the same)
+    import inspect
+
+    from dfnas_pl.inversion import ModelInversion
+
+    defaults = {k: p.default for k, p in inspect.signature(ModelInversion.__init__).parameters.items()}
+    assert {k: defaults[k] for k in ("label_calibration", "regional_update", "r_feature")} == \
+        {k: shipped[k] for k in ("label_calibration", "regional_update", "r_feature")}
