@@ -47,8 +47,9 @@ def cli(args: list[str], log: Path) -> None:
         raise SystemExit(f"dfnas_pl {' '.join(args[:3])} ... failed (exit {code}); see {log}.")
 
 
-def search(run: Path, source: str, synthetic: str, seed: int, images: int) -> Path:
-    out = run / "search" / f"{source}_seed{seed}"
+def search(run: Path, source: str, synthetic: str, seed: int, images: int, name: str,
+           overrides: list[str]) -> Path:
+    out = run / "search" / name
     if not (out / "architecture.json").exists():
         ckpt = out / "checkpoints"
         resume = ["--ckpt_path", str(ckpt / "last.ckpt")] if (ckpt / "last.ckpt").exists() else []
@@ -60,7 +61,7 @@ def search(run: Path, source: str, synthetic: str, seed: int, images: int) -> Pa
              # real: labels (cross-entropy), as many images as the synthetic set has (the same budget)
              *(["--model.init_args.teacher", "null", "--data.init_args.max_images", str(images)] if source == "real"
                else []),
-             *resume], out / "search.log")
+             *overrides, *resume], out / "search.log")
     return out / "architecture.json"
 
 
@@ -76,6 +77,13 @@ def guarded_export(plain: Path, guard: int) -> Path:
                            {"normal": normal, "reduce": record["choices"]["reduce"]}, alphas=record["alphas"],
                            max_parameter_free_normal=guard)
     return path
+
+
+def set_settings(path: str) -> dict[str, Any]:
+    """The synthesis settings of a set that decide what it is, from its manifest."""
+    manifest = json.loads((Path(path) / "manifest.json").read_text())
+    return {"images": manifest["images"], **{k: manifest["config"].get(k) for k in (
+        "label_calibration", "regional_update", "r_feature", "first_bn_multiplier", "rounds", "iterations", "seed")}}
 
 
 def retrain(arch: Path, seed: int, fmnist_root: str) -> float:
@@ -101,15 +109,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--retrain_seeds", nargs="+", type=int, default=[0], help="retraining seeds per export")
     p.add_argument("--guard", type=int, default=2, help="P-DARTS cap on parameter-free normal-cell ops")
     p.add_argument("--fmnist_root", default="data")
+    p.add_argument("--search_overrides", type=shlex.split, default=[],
+                   help="extra search CLI arguments of every search, one quoted string, e.g. "
+                        "--search_overrides='--model.init_args.alpha_lr 0.03' (give them a --tag: records are kept "
+                        "apart per tag)")
+    p.add_argument("--tag", default="", help="suffix of this setting's records and run folders, e.g. alpha_lr0.03")
     p.add_argument("--run_dir", default="runs/darts_collapse")
     p.add_argument("--out", default="benchmarks/darts_collapse")
     a = p.parse_args(argv)
+    if a.search_overrides and not a.tag:
+        raise SystemExit("--search_overrides change the search: give them a --tag, so that their records do not mix "
+                         "with the shipped config's.")
     run, out, started = Path(a.run_dir), Path(a.out), time.time()
     rows = []
     for source in a.sources:
         for seed in a.seeds:
-            record_path = out / "records" / f"{source}_seed{seed}.json"
+            name = f"{source}_seed{seed}" + (f"_{a.tag}" if a.tag else "")
+            record_path = out / "records" / f"{name}.json"
             old = json.loads(record_path.read_text()) if record_path.exists() else None
+            if old and old.get("search_overrides", []) != a.search_overrides:
+                raise SystemExit(f"{record_path} was made with search overrides {old.get('search_overrides', [])}, not "
+                                 f"{a.search_overrides}: use another --tag, or delete the record to remake it.")
             if old and all(str(s) in e["top1"] for e in old["exports"].values() for s in a.retrain_seeds):
                 rows.append(old)
                 continue
@@ -117,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
             # retrainings are reused from their run folders, only the missing retrainings run
             t0 = time.time() - (old["seconds"] if old else 0.0)
             images = json.loads((Path(a.synthetic) / "manifest.json").read_text())["images"]
-            plain = search(run, source, a.synthetic, seed, images)
+            plain = search(run, source, a.synthetic, seed, images, name, a.search_overrides)
             guarded = guarded_export(plain, a.guard)
             history = json.loads((plain.parent / "genotype_history.json").read_text())
             exports = {}
@@ -128,7 +148,10 @@ def main(argv: list[str] | None = None) -> None:
                                  "flops": rec["flops"], "params": rec["params"], "normal": rec["choices"]["normal"],
                                  "top1": {**known, **{str(s): retrain(arch, s, a.fmnist_root) for s in a.retrain_seeds
                                                       if str(s) not in known}}}
-            row = {"source": source, "seed": seed, "synthetic_set": a.synthetic if source == "synthetic" else None,
+            row = {"source": source, "seed": seed, "tag": a.tag, "search_overrides": a.search_overrides,
+                   "synthetic_set": a.synthetic if source == "synthetic" else None,
+                   # what the set was made with (its path alone says nothing once the default moves)
+                   "synthetic_settings": set_settings(a.synthetic) if source == "synthetic" else None,
                    "per_epoch": [{k: h[k] for k in ("epoch", "parameter_free_normal_unguarded", "alpha_entropy_normal",
                                                     "alpha_entropy_reduce") if k in h} for h in history],
                    "exports": exports, "seconds": round(time.time() - t0, 1)}
@@ -142,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
 def write_summary(out: Path, rows: list[dict[str, Any]], a: argparse.Namespace, wall: float,
                   argv: list[str] | None) -> None:
     guard = f"guard{a.guard}"
-    lines = ["# DARTS collapse and the P-DARTS guard", "",
+    lines = ["# DARTS collapse and the P-DARTS guard" + (f" ({a.tag}: {' '.join(a.search_overrides)})" if a.tag else ""),
+             "",
              f"Command: `python -m bench.darts_collapse {shlex.join(argv if argv is not None else sys.argv[1:])}`; "
              f"wall {wall / 60:.1f} min this invocation; search {SEARCH_CONFIG}, retraining {RETRAIN_CONFIG}.", "",
              "| source | search seed | parameter-free ops per epoch (plain rule) | alpha entropy, last epoch | "
@@ -161,11 +185,12 @@ def write_summary(out: Path, rows: list[dict[str, Any]], a: argparse.Namespace, 
                 lo, hi = t_interval(vals)
                 summary[f"{source}/{name}"] = {"mean": statistics.mean(vals), "ci_low": lo, "ci_high": hi, "n": len(vals)}
                 lines.append(f"* {source}, {name}: {statistics.mean(vals):.2f} % [{lo:.2f}, {hi:.2f}] (n={len(vals)})")
-    atomic_write_json(out / "darts_collapse.json", {"command": ["python", "-m", "bench.darts_collapse",
+    stem = "darts_collapse" + (f"_{a.tag}" if a.tag else "")
+    atomic_write_json(out / f"{stem}.json", {"command": ["python", "-m", "bench.darts_collapse",
                                                                 *(argv if argv is not None else sys.argv[1:])],
                                                     "wall_seconds_this_invocation": round(wall, 1),
                                                     "versions": versions(), "rows": rows, "summary": summary})
-    atomic_write_bytes(out / "darts_collapse.md", ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(out / f"{stem}.md", ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
 
 
