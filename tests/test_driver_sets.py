@@ -26,8 +26,8 @@ def driver_sets() -> dict[str, list[str]]:
         sets.update({f"{name}:{v}": list(a) for v, a in c.synthesis_variants.items()})
     c = rank_fidelity.parser().parse_args(["--config", "experiments/fmnist/rank_fidelity.yaml"])
     sets.update({f"rank_fidelity:{v}": list(a) for v, a in c.synthetic_sets.items()})
-    for parse, args in ((paper_table.parser, []), (rank_fidelity.parser, [])):  # the drivers' own defaults
-        c = parse().parse_args(args)
+    for parse in (paper_table.parser, rank_fidelity.parser):  # the drivers' own defaults
+        c = parse().parse_args([])
         for v, a in (getattr(c, "synthesis_variants", None) or c.synthetic_sets).items():
             sets[f"{parse.__module__}:{v}"] = list(a)
     return sets

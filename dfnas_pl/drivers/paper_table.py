@@ -33,6 +33,7 @@ from dfnas_pl.utils.locking import one_writer
 
 SOURCES = {"real": "(a) real data", "synthetic": "(b) the paper's method: calibration + regional",
            "plain": "(c) plain inversion", "noise": "(d) Gaussian noise", "random": "(e) random architecture"}
+SYNTHESIS_VARIANTS = {"plain": PLAIN_INVERSION, "default": SHIPPED_DEFAULT}  # (c), and the shipped synthesis
 
 
 def parser() -> ArgumentParser:
@@ -48,7 +49,7 @@ def parser() -> ArgumentParser:
                    default={a: f"experiments/fmnist/search_{a}.yaml" for a in ALGORITHMS})
     p.add_argument("--retrain_config", type=str, default="experiments/fmnist/retrain.yaml")
     p.add_argument("--overrides", type=dict[str, list[str]], default={})
-    p.add_argument("--synthesis_variants", type=dict[str, list[str]], default={"plain": PLAIN_INVERSION, "default": SHIPPED_DEFAULT},
+    p.add_argument("--synthesis_variants", type=dict[str, list[str]], default=SYNTHESIS_VARIANTS,
                    help="synthetic sets made with extra synthesis CLI arguments, each usable as a source")
     p.add_argument("--synthetic_args", type=list[str], default=PAPER_METHOD,
                    help="extra synthesis CLI arguments of the 'synthetic' source (b): the paper's method whatever "
@@ -67,7 +68,7 @@ class PaperTable(Pipeline):
                  synthetic_args: list[str] | None = None) -> None:
         super().__init__(run_dir, algorithms, synthesis_config, search_configs, retrain_config, overrides)
         self.synthesis_args = list(synthetic_args or [])
-        self.variants = {"plain": PLAIN_INVERSION, "default": SHIPPED_DEFAULT} if synthesis_variants is None else dict(synthesis_variants)
+        self.variants = dict(SYNTHESIS_VARIANTS if synthesis_variants is None else synthesis_variants)
         clash = sorted(set(self.variants) & (set(SOURCES) - {"plain"}))
         if clash:
             raise ValueError(f"Synthesis variant name(s) {clash} are built-in sources; rename the variant(s).")
