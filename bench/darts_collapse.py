@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
                         "--search_overrides='--model.init_args.alpha_lr 0.03' (give them a --tag: records are kept "
                         "apart per tag)")
     p.add_argument("--tag", default="", help="suffix of this setting's records and run folders, e.g. alpha_lr0.03")
+    p.add_argument("--compare_with", default=None, metavar="TAG",
+                   help="also report this setting minus another one's records ('' = the shipped config), paired by "
+                        "source, search seed and retraining seed")
     p.add_argument("--run_dir", default="runs/darts_collapse")
     p.add_argument("--out", default="benchmarks/darts_collapse")
     a = p.parse_args(argv)
@@ -162,6 +165,28 @@ def main(argv: list[str] | None = None) -> None:
     write_summary(out, rows, a, time.time() - started, argv)
 
 
+def top1_by_pair(rows: list[dict[str, Any]], source: str, export: str) -> dict[tuple[int, str], float]:
+    """Test top-1 (%) of one export per (search seed, retraining seed) of one source."""
+    return {(r["seed"], s): 100 * v for r in rows if r["source"] == source
+            for s, v in r["exports"].get(export, {}).get("top1", {}).items()}
+
+
+def paired_difference(a: dict[tuple[int, str], float], b: dict[tuple[int, str], float]) -> dict[str, Any] | None:
+    """a - b over the (search seed, retraining seed) pairs both hold: the same search data, data order and
+    retraining seed on both sides, so seed noise common to both cancels. None under 2 pairs."""
+    diffs = [a[k] - b[k] for k in sorted(a.keys() & b.keys())]
+    if len(diffs) < 2:
+        return None
+    lo, hi = t_interval(diffs)
+    return {"mean": statistics.mean(diffs), "ci_low": lo, "ci_high": hi, "n": len(diffs)}
+
+
+def tagged_records(out: Path, tag: str) -> list[dict[str, Any]]:
+    """The records one search setting made (the shipped config's have the tag '')."""
+    records = [json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))]
+    return [r for r in records if r.get("tag", "") == tag]
+
+
 def write_summary(out: Path, rows: list[dict[str, Any]], a: argparse.Namespace, wall: float,
                   argv: list[str] | None) -> None:
     guard = f"guard{a.guard}"
@@ -185,11 +210,28 @@ def write_summary(out: Path, rows: list[dict[str, Any]], a: argparse.Namespace, 
                 lo, hi = t_interval(vals)
                 summary[f"{source}/{name}"] = {"mean": statistics.mean(vals), "ci_low": lo, "ci_high": hi, "n": len(vals)}
                 lines.append(f"* {source}, {name}: {statistics.mean(vals):.2f} % [{lo:.2f}, {hi:.2f}] (n={len(vals)})")
+    comparisons = {}
+    others = tagged_records(out, a.compare_with) if a.compare_with is not None else []
+    for source in a.sources:
+        pairs = [(f"{source}: {guard} - plain (same search)", top1_by_pair(rows, source, guard),
+                  top1_by_pair(rows, source, "plain"))]
+        pairs += [(f"{source}: {name}, {a.tag or 'shipped'} - {a.compare_with or 'shipped'}",
+                   top1_by_pair(rows, source, name), top1_by_pair(others, source, name))
+                  for name in ("plain", guard) if others]
+        for label, x, y in pairs:
+            d = paired_difference(x, y)
+            if d:
+                comparisons[label] = d
+    if comparisons:
+        lines += ["", "Paired differences in points (same source, search seed and retraining seed; 95 % t-interval):", ""]
+        lines += [f"* {k}: {d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] (n={d['n']})"
+                  for k, d in comparisons.items()]
     stem = "darts_collapse" + (f"_{a.tag}" if a.tag else "")
     atomic_write_json(out / f"{stem}.json", {"command": ["python", "-m", "bench.darts_collapse",
                                                                 *(argv if argv is not None else sys.argv[1:])],
                                                     "wall_seconds_this_invocation": round(wall, 1),
-                                                    "versions": versions(), "rows": rows, "summary": summary})
+                                                    "versions": versions(), "rows": rows, "summary": summary,
+                                                    "paired_differences": comparisons})
     atomic_write_bytes(out / f"{stem}.md", ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
 
