@@ -104,7 +104,7 @@ def test_a_sweep_cut_short_tables_the_seeds_it_finished(tmp_path):
     assert bn10["paired_difference"] == pytest.approx(3.5)  # (+5 + 2) / 2: seed 2 of plain is left out
     assert (bn10["difference_low"], bn10["difference_high"]) == pytest.approx(t_interval([5.0, 2.0]))
     (effect,) = sweep.effect_rows()  # "BN loss" has no seed with both sides yet
-    assert effect["effect"] == "BN weight" and effect["per_seed"] == "+5.00 / +2.00"
+    assert effect["effect"] == "BN weight" and effect["per_seed"] == "+5.00 / +2.00 / -"  # seed 2 named missing
     md = (tmp_path / "table" / "synthesis_sweep.md").read_text()
     assert "partial: 5 of 9 (variant, seed) records" in md and "| bn10 |" in md and "| bn0 |" not in md
 
