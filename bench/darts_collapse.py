@@ -39,6 +39,11 @@ SEARCH_CONFIG = "experiments/fmnist/search_darts.yaml"
 RETRAIN_CONFIG = "experiments/fmnist/retrain.yaml"
 
 
+def tagged(stem: str, tag: str) -> str:
+    """A record's, run folder's or summary's name under a search setting (the shipped config's has no suffix)."""
+    return f"{stem}_{tag}" if tag else stem
+
+
 def cli(args: list[str], log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as f:
@@ -127,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for source in a.sources:
         for seed in a.seeds:
-            name = f"{source}_seed{seed}" + (f"_{a.tag}" if a.tag else "")
+            name = tagged(f"{source}_seed{seed}", a.tag)
             record_path = out / "records" / f"{name}.json"
             old = json.loads(record_path.read_text()) if record_path.exists() else None
             if old and old.get("search_overrides", []) != a.search_overrides:
@@ -226,7 +231,7 @@ def write_summary(out: Path, rows: list[dict[str, Any]], a: argparse.Namespace, 
         lines += ["", "Paired differences in points (same source, search seed and retraining seed; 95 % t-interval):", ""]
         lines += [f"* {k}: {d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] (n={d['n']})"
                   for k, d in comparisons.items()]
-    stem = "darts_collapse" + (f"_{a.tag}" if a.tag else "")
+    stem = tagged("darts_collapse", a.tag)
     atomic_write_json(out / f"{stem}.json", {"command": ["python", "-m", "bench.darts_collapse",
                                                                 *(argv if argv is not None else sys.argv[1:])],
                                                     "wall_seconds_this_invocation": round(wall, 1),
