@@ -6,7 +6,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast run synthesize paper-table ablation groundtruth rank-fidelity synthesis-sweep synthesis-sets synthesis-bn-weight synthesis-budget darts-collapse lint bench clean
+.PHONY: install test test-fast run synthesize paper-table ablation groundtruth rank-fidelity synthesis-sweep synthesis-sets synthesis-bn-weight synthesis-budget synthesis-around-default darts-collapse lint bench clean
 
 install: $(VENV)/.installed $(FMNIST)
 
@@ -66,6 +66,10 @@ synthesis-bn-weight: install
 # The image-count cost curve: 500 to 5,000 plain-inversion images, a set per seed, students of equal steps.
 synthesis-budget: install
 	$(PY) -m dfnas_pl synthesis-sweep --config experiments/fmnist/synthesis_budget.yaml
+
+# One factor at a time around the shipped default (calibration, zoom, window, r_feature 0.03 / 0.3).
+synthesis-around-default: install
+	$(PY) -m dfnas_pl synthesis-sweep --config experiments/fmnist/synthesis_around_default.yaml
 
 lint: install
 	$(PY) -m ruff check .

@@ -4,6 +4,7 @@ defaults (they follow the measurements) cannot silently change what a committed 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -17,9 +18,11 @@ PINNED = ("--model.init_args.label_calibration", "--model.init_args.regional_upd
 def driver_sets() -> dict[str, list[str]]:
     """Every synthesis argument list a shipped driver config or a driver default makes a set with."""
     sets: dict[str, list[str]] = {}
-    for name in ("synthesis_sets", "synthesis_bn_weight", "synthesis_budget", "synthesis_sweep"):
-        c = synthesis_sweep.parser().parse_args(["--config", f"experiments/fmnist/{name}.yaml"])
-        sets.update({f"{name}:{v}": list(a) for v, a in c.variants.items()})
+    sweeps = sorted(Path("experiments/fmnist").glob("synthesis_*.yaml"))  # every synthesis-sweep config, new ones too
+    assert len(sweeps) >= 5
+    for config in sweeps:
+        c = synthesis_sweep.parser().parse_args(["--config", str(config)])
+        sets.update({f"{config.stem}:{v}": list(a) for v, a in c.variants.items()})
     for name in ("paper_table", "ablation"):
         c = paper_table.parser().parse_args(["--config", f"experiments/fmnist/{name}.yaml"])
         sets[f"{name}:synthetic"] = list(c.synthetic_args)
