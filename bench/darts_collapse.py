@@ -180,10 +180,13 @@ def paired_difference(a: dict[tuple[int, str], float], b: dict[tuple[int, str], 
     """a - b over the (search seed, retraining seed) pairs both hold: the same search data, data order and
     retraining seed on both sides, so seed noise common to both cancels. None under 2 pairs."""
     diffs = [a[k] - b[k] for k in sorted(a.keys() & b.keys())]
-    if len(diffs) < 2:
-        return None
-    lo, hi = t_interval(diffs)
-    return {"mean": statistics.mean(diffs), "ci_low": lo, "ci_high": hi, "n": len(diffs)}
+    return mean_interval(diffs) if len(diffs) >= 2 else None
+
+
+def mean_interval(values: list[float]) -> dict[str, Any]:
+    """Mean, 95 % t-interval and count: one shape for every summary number of this benchmark."""
+    lo, hi = t_interval(values)
+    return {"mean": statistics.mean(values), "ci_low": lo, "ci_high": hi, "n": len(values)}
 
 
 def tagged_records(out: Path, tag: str) -> list[dict[str, Any]]:
@@ -210,11 +213,10 @@ def write_summary(out: Path, rows: list[dict[str, Any]], a: argparse.Namespace, 
     summary = {}
     for source in a.sources:
         for name in ("plain", guard):
-            vals = [100 * v for r in rows if r["source"] == source for v in r["exports"][name]["top1"].values()]
+            vals = list(top1_by_pair(rows, source, name).values())
             if vals:
-                lo, hi = t_interval(vals)
-                summary[f"{source}/{name}"] = {"mean": statistics.mean(vals), "ci_low": lo, "ci_high": hi, "n": len(vals)}
-                lines.append(f"* {source}, {name}: {statistics.mean(vals):.2f} % [{lo:.2f}, {hi:.2f}] (n={len(vals)})")
+                m = summary[f"{source}/{name}"] = mean_interval(vals)
+                lines.append(f"* {source}, {name}: {m['mean']:.2f} % [{m['ci_low']:.2f}, {m['ci_high']:.2f}] (n={m['n']})")
     comparisons = {}
     others = tagged_records(out, a.compare_with) if a.compare_with is not None else []
     for source in a.sources:

@@ -47,7 +47,8 @@ def test_summary_pairs_exports_by_search_and_retraining_seed(tmp_path):
     tagged = [record("real", 0, "fast", {"0": 0.81, "1": 0.82}, {"0": 0.80, "1": 0.80}),
               record("real", 1, "fast", {"0": 0.71, "1": 0.72}, {"0": 0.70, "1": 0.70})]
     for r in shipped + tagged:
-        (out / "records" / f"real_seed{r['seed']}{'_' + r['tag'] if r['tag'] else ''}.json").write_text(json.dumps(r))
+        name = darts_collapse.tagged(f"real_seed{r['seed']}", r["tag"])
+        (out / "records" / f"{name}.json").write_text(json.dumps(r))
     darts_collapse.main(["--synthetic", str(tmp_path), "--out", str(out), "--sources", "real", "--retrain_seeds",
                          "0", "1", "--tag", "fast", "--search_overrides=--x 1", "--compare_with", ""])
     diffs = json.loads((out / "darts_collapse_fast.json").read_text())["paired_differences"]

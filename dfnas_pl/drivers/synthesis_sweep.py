@@ -221,12 +221,12 @@ class SynthesisSweep:
                 continue
             per_pair = [self.differences(top1, w, wo, seeds) for w, wo in pairs]
             per_seed = [statistics.mean(d) for d in zip(*per_pair, strict=True)]
+            by_seed = dict(zip(seeds, per_seed, strict=True))
             lo, hi = t_interval(per_seed)
             rows.append({"effect": name, "pairs": ", ".join(f"{w} - {wo}" for w, wo in pairs), "seeds": len(per_seed),
                          "difference": statistics.mean(per_seed), "ci_low": lo, "ci_high": hi,
                          # every seed of the sweep, '-' where the effect lacks one (as in the variants' rows)
-                         "per_seed": " / ".join(f"{dict(zip(seeds, per_seed))[s]:+.2f}" if s in seeds else "-"
-                                                for s in self.seeds),
+                         "per_seed": " / ".join(f"{by_seed[s]:+.2f}" if s in by_seed else "-" for s in self.seeds),
                          "verdict": ("n/a" if math.isnan(lo) else "helps" if lo > 0 else "hurts" if hi < 0 else
                                      "interval holds 0: not shown either way")})
         return rows
