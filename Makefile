@@ -6,7 +6,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast run synthesize paper-table ablation groundtruth rank-fidelity synthesis-sweep synthesis-sets synthesis-bn-weight synthesis-budget synthesis-around-default darts-collapse lint bench clean
+.PHONY: install test test-fast run synthesize paper-table ablation groundtruth rank-fidelity synthesis-sweep synthesis-sets synthesis-bn-weight synthesis-budget synthesis-around-default darts-collapse device-carry lint bench clean
 
 install: $(VENV)/.installed $(FMNIST)
 
@@ -77,6 +77,16 @@ lint: install
 # DARTS collapse with and without the P-DARTS guard, on real and synthetic data (benchmark; resumable).
 darts-collapse: install
 	$(PY) -m bench.darts_collapse --synthetic runs/fmnist/synthetic
+
+# For a session lent the GPU machine (bench/device_groundtruth.sh): what its image lacks, into git-ignored
+# folders that the device tool carries: the pure-Python wheels (Python 3.12 there) and the dataset files.
+# The versions are the ones installed here (the ones the tests ran with).
+device-carry: install
+	mkdir -p .whl .fmnist
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux2014_x86_64 -d .whl \
+	  $$($(PY) -m pip freeze | grep -iE '^(jsonargparse|docstring[-_]parser|typeshed[-_]client)==')
+	cp /usr/share/datasets/fashion-mnist/*.gz .fmnist/
 
 bench: install
 	$(PY) -m bench.synthesis --out bench/results.md

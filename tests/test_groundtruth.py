@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from dfnas_pl.drivers.groundtruth import Selection, load_groundtruth, select_architectures
 from tests.conftest import REPO, run_cli
@@ -72,6 +73,7 @@ def test_groundtruth_resumes_after_a_kill_and_refuses_another_recipe(tmp_path, f
     assert set(gt["noise_ceiling"]) >= {"kendall_tau", "spearman_rho", "band_kendall_tau", "n"}
     assert gt["noise_ceiling"]["n"] == 4
     assert "NaN" not in output.read_text()  # strict JSON
+    assert gt["devices"] and all(d.startswith("cpu") for d in gt["devices"])  # each record names its device
     assert output.with_suffix(".png").stat().st_size > 10_000  # seed-vs-seed and top-1-vs-FLOPs plot
     c = gt["noise_ceiling"]
     assert c["architecture_std"] >= 0 and set(c) >= {"tau_ci_low", "tau_ci_high", "flops_kendall_tau"}
@@ -99,6 +101,32 @@ def test_a_corrupt_groundtruth_file_gets_a_clear_error(tmp_path):
                    "--run_dir", str(tmp_path / "run"), "--table_dir", str(tmp_path / "table"), check=False)
     assert proc.returncode != 0 and "not valid JSON" in proc.stderr and str(bad) in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_a_gpu_asked_for_where_there_is_none_is_refused_before_any_job(tmp_path, fmnist_root):
+    work = tmp_path / "work"
+    proc = run_cli(*tiny_args(fmnist_root, work, tmp_path / "gt.json"), "--accelerator", "gpu", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "--accelerator gpu" in proc.stderr and "no CUDA device" in proc.stderr and "--accelerator cpu" in proc.stderr
+    assert not (work / "records").exists() and not (tmp_path / "gt.json").exists()  # nothing started, nothing written
+
+
+def test_the_long_recipe_measures_the_same_architectures_with_only_more_training():
+    """groundtruth_mobilenetv2_long.yaml (the GPU job of bench/device_groundtruth.sh) changes the training
+    length and nothing else that the numbers depend on, and keeps its records apart from the short recipe's."""
+    from dfnas_pl.drivers import groundtruth
+
+    short, long = (groundtruth.parser().parse_args(["--config", f"experiments/fmnist/groundtruth_mobilenetv2{s}.yaml"])
+                   for s in ("", "_long"))
+    assert short.space == long.space and short.selection == long.selection and short.seeds == long.seeds
+    assert short.data == long.data and long.accelerator == "gpu"
+    differ = {k for k in vars(short.recipe) if getattr(short.recipe, k) != getattr(long.recipe, k)}
+    assert differ == {"train_images", "epochs"}
+    assert long.recipe.train_images * long.recipe.epochs >= 10 * short.recipe.train_images * short.recipe.epochs
+    assert long.work_dir != short.work_dir and long.output != short.output
+    script = (REPO / "bench/device_groundtruth.sh").read_text()
+    assert "experiments/fmnist/groundtruth_mobilenetv2_long.yaml" in script and long.work_dir in script
 
 
 @pytest.mark.parametrize("space", ["shufflenetv2", "mobilenetv2"])

@@ -35,7 +35,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
@@ -134,7 +134,7 @@ def select_architectures(space_config: dict[str, Any], sel: Selection) -> dict[s
 # -- one job: one architecture, one seed (runs in a worker process) ----------------------------------
 
 def train_one(arch_file: str, seed: int, recipe: dict[str, Any], data: dict[str, Any], record: str,
-              threads: int) -> dict[str, Any]:
+              threads: int, accelerator: str = "cpu") -> dict[str, Any]:
     """Train ``arch_file`` from scratch with ``recipe`` and test it on the real test set; write ``record``."""
     import lightning as L
     import torch
@@ -164,7 +164,7 @@ def train_one(arch_file: str, seed: int, recipe: dict[str, Any], data: dict[str,
     model = RetrainClassifier(arch_file, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay,
                               label_smoothing=r.label_smoothing, warmup_fraction=r.warmup_fraction,
                               metrics_path=str(metrics))
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=r.epochs, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(accelerator=accelerator, devices=1, max_epochs=r.epochs, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                         limit_val_batches=0, default_root_dir=str(Path(record).parent))
     trainer.fit(model, train_dataloaders=train)
@@ -172,9 +172,27 @@ def train_one(arch_file: str, seed: int, recipe: dict[str, Any], data: dict[str,
     result = json.loads(metrics.read_text())
     metrics.unlink()
     out = {"arch_file": arch_file, "seed": seed, "test_top1": result["test_top1"], "test_images": len(dm.test_set),
-           "seconds": round(time.time() - start, 1)}
+           "seconds": round(time.time() - start, 1), "device": device_name(model.device)}
     atomic_write_json(record, out)
     return out
+
+
+def device_name(device: Any) -> str:
+    """What a job ran on, for its record: the GPU's name, or the CPU's."""
+    import torch
+
+    if getattr(device, "type", "cpu") == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu: {platform.processor() or platform.machine()}"
+
+
+def check_accelerator(accelerator: str) -> None:
+    """A GPU asked for where there is none is refused before any job starts (not as N worker tracebacks)."""
+    import torch
+
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise ValueError("--accelerator gpu, but torch sees no CUDA device on this machine: run with "
+                         "--accelerator cpu (or auto), or on a machine with a GPU.")
 
 
 # -- the driver ---------------------------------------------------------------------------------------
@@ -193,13 +211,14 @@ def versions() -> dict[str, str]:
 class GroundTruth:
     def __init__(self, space: LayerwiseSpaceConfig, output: str, work_dir: str, data: dict[str, Any],
                  recipe: TrainingRecipe, selection: Selection, seeds: list[int], workers: int = 2,
-                 threads_per_worker: int = 1, limit: int | None = None) -> None:
+                 threads_per_worker: int = 1, limit: int | None = None, accelerator: str = "cpu") -> None:
         if len(seeds) < 2:
             raise ValueError(f"seeds {seeds}: the noise ceiling needs at least 2 seeds per architecture.")
         self.space = dataclasses.asdict(space)
         self.output, self.work = Path(output), Path(work_dir)
         self.data, self.recipe, self.selection = data, recipe, selection
         self.seeds, self.workers, self.threads, self.limit = list(seeds), workers, threads_per_worker, limit
+        self.accelerator = accelerator  # where the jobs run; not a setting: the recipe is the same on any device
 
     def settings(self) -> dict[str, Any]:
         """What the numbers depend on: a rerun in the same directory must match it exactly."""
@@ -228,6 +247,7 @@ class GroundTruth:
 
     @one_writer("work", "ground-truth work")
     def __call__(self) -> dict[str, Any]:
+        check_accelerator(self.accelerator)
         self.check_settings()
         from lightning.pytorch.cli import instantiate_class
 
@@ -253,12 +273,14 @@ class GroundTruth:
             todo = todo[: self.limit]
         print(f"Ground truth {self.space['family']}: {len(chosen['architectures'])} architectures x {len(self.seeds)} "
               f"seeds = {len(jobs)} jobs, {len(jobs) - len(todo)} already done, {len(todo)} to run "
-              f"({self.workers} workers x {self.threads} thread(s)). Records: {self.work / 'records'}", flush=True)
+              f"({self.workers} workers x {self.threads} thread(s), accelerator {self.accelerator}). "
+              f"Records: {self.work / 'records'}", flush=True)
         started = time.time()
         if todo:
             with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
                 pending = {pool.submit(train_one, str(arch_files[a]), s, dataclasses.asdict(self.recipe), self.data,
-                                       str(self.record(a, s)), self.threads): (a, s) for a, s in todo}
+                                       str(self.record(a, s)), self.threads, self.accelerator): (a, s)
+                           for a, s in todo}
                 done_count = len(jobs) - len(todo)
                 while pending:
                     finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -275,7 +297,7 @@ class GroundTruth:
         return self.work / "records" / f"{arch_id}_seed{seed}.json"
 
     def write(self, chosen: dict[str, Any], invocation_seconds: float) -> dict[str, Any]:
-        archs, job_seconds = [], 0.0
+        archs, job_seconds, devices = [], 0.0, set()
         for arch in chosen["architectures"]:
             top1, seconds = {}, {}
             for s in self.seeds:
@@ -283,6 +305,7 @@ class GroundTruth:
                     rec = json.loads(self.record(arch["id"], s).read_text())
                     top1[str(s)], seconds[str(s)] = rec["test_top1"], rec["seconds"]
                     job_seconds += rec["seconds"]
+                    devices.add(rec.get("device", "cpu (not recorded)"))
             archs.append({**arch, "top1": top1, "seconds": seconds,
                           "mean_top1": statistics.mean(top1.values()) if top1 else None})
         complete = all(len(a["top1"]) == len(self.seeds) for a in archs)
@@ -296,7 +319,8 @@ class GroundTruth:
                   "recipe": dataclasses.asdict(self.recipe), "data": self.data, "seeds": self.seeds,
                   "noise_ceiling": noise_ceiling(archs, self.seeds),
                   "wall_seconds": round(sum(walls.values()), 1), "job_seconds": round(job_seconds, 1),
-                  "workers": self.workers, "threads_per_worker": self.threads, "versions": versions(),
+                  "workers": self.workers, "threads_per_worker": self.threads, "devices": sorted(devices),
+                  "versions": versions(),
                   "command": "python -m dfnas_pl groundtruth " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["groundtruth"]
                                                                        else sys.argv[1:])}
         atomic_write_json(self.output, result)  # strict JSON (NaN -> null)
@@ -402,6 +426,10 @@ def parser() -> ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="parallel training processes")
     p.add_argument("--threads_per_worker", type=int, default=1, help="torch threads per process")
     p.add_argument("--limit", type=int | None, default=None, help="run at most this many new jobs, then stop")
+    p.add_argument("--accelerator", type=Literal["cpu", "gpu", "auto"], default="cpu",
+                   help="where each job trains (Lightning's accelerator, one device per job; several workers may "
+                        "share one GPU). Not part of the recipe: records of one recipe may come from CPU and GPU; "
+                        "each record names its device")
     return p
 
 
@@ -409,8 +437,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     c = parser().parse_args(argv)
     result = GroundTruth(dataclass_of(LayerwiseSpaceConfig, c.space), c.output, c.work_dir, c.data.as_dict(),
                          dataclass_of(TrainingRecipe, c.recipe), dataclass_of(Selection, c.selection), c.seeds,
-                         c.workers,
-                         c.threads_per_worker, c.limit)()
+                         c.workers, c.threads_per_worker, c.limit, c.accelerator)()
     ceiling = result["noise_ceiling"]
     done = sum(len(a["top1"]) for a in result["architectures"])
     print(f"\nGround truth written to {c.output} ({done} of {len(result['architectures']) * len(c.seeds)} jobs; "
