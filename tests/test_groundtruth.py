@@ -112,12 +112,13 @@ def test_a_gpu_asked_for_where_there_is_none_is_refused_before_any_job(tmp_path,
     assert not (work / "records").exists() and not (tmp_path / "gt.json").exists()  # nothing started, nothing written
 
 
-def test_the_long_recipe_measures_the_same_architectures_with_only_more_training():
-    """groundtruth_mobilenetv2_long.yaml (the GPU job of bench/device_groundtruth.sh) changes the training
+@pytest.mark.parametrize("space", ["shufflenetv2", "mobilenetv2"])
+def test_the_long_recipe_measures_the_same_architectures_with_only_more_training(space):
+    """groundtruth_<space>_long.yaml (the GPU jobs of bench/device_groundtruth.sh) changes the training
     length and nothing else that the numbers depend on, and keeps its records apart from the short recipe's."""
     from dfnas_pl.drivers import groundtruth
 
-    short, long = (groundtruth.parser().parse_args(["--config", f"experiments/fmnist/groundtruth_mobilenetv2{s}.yaml"])
+    short, long = (groundtruth.parser().parse_args(["--config", f"experiments/fmnist/groundtruth_{space}{s}.yaml"])
                    for s in ("", "_long"))
     assert short.space == long.space and short.selection == long.selection and short.seeds == long.seeds
     assert short.data == long.data and long.accelerator == "gpu"
@@ -126,7 +127,7 @@ def test_the_long_recipe_measures_the_same_architectures_with_only_more_training
     assert long.recipe.train_images * long.recipe.epochs >= 10 * short.recipe.train_images * short.recipe.epochs
     assert long.work_dir != short.work_dir and long.output != short.output
     script = (REPO / "bench/device_groundtruth.sh").read_text()
-    assert "experiments/fmnist/groundtruth_mobilenetv2_long.yaml" in script and long.work_dir in script
+    assert f"experiments/fmnist/groundtruth_{space}_long.yaml" in script
 
 
 @pytest.mark.parametrize("space", ["shufflenetv2", "mobilenetv2"])
@@ -147,3 +148,12 @@ def test_the_shipped_configs_parse_and_match_the_search_spaces(space):
     rf = rank_fidelity.parser().parse_args(["--config", "experiments/fmnist/rank_fidelity.yaml"])
     assert {"real_500", "real_full", "synthetic", "synthetic_4x", "plain", "noise"} <= set(rf.sources)
     assert any(s["groundtruth"] == c.output for s in rf.spaces) and len(rf.seeds) >= 2
+
+
+def test_the_recorded_command_leaves_out_limit(monkeypatch):
+    """``--limit 0`` rewrites the JSON from the records; the JSON keeps the command that made the records."""
+    from dfnas_pl.drivers import groundtruth
+
+    monkeypatch.setattr(sys, "argv", ["dfnas_pl", "groundtruth", "--config", "x.yaml", "--limit", "0", "--workers", "2",
+                                      "--limit=3"])
+    assert groundtruth.command() == "python -m dfnas_pl groundtruth --config x.yaml --workers 2"
