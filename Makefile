@@ -6,7 +6,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast run synthesize paper-table ablation groundtruth rank-fidelity synthesis-sweep synthesis-sets synthesis-bn-weight synthesis-budget synthesis-around-default darts-collapse device-carry lint bench clean
+.PHONY: install test test-fast run synthesize paper-table ablation groundtruth rank-fidelity synthesis-sweep synthesis-sets synthesis-bn-weight synthesis-budget synthesis-around-default synthesis-window-confirm darts-collapse device-carry lint bench clean
 
 install: $(VENV)/.installed $(FMNIST)
 
@@ -70,6 +70,10 @@ synthesis-budget: install
 # One factor at a time around the shipped default (calibration, zoom, window, r_feature 0.03 / 0.3).
 synthesis-around-default: install
 	$(PY) -m dfnas_pl synthesis-sweep --config experiments/fmnist/synthesis_around_default.yaml
+
+# The window regional update confirmed or not on 8 seeds (reuses the records of synthesis-around-default).
+synthesis-window-confirm: install
+	$(PY) -m dfnas_pl synthesis-sweep --config experiments/fmnist/synthesis_window_confirm.yaml
 
 lint: install
 	$(PY) -m ruff check .
