@@ -152,8 +152,8 @@ def test_the_shipped_configs_parse_and_match_the_search_spaces(space):
 
 def test_the_recorded_command_leaves_out_limit(monkeypatch):
     """``--limit 0`` rewrites the JSON from the records; the JSON keeps the command that made the records."""
-    from dfnas_pl.drivers import groundtruth
+    from dfnas_pl.drivers.commands import recorded_command
 
     monkeypatch.setattr(sys, "argv", ["dfnas_pl", "groundtruth", "--config", "x.yaml", "--limit", "0", "--workers", "2",
                                       "--limit=3"])
-    assert groundtruth.command() == "python -m dfnas_pl groundtruth --config x.yaml --workers 2"
+    assert recorded_command("groundtruth", "--limit") == "python -m dfnas_pl groundtruth --config x.yaml --workers 2"

@@ -29,7 +29,6 @@ import os
 import platform
 import random
 import statistics
-import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from typing import Any, Literal
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from dfnas_pl.data.vision import VisionDataModule
+from dfnas_pl.drivers.commands import recorded_command
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
 from dfnas_pl.search.random_arch import SpaceSampler
 from dfnas_pl.search.ranking import bootstrap_interval, kendall_tau, spearman_rho
@@ -321,26 +321,12 @@ class GroundTruth:
                   "wall_seconds": round(sum(walls.values()), 1), "job_seconds": round(job_seconds, 1),
                   "workers": self.workers, "threads_per_worker": self.threads, "devices": sorted(devices),
                   "versions": versions(),
-                  "command": command()}
+                  # --limit only bounds how many jobs run (--limit 0 rewrites the JSON from the records)
+                  "command": recorded_command("groundtruth", "--limit")}
         atomic_write_json(self.output, result)  # strict JSON (NaN -> null)
         if complete:
             plot_groundtruth(result, self.output.with_suffix(".png"))
         return result
-
-
-def command() -> str:
-    """The command that makes the records: ``--limit`` only bounds how many run (``--limit 0`` rewrites the
-    JSON from the records), so it is left out."""
-    argv = sys.argv[2:] if sys.argv[1:2] == ["groundtruth"] else sys.argv[1:]
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--limit":
-            skip = True
-        elif not arg.startswith("--limit="):
-            kept.append(arg)
-    return "python -m dfnas_pl groundtruth " + " ".join(kept)
 
 
 def noise_ceiling(archs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:

@@ -40,6 +40,7 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from dfnas_pl.data.vision import VisionDataModule
+from dfnas_pl.drivers.commands import recorded_command
 from dfnas_pl.drivers.groundtruth import _fmt, load_groundtruth, versions
 from dfnas_pl.drivers.synthetic_sets import (
     PAPER_METHOD,
@@ -348,8 +349,7 @@ class RankFidelity:
             "rows": rows, "steps": self.steps, "seeds": self.seeds, "sources": self.sources,
             "noise_ceiling": {k: v["noise_ceiling"] for k, v in truths.items()},
             "stage_seconds_in_run_dir": spent, "versions": versions(),
-            "command": "python -m dfnas_pl rank-fidelity " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["rank-fidelity"]
-                                                                       else sys.argv[1:])})
+            "command": recorded_command("rank-fidelity")})
         md = markdown(rows, truths, self.steps)
         atomic_write_bytes(base.with_suffix(".md"), md.encode())
         pngs = [scatter(self.table_dir / f"{self.table_name}_{space['name']}.png", space["name"], truths[space["name"]],

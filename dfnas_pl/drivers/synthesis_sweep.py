@@ -36,6 +36,7 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from dfnas_pl.drivers.commands import recorded_command
 from dfnas_pl.drivers.groundtruth import _fmt, versions
 from dfnas_pl.drivers.synthetic_sets import make_synthetic_sets, set_dir
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json
@@ -310,23 +311,15 @@ class SynthesisSweep:
             "set_per_seed": self.set_per_seed, "effects": effects or [],
             "synthesis_config": self.synthesis_config, "distill_config": self.distill_config,
             "distill_overrides": self.distill_overrides, "versions": versions(),
-            "command": sweep_command(sys.argv[2:] if sys.argv[1:2] == ["synthesis-sweep"] else sys.argv[1:])})
+            "command": sweep_command()})
         plot(base.with_suffix(".png"), rows, self.reference, effects or [])
         if not quiet:
             print("\n" + md + f"\nTable: {base.with_suffix('.md')} (.csv, .json, .png)")
 
 
-def sweep_command(argv: list[str]) -> str:
+def sweep_command(argv: list[str] | None = None) -> str:
     """The command that makes the records: a ``--table_only`` rewrite is not how the numbers were made."""
-    kept, skip = [], False
-    for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-        elif arg == "--table_only":
-            skip = i + 1 < len(argv) and not argv[i + 1].startswith("--")
-        elif not arg.startswith("--table_only="):
-            kept.append(arg)
-    return "python -m dfnas_pl synthesis-sweep " + " ".join(kept)
+    return recorded_command("synthesis-sweep", "--table_only", argv)
 
 
 def set_quality(path: str) -> dict[str, Any]:
