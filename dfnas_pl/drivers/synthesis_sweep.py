@@ -156,7 +156,7 @@ class SynthesisSweep:
         total = len(self.variants) * len(self.seeds)
         print(f"Synthesis sweep: {len(self.variants)} variants x {len(self.seeds)} seeds"
               f"{' (a set per seed)' if self.set_per_seed else ''}, {total - len(todo)} done, "
-              f"{len(todo)} to run on {self.workers} workers.", flush=True)
+              f"{len(todo)} to run on {self.workers} worker{'s' if self.workers != 1 else ''}.", flush=True)
 
         def job(v: str, s: int) -> dict[str, Any]:
             return self.distill(v, s, self.make_set(v, s) if self.set_per_seed else self.set_path(v, s))
