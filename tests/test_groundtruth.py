@@ -73,6 +73,9 @@ def test_groundtruth_resumes_after_a_kill_and_refuses_another_recipe(tmp_path, f
     assert set(gt["noise_ceiling"]) >= {"kendall_tau", "spearman_rho", "band_kendall_tau", "n"}
     assert gt["noise_ceiling"]["n"] == 4
     assert "NaN" not in output.read_text()  # strict JSON
+    # --limit 0 rewrites the JSON from the records, and the JSON keeps the command that made them
+    run_cli(*args, "--limit", "0")
+    assert load_groundtruth(output)["command"] == "python -m dfnas_pl " + " ".join(args)
     assert gt["devices"] and all(d.startswith("cpu") for d in gt["devices"])  # each record names its device
     assert output.with_suffix(".png").stat().st_size > 10_000  # seed-vs-seed and top-1-vs-FLOPs plot
     c = gt["noise_ceiling"]

@@ -256,8 +256,8 @@ class RankFidelity:
         todo = [u for u in units if not Path(u["score_file"]).exists()]
         print(f"Rank fidelity: {len(units)} units ({len(self.spaces)} spaces x {len(self.sources)} sources x "
               f"{len(self.seeds)} seeds, {self.steps} supernet steps; budget curve {self.curve_steps} for "
-              f"{self.curve_sources}), {len(units) - len(todo)} done, {len(todo)} to run on {self.workers} worker{'s' if self.workers != 1 else ''}.",
-              flush=True)
+              f"{self.curve_sources}), {len(units) - len(todo)} done, {len(todo)} to run on "
+              f"{self.workers} worker{'s' if self.workers != 1 else ''}.", flush=True)
         if todo:
             with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
                 pending = {pool.submit(run_unit, u): u for u in todo}
