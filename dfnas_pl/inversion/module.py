@@ -249,8 +249,10 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
                       f"are made again: " + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
                 state = "resume"
             if state != "new":
+                stale = self._lock.stale_temporaries
                 print(f"Resuming the synthetic set in '{self.output_dir}' ({state}; removed {removed} images of "
-                      f"unfinished batches).")
+                      f"unfinished batches" + (f" and {stale} temporary files of interrupted writes" if stale else "")
+                      + ").")
         self.trainer.strategy.barrier("synthesis-setup")
         self.trainer.fit_loop.max_epochs = self.hparams.rounds  # one epoch per calibration round
         last = self.teacher_last_linear()

@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,16 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+# The temporary that atomic_write_bytes makes beside ``<name>``: ``.<name>.<8 random characters>.tmp``
+# (tempfile.mkstemp's random part), so a killed writer's leftovers can be told from a user's own files.
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to a temporary file in the same folder, fsync it, then rename it over ``path``."""
+    """Write ``data`` to a temporary file in the same folder, fsync it, then rename it over ``path``.
+
+    A writer killed with SIGKILL between the two leaves the temporary behind (no handler runs); the next
+    writer of the directory removes it (:func:`remove_stale_temporaries`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -36,6 +45,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def remove_stale_temporaries(root: str | os.PathLike) -> int:
+    """Delete the temporaries of :func:`atomic_write_bytes` under ``root`` (any depth); returns how many.
+
+    Only for the directory's one writer (it holds ``root``'s lock, dfnas_pl.utils.locking), before it writes:
+    any temporary there then belongs to a writer that was killed mid-write, and the file it was writing is
+    either intact (the old version) or absent, so nothing of value is lost."""
+    removed = 0
+    for path in Path(root).rglob(".*.tmp"):
+        if _TEMPORARY.match(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def strict_json(obj: Any) -> Any:

@@ -2,7 +2,8 @@
 
 A run that writes a directory (a synthetic set, ...) holds ``<dir>/.dfnas_pl.lock`` for its whole life
 (``filelock``: an OS-level lock, so a writer killed with SIGKILL leaves no stale lock - the kernel
-releases it, and the next run simply takes it). A second writer is refused at once with the holder's
+releases it, and the next run simply takes it; the temporary files a killed writer leaves mid-write are
+removed when the next one takes the lock). A second writer is refused at once with the holder's
 pid, host and start time (from ``.dfnas_pl.lock.owner``, written by the holder), instead of both
 doing all the work into one directory.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from dfnas_pl.utils.io import check_writable_dir
+from dfnas_pl.utils.io import check_writable_dir, remove_stale_temporaries
 
 LOCK_NAME = ".dfnas_pl.lock"
 
@@ -36,6 +37,7 @@ class OutputLock:
         check_writable_dir(self.dir, what)  # an unwritable place gets its clear error before any lock
         self._lock = FileLock(str(self.dir / LOCK_NAME))
         self._owner = self.dir / (LOCK_NAME + ".owner")
+        self.stale_temporaries = 0  # removed when the lock was taken: left by a writer killed mid-write
 
     def acquire(self) -> OutputLock:
         try:
@@ -46,6 +48,7 @@ class OutputLock:
                                  f"directory.") from None
         self._owner.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                            "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
+        self.stale_temporaries = remove_stale_temporaries(self.dir)
         return self
 
     def holder(self) -> str:
