@@ -1,17 +1,14 @@
 """Atomic writes under SIGKILL: a writer killed between writing its temporary and renaming it leaves the
 old file intact and the temporary behind; the directory's next writer (whoever takes its lock) removes
-such temporaries, and nothing else."""
+such temporaries, and nothing else. The synthesis rerun's side: tests/test_synthesis_cli.py (resume test)."""
 
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from dfnas_pl.utils.locking import OutputLock
-from tests.conftest import REPO, run_cli
-from tests.test_synthesis_cli import small
+from tests.conftest import REPO
 
 # atomic_write_bytes in a process that SIGKILLs itself at the rename: the worst moment, with the
 # temporary complete and fsynced but not yet in place (no handler of ours can run)
@@ -50,22 +47,3 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_lock_holder_and_nothi
     finally:
         lock.release()
 
-
-@pytest.mark.slow
-def test_a_synthesis_rerun_removes_the_temporaries_of_a_writer_killed_mid_write(tmp_path):
-    """The grid of round 0 and an image were being rewritten when their writer was killed (the case that a
-    random kill in tests/test_fault_injection.py once hit): the rerun README gives says so and leaves none."""
-    out = tmp_path / "synthetic"
-    run_cli(*small(out, iterations=5, per_class=1, batch=10))
-    grid = out / "grids" / "round_00.png"
-    image = next(out.glob("images/*/*.png"))
-    before = grid.read_bytes(), image.read_bytes()
-    killed_writing(grid)
-    killed_writing(image)
-    assert len(temporaries(out)) == 2
-
-    rerun = run_cli(*small(out, iterations=5, per_class=1, batch=10))
-    assert "and 2 temporary files of interrupted writes" in rerun.stdout + rerun.stderr
-    assert not temporaries(out)
-    assert (grid.read_bytes(), image.read_bytes()) == before
-    assert "is sound" in run_cli("check", str(out)).stdout

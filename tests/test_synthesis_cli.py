@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import torch
 
 from dfnas_pl.data.synthetic import SyntheticSetWriter
 from tests.conftest import REPO, lock_held_by_another_process, run_cli
+from tests.test_atomic_writes import killed_writing, temporaries
 
 CONFIG = "experiments/fmnist/synthesize.yaml"
 
@@ -58,13 +60,16 @@ def test_killed_run_resumes_without_losing_or_duplicating(tmp_path):
     proc.wait()
     before = {p.relative_to(out): p.read_bytes() for p in out.glob("records/*/*.pt")}
     assert 2 <= len(before) < 8 and not (out / "manifest.json").exists()
+    killed_writing(out / "grids" / "round_00.png")  # and a writer killed mid-write (the kill above may add one)
+    assert temporaries(out)
 
     result = run_cli(*small(out, iterations=150))
     assert "Resuming the synthetic set" in result.stdout + result.stderr
+    assert re.search(r"and [12] temporary files of interrupted writes", result.stdout + result.stderr)
     check_complete(out, rounds=2, per_round=40)
     for name, data in before.items():  # finished batches were kept, not redone
         assert (out / name).read_bytes() == data
-    assert not list(out.rglob("*.tmp*")), "temporary files left behind"
+    assert not temporaries(out), "temporary files left behind"
 
 
 @pytest.mark.slow
