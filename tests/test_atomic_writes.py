@@ -39,10 +39,17 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_lock_holder_and_nothi
     for p in users:  # not named as atomic_write_bytes names its temporaries: not ours to delete
         p.write_text("keep me")
 
+    nested = OutputLock(tmp_path / "search", "a nested writer's output").acquire()  # in use: its own to clean
+    killed_writing(tmp_path / "search" / "architecture.json")
+    users += temporaries(tmp_path / "search")
+
     lock = OutputLock(tmp_path, "test output").acquire()
     try:
         assert lock.stale_temporaries == 2
         assert temporaries(tmp_path) == sorted(users)
+        nested.release()
+        assert nested.acquire().stale_temporaries == 1 and not temporaries(tmp_path / "search")
+        nested.release()
         assert (tmp_path / "grids" / "round_00.png").read_bytes() == b"the old version"
     finally:
         lock.release()

@@ -47,17 +47,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def remove_stale_temporaries(root: str | os.PathLike) -> int:
+def remove_stale_temporaries(root: str | os.PathLike, other_writers: str | None = None) -> int:
     """Delete the temporaries of :func:`atomic_write_bytes` under ``root`` (any depth); returns how many.
 
     Only for the directory's one writer (it holds ``root``'s lock, dfnas_pl.utils.locking), before it writes:
     any temporary there then belongs to a writer that was killed mid-write, and the file it was writing is
-    either intact (the old version) or absent, so nothing of value is lost."""
+    either intact (the old version) or absent, so nothing of value is lost. A subfolder holding a file named
+    ``other_writers`` (another writer's lock) is that writer's to clean, and may be in use: it is skipped."""
     removed = 0
-    for path in Path(root).rglob(".*.tmp"):
-        if _TEMPORARY.match(path.name) and path.is_file() and not path.is_symlink():
-            path.unlink(missing_ok=True)
-            removed += 1
+    for folder, subfolders, names in os.walk(root):
+        if other_writers is not None:
+            subfolders[:] = [d for d in subfolders if not os.path.exists(os.path.join(folder, d, other_writers))]
+        for name in names:
+            path = os.path.join(folder, name)
+            if _TEMPORARY.match(name) and not os.path.islink(path):
+                os.unlink(path)
+                removed += 1
     return removed
 
 

@@ -48,7 +48,7 @@ class OutputLock:
                                  f"directory.") from None
         self._owner.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                            "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
-        self.stale_temporaries = remove_stale_temporaries(self.dir)
+        self.stale_temporaries = remove_stale_temporaries(self.dir, other_writers=LOCK_NAME)
         return self
 
     def holder(self) -> str:
