@@ -61,8 +61,11 @@ def remove_stale_temporaries(root: str | os.PathLike, other_writers: str | None 
         for name in names:
             path = os.path.join(folder, name)
             if _TEMPORARY.match(name) and not os.path.islink(path):
-                os.unlink(path)
-                removed += 1
+                try:
+                    os.unlink(path)
+                    removed += 1
+                except FileNotFoundError:  # gone meanwhile (its writer finished after all): nothing to do
+                    pass
     return removed
 
 
