@@ -23,7 +23,7 @@ def killed_writing(path: Path) -> None:
 
 
 def temporaries(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*.tmp"))
+    return sorted(root.rglob("*.tmp"))
 
 
 def test_a_killed_writers_temporary_is_removed_by_the_next_lock_holder_and_nothing_else(tmp_path):
@@ -53,4 +53,3 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_lock_holder_and_nothi
         assert (tmp_path / "grids" / "round_00.png").read_bytes() == b"the old version"
     finally:
         lock.release()
-

@@ -69,7 +69,7 @@ def test_killed_run_resumes_without_losing_or_duplicating(tmp_path):
     check_complete(out, rounds=2, per_round=40)
     for name, data in before.items():  # finished batches were kept, not redone
         assert (out / name).read_bytes() == data
-    assert not temporaries(out), "temporary files left behind"
+    assert not list(out.rglob("*.tmp*")), "temporary files left behind"
 
 
 @pytest.mark.slow
