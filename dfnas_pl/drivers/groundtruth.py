@@ -40,6 +40,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from dfnas_pl.data.vision import VisionDataModule
 from dfnas_pl.drivers.commands import recorded_command
+from dfnas_pl.drivers.rank_signal import signal_report
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
 from dfnas_pl.search.random_arch import SpaceSampler
 from dfnas_pl.search.ranking import bootstrap_interval, kendall_tau, spearman_rho
@@ -65,6 +66,13 @@ class TrainingRecipe:
         label_smoothing: cross-entropy label smoothing.
         augment: random crop (padding 2) and horizontal flip on the training images.
         subset_seed: seed of the training subset (the same images for every architecture and seed).
+        loop: ``lightning`` (the retraining module, through a DataLoader) or ``tensor`` (a plain loop
+            over the split decoded once into memory, :mod:`dfnas_pl.drivers.tensor_training`: several
+            times faster for networks this small; the data order is the seed's, shared by every
+            architecture).
+        ema_decay: ``tensor`` loop only: evaluate an exponential moving average of the weights with
+            this per-step decay (0: the weights themselves).
+        flip_tta: ``tensor`` loop only: average the class probabilities of each test image and its mirror.
     """
 
     train_images: int = 10000
@@ -77,6 +85,16 @@ class TrainingRecipe:
     label_smoothing: float = 0.0
     augment: bool = False
     subset_seed: int = 0
+    loop: Literal["lightning", "tensor"] = "lightning"
+    ema_decay: float = 0.0
+    flip_tta: bool = False
+
+    def __post_init__(self) -> None:
+        if self.loop == "lightning" and (self.ema_decay or self.flip_tta):
+            raise ValueError("recipe.ema_decay and recipe.flip_tta need recipe.loop: tensor (the Lightning loop "
+                             "has neither).")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"recipe.ema_decay {self.ema_decay} must lie in [0, 1) (0: no EMA).")
 
 
 @dataclass(frozen=True)
@@ -89,6 +107,11 @@ class Selection:
         band_tolerance: relative half-width of the median-FLOPs band (0.1: +-10 %).
         pool: uniform random architectures drawn to pick from.
         seed: seed of the pool (the whole selection follows from it).
+        flops_bands: instead of ``median_band``, this many equal-FLOPs groups at evenly spaced quantiles
+            of the pool's FLOPs (a group: ``median_band`` architectures within ``band_tolerance``, those
+            that differ most in depth, i.e. that trade layers against kernel and expansion), plus the
+            space's cheapest and most expensive path. 0: the single median band.
+        include: further architectures by their choices (a pilot's hand-picked set); listed first.
     """
 
     stratified: int = 24
@@ -96,6 +119,8 @@ class Selection:
     band_tolerance: float = 0.1
     pool: int = 20000
     seed: int = 0
+    flops_bands: int = 0
+    include: tuple[tuple[str, ...], ...] = ()
 
 
 def select_architectures(space_config: dict[str, Any], sel: Selection) -> dict[str, Any]:
@@ -113,7 +138,16 @@ def select_architectures(space_config: dict[str, Any], sel: Selection) -> dict[s
     hi = sampler.fixed + sum(max(row) for row in sampler.table)
     chosen: list[dict[str, Any]] = []
     taken: set[tuple] = set()
-    width = (hi - lo) / sel.stratified
+    for choices in sel.include:
+        choices = tuple(choices)
+        if len(choices) != len(sampler.names) or any(c not in ok for c, ok in zip(choices, sampler.names)):
+            raise ValueError(f"selection.include {list(choices)} does not fit the space ({len(sampler.names)} layers, "
+                             f"choices {sampler.names[0]} ...).")
+        taken.add(choices)
+        chosen.append({"choices": list(choices), "flops": sampler.flops(choices), "stratum": "included"})
+    if sel.flops_bands:
+        return _banded(sampler, pool, sel, chosen, taken, lo, hi, median)
+    width = (hi - lo) / sel.stratified if sel.stratified else 0
     for k in range(sel.stratified):
         centre = lo + (k + 0.5) * width
         choices, flops = min((p for p in pool if p[0] not in taken), key=lambda p: (abs(p[1] - centre), p[0]))
@@ -131,6 +165,53 @@ def select_architectures(space_config: dict[str, Any], sel: Selection) -> dict[s
     return {"architectures": chosen, "median_flops": median, "space_flops_range": [lo, hi]}
 
 
+def _depth(choices: tuple[str, ...]) -> int:
+    """Layers that are not an identity (or a skipped 'zero'): the network's searchable depth."""
+    return sum(c not in ("identity", "zero") for c in choices)
+
+
+def _banded(sampler: SpaceSampler, pool: list[tuple[tuple, int]], sel: Selection, chosen: list[dict[str, Any]],
+            taken: set[tuple], lo: int, hi: int, median: float) -> dict[str, Any]:
+    """``flops_bands`` groups of ``median_band`` architectures of (nearly) equal FLOPs that differ most in
+    depth, at the quantiles k / (bands + 1) of the pool's FLOPs, plus the cheapest and dearest path."""
+    ends = [tuple(names[min(range(len(row)), key=row.__getitem__)] for row, names in zip(sampler.table, sampler.names)),
+            tuple(names[max(range(len(row)), key=row.__getitem__)] for row, names in zip(sampler.table, sampler.names))]
+    for choices, label in zip(ends, ("cheapest", "most expensive")):
+        if choices not in taken:
+            taken.add(choices)
+            chosen.append({"choices": list(choices), "flops": sampler.flops(choices), "stratum": label})
+    flops_sorted = sorted(f for _, f in pool)
+    rng = random.Random(sel.seed + 1)
+    for k in range(1, sel.flops_bands + 1):
+        centre = flops_sorted[int(k * (len(flops_sorted) - 1) / (sel.flops_bands + 1))]
+        near = [p for p in pool if p[0] not in taken and abs(p[1] - centre) <= sel.band_tolerance * centre]
+        by_depth: dict[int, list] = {}
+        for p in near:
+            by_depth.setdefault(_depth(p[0]), []).append(p)
+        if len(near) < sel.median_band:
+            raise ValueError(f"Only {len(near)} architectures lie within {sel.band_tolerance:.0%} of FLOPs band "
+                             f"{k}'s centre; raise selection.band_tolerance or lower median_band.")
+        # round-robin over depths, shallowest and deepest first, so a band spans its depth range
+        depths = sorted(by_depth)
+        order = [d for pair in zip(depths, reversed(depths)) for d in pair][: len(depths)]
+        for d in order:
+            rng.shuffle(by_depth[d])
+        picked: list = []
+        while len(picked) < sel.median_band:
+            for d in order:
+                if by_depth[d] and len(picked) < sel.median_band:
+                    picked.append(by_depth[d].pop())
+        for choices, flops in sorted(picked, key=lambda p: p[1]):
+            taken.add(choices)
+            chosen.append({"choices": list(choices), "flops": flops, "stratum": f"band {k}/{sel.flops_bands}",
+                           "band": k, "band_centre_flops": centre})
+    for i, arch in enumerate(chosen):
+        arch["id"] = f"a{i:02d}"
+        arch["depth"] = _depth(tuple(arch["choices"]))
+        arch["in_median_band"] = "band" in arch
+    return {"architectures": chosen, "median_flops": median, "space_flops_range": [lo, hi]}
+
+
 # -- one job: one architecture, one seed (runs in a worker process) ----------------------------------
 
 def train_one(arch_file: str, seed: int, recipe: dict[str, Any], data: dict[str, Any], record: str,
@@ -144,10 +225,12 @@ def train_one(arch_file: str, seed: int, recipe: dict[str, Any], data: dict[str,
     from dfnas_pl.retrain import RetrainClassifier
 
     torch.set_num_threads(threads)
+    r = TrainingRecipe(**recipe)
+    if r.loop == "tensor":
+        return train_one_on_tensors(arch_file, seed, r, record)
     for name in ("lightning.pytorch", "lightning.fabric"):  # one line per job is enough in the driver's log
         logging.getLogger(name).setLevel(logging.ERROR)
     start = time.time()
-    r = TrainingRecipe(**recipe)
     dm = instantiate_class((), data)  # {class_path, init_args}, as in the configs
     dm.hparams.augment = r.augment
     dm.prepare_data()
@@ -173,6 +256,24 @@ def train_one(arch_file: str, seed: int, recipe: dict[str, Any], data: dict[str,
     metrics.unlink()
     out = {"arch_file": arch_file, "seed": seed, "test_top1": result["test_top1"], "test_images": len(dm.test_set),
            "seconds": round(time.time() - start, 1), "device": device_name(model.device)}
+    atomic_write_json(record, out)
+    return out
+
+
+def train_one_on_tensors(arch_file: str, seed: int, recipe: TrainingRecipe, record: str) -> dict[str, Any]:
+    """The ``tensor`` loop's job: the split decoded once (``tensors.pt`` of the work dir), a plain loop."""
+    import torch
+
+    from dfnas_pl.drivers.tensor_training import load_tensors, train_on_tensors
+    from dfnas_pl.search.export import build_from_architecture
+
+    start = time.time()
+    data = load_tensors(Path(arch_file).parents[2] / "tensors.pt")
+    torch.manual_seed(seed)
+    model = build_from_architecture(arch_file)
+    result = train_on_tensors(model, data, recipe, seed)
+    out = {"arch_file": arch_file, "seed": seed, **result, "test_images": len(data["test_y"]),
+           "seconds": round(time.time() - start, 1), "device": device_name(torch.device("cpu"))}
     atomic_write_json(record, out)
     return out
 
@@ -237,6 +338,9 @@ class GroundTruth:
                                  f"over.") from err
             if isinstance(saved, dict) and isinstance(saved.get("space"), dict):  # fields added since: defaults
                 saved["space"] = json.loads(json.dumps(dataclasses.asdict(LayerwiseSpaceConfig.from_dict(saved["space"]))))
+            for key, cls in (("recipe", TrainingRecipe), ("selection", Selection)):
+                if isinstance(saved, dict) and isinstance(saved.get(key), dict):
+                    saved[key] = json.loads(json.dumps(dataclasses.asdict(dataclass_of(cls, saved[key]))))
             if saved != mine:
                 diff = sorted(_diff(saved, mine))
                 raise ValueError(f"The ground-truth directory {self.work} was made with other settings ({'; '.join(diff)}). "
@@ -257,6 +361,10 @@ class GroundTruth:
         chosen = select_architectures(self.space, self.selection)
         from dfnas_pl.search.export import write_architecture
 
+        if self.recipe.loop == "tensor":  # decoded once, read by every job
+            from dfnas_pl.drivers.tensor_training import materialise
+
+            materialise(instantiate_class((), self.data), self.work / "tensors.pt")
         arch_files = {}
         for arch in chosen["architectures"]:
             path = self.work / "archs" / arch["id"] / "architecture.json"
@@ -299,14 +407,16 @@ class GroundTruth:
     def write(self, chosen: dict[str, Any], invocation_seconds: float) -> dict[str, Any]:
         archs, job_seconds, devices = [], 0.0, set()
         for arch in chosen["architectures"]:
-            top1, seconds = {}, {}
+            top1, nll, seconds = {}, {}, {}
             for s in self.seeds:
                 if self.record(arch["id"], s).exists():
                     rec = json.loads(self.record(arch["id"], s).read_text())
                     top1[str(s)], seconds[str(s)] = rec["test_top1"], rec["seconds"]
+                    if "test_nll" in rec:
+                        nll[str(s)] = rec["test_nll"]
                     job_seconds += rec["seconds"]
                     devices.add(rec.get("device", "cpu (not recorded)"))
-            archs.append({**arch, "top1": top1, "seconds": seconds,
+            archs.append({**arch, "top1": top1, **({"nll": nll} if nll else {}), "seconds": seconds,
                           "mean_top1": statistics.mean(top1.values()) if top1 else None})
         complete = all(len(a["top1"]) == len(self.seeds) for a in archs)
         wall = self.work / "wall_seconds.json"
@@ -318,6 +428,7 @@ class GroundTruth:
                   "space_flops_range": chosen["space_flops_range"], "selection": dataclasses.asdict(self.selection),
                   "recipe": dataclasses.asdict(self.recipe), "data": self.data, "seeds": self.seeds,
                   "noise_ceiling": noise_ceiling(archs, self.seeds),
+                  "signal": signal_report(archs, self.seeds),
                   "wall_seconds": round(sum(walls.values()), 1), "job_seconds": round(job_seconds, 1),
                   "workers": self.workers, "threads_per_worker": self.threads, "devices": sorted(devices),
                   "versions": versions(),
@@ -454,7 +565,12 @@ def dataclass_of(cls: type, value: Any) -> Any:
     """A parsed dataclass argument (a jsonargparse Namespace) as the dataclass itself."""
     if isinstance(value, cls):
         return value
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.as_dict().items()})
+    fields = value if isinstance(value, dict) else value.as_dict()
+    return cls(**{k: _tuples(v) for k, v in fields.items()})
+
+
+def _tuples(v: Any) -> Any:
+    return tuple(_tuples(x) for x in v) if isinstance(v, list | tuple) else v
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:

@@ -43,8 +43,9 @@ def build_model(space: str, space_config: dict[str, Any], choices: Any) -> nn.Mo
         cfg = DartsSpaceConfig(**{**cfg, "primitives": tuple(cfg.get("primitives") or DartsSpaceConfig().primitives)})
         genotype = {k: [[(op, int(j)) for op, j in node] for node in v] for k, v in choices.items()}
         return DartsNetwork(cfg, genotype)
-    if space in ("mobilenetv2", "shufflenetv2"):
-        from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
+    from dfnas_pl.search.layerwise_space import FAMILIES, LayerwiseSpaceConfig, LayerwiseSupernet
+
+    if space in FAMILIES:
 
         cfg = LayerwiseSpaceConfig.from_dict(space_config)
         names = LayerwiseSupernet(cfg).choice_names
@@ -52,7 +53,7 @@ def build_model(space: str, space_config: dict[str, Any], choices: Any) -> nn.Mo
         if len(choices) != len(names) or unknown:
             raise ValueError(f"Choices {choices} do not fit the {space} space ({len(names)} layers; bad: {unknown}).")
         return LayerwiseSupernet(cfg, only=[ok.index(c) for c, ok in zip(choices, names)])
-    raise ValueError(f"Unknown search space '{space}' in architecture.json (known: darts, mobilenetv2, shufflenetv2).")
+    raise ValueError(f"Unknown search space '{space}' in architecture.json (known: darts, {', '.join(FAMILIES)}).")
 
 
 def image_shape(space_config: dict[str, Any]) -> tuple[int, int, int]:

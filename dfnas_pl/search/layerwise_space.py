@@ -3,6 +3,13 @@
 * ``mobilenetv2`` (ProxylessNAS): MBConv with kernel {3,5,7} x expansion {3,6}, plus ``zero`` (skip
   the layer) where input and output shapes agree.
 * ``shufflenetv2`` (SPOS): ShuffleNetV2 units with 3x3, 5x5, 7x7 depthwise kernels and xception.
+* ``macro`` (after NAS-Bench-Macro, Su et al. 2021): every layer chooses {identity, mbconv_k3_e3,
+  mbconv_k5_e6}; "identity" at a layer that changes the shape is a 1x1 convolution + BN with the
+  layer's stride. Depth is searchable, so architectures differ by far more than run-to-run noise
+  (the reason this space exists: the two families above are a plateau on 28 px Fashion-MNIST).
+
+A family is one entry of :data:`FAMILIES` (its choices per layer and how a choice is built), so a new
+family is one registration, not a new branch in every caller.
 
 The supernet holds every candidate of every layer; ``forward(x, choices)`` runs one path, and
 ``forward_gated(x, gates)`` runs a weighted set of candidates per layer (ProxylessNAS's binary gates).
@@ -11,7 +18,7 @@ Costs are exact FLOPs of each candidate at its input size, so the FLOPs of a pat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +32,8 @@ class LayerwiseSpaceConfig:
     """Size and family of a layer-wise (MobileNetV2 / ShuffleNetV2) search space.
 
     Args:
-        family: ``mobilenetv2`` (ProxylessNAS) or ``shufflenetv2`` (SPOS).
+        family: a registered family (:data:`FAMILIES`): ``mobilenetv2`` (ProxylessNAS), ``shufflenetv2``
+            (SPOS) or ``macro`` (NAS-Bench-Macro's choices).
         stem_channels: channels of the stem convolution.
         stage_channels: output channels of each stage.
         stage_layers: searchable layers per stage; the first layer of each stage but the first has stride 2.
@@ -76,23 +84,52 @@ class LayerwiseSpaceConfig:
 
 MBCONV_CHOICES = [f"mbconv_k{k}_e{e}" for k in (3, 5, 7) for e in (3, 6)]
 SHUFFLE_CHOICES = ["k3", "k5", "k7", "xception"]
+MACRO_CHOICES = ["identity", "mbconv_k3_e3", "mbconv_k5_e6"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """One layer-wise family: ``choices(c_in, c_out, stride)`` names a layer's candidates, ``build(name,
+    c_in, c_out, stride)`` makes one."""
+
+    choices: Callable[[int, int, int], list[str]]
+    build: Callable[[str, int, int, int], nn.Module]
+
+
+def _mbconv(name: str, c_in: int, c_out: int, stride: int) -> nn.Module:
+    _, k, e = name.split("_")
+    return MBConv(c_in, c_out, stride, int(k[1:]), int(e[1:]))
+
+
+def _mobilenet_block(name: str, c_in: int, c_out: int, stride: int) -> nn.Module:
+    return ZeroLayer() if name == "zero" else _mbconv(name, c_in, c_out, stride)
+
+
+def _macro_block(name: str, c_in: int, c_out: int, stride: int) -> nn.Module:
+    if name != "identity":
+        return _mbconv(name, c_in, c_out, stride)
+    if stride == 1 and c_in == c_out:
+        return nn.Identity()
+    return conv_bn(c_in, c_out, 1, stride, act=False)  # NAS-Bench-Macro: the shape-keeping "identity"
+
+
+FAMILIES: dict[str, Family] = {
+    "mobilenetv2": Family(lambda c_in, c_out, stride: MBCONV_CHOICES + (["zero"] if stride == 1 and c_in == c_out
+                                                                          else []), _mobilenet_block),
+    "shufflenetv2": Family(lambda c_in, c_out, stride: list(SHUFFLE_CHOICES),
+                           lambda name, c_in, c_out, stride: ShuffleUnit(c_in, c_out, stride, name)),
+    "macro": Family(lambda c_in, c_out, stride: list(MACRO_CHOICES), _macro_block),
+}
+
+
+def family_of(cfg: LayerwiseSpaceConfig) -> Family:
+    if cfg.family not in FAMILIES:
+        raise ValueError(f"Unknown layer-wise space family '{cfg.family}' (known: {', '.join(FAMILIES)}).")
+    return FAMILIES[cfg.family]
 
 
 def layer_choices(cfg: LayerwiseSpaceConfig, c_in: int, c_out: int, stride: int) -> list[str]:
-    if cfg.family == "mobilenetv2":
-        return MBCONV_CHOICES + (["zero"] if stride == 1 and c_in == c_out else [])
-    if cfg.family == "shufflenetv2":
-        return list(SHUFFLE_CHOICES)
-    raise ValueError(f"Unknown layer-wise space family '{cfg.family}' (known: mobilenetv2, shufflenetv2).")
-
-
-def make_block(name: str, c_in: int, c_out: int, stride: int) -> nn.Module:
-    if name == "zero":
-        return ZeroLayer()
-    if name.startswith("mbconv"):
-        _, k, e = name.split("_")
-        return MBConv(c_in, c_out, stride, int(k[1:]), int(e[1:]))
-    return ShuffleUnit(c_in, c_out, stride, name)
+    return family_of(cfg).choices(c_in, c_out, stride)
 
 
 class LayerwiseSupernet(nn.Module):
@@ -112,7 +149,7 @@ class LayerwiseSupernet(nn.Module):
         if only is not None and len(only) != len(self.specs):
             raise ValueError(f"{len(only)} choices given for {len(self.specs)} layers.")
         self.layers = nn.ModuleList(
-            nn.ModuleList(make_block(n, *spec) for i, n in enumerate(names) if only is None or i == only[layer])
+            nn.ModuleList(family_of(cfg).build(n, *spec) for i, n in enumerate(names) if only is None or i == only[layer])
             for layer, (names, spec) in enumerate(zip(self.choice_names, self.specs)))
         self.only = list(only) if only is not None else None
         head = cfg.head_channels or cfg.stage_channels[-1] * 2
