@@ -16,6 +16,7 @@ architecture, so two architectures of one seed see exactly the same batches.
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-import copy
 
 from dfnas_pl.utils.io import atomic_write_bytes
 
@@ -145,9 +145,9 @@ def train_on_tensors(model: nn.Module, data: dict[str, torch.Tensor], recipe: An
     total = steps_per_epoch * recipe.epochs
     warmup = int(round(recipe.warmup_fraction * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total, warmup))
+    # Not channels_last: 17 % faster per step here, but torch 2.14.1's CPU backward corrupts the heap
+    # ("double free or corruption") for the all-identity network in that layout (bench/results.md).
     ema = WeightEMA(model, recipe.ema_decay) if recipe.ema_decay > 0 else None
-    model.to(memory_format=torch.channels_last)  # measured 17 % faster per step on this CPU (bench/results.md)
-    train_x = train_x.contiguous(memory_format=torch.channels_last)
     model.train()
     for _ in range(recipe.epochs):
         perm = subset[torch.randperm(len(subset), generator=gen)]
