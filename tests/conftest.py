@@ -84,3 +84,28 @@ def fmnist_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("fmnist")
     assert prepare_fashion_mnist(root), "Debian's dataset-fashion-mnist package is missing: run `make install`."
     return root
+
+
+MACRO_TINY_SPACE = {"family": "macro", "stem_channels": 4, "stage_channels": [4, 8, 16], "stage_layers": [2, 3, 3],
+                    "stage_strides": [2, 2, 2], "stem_stride": 2, "head_channels": 32, "in_channels": 1,
+                    "num_classes": 10, "image_size": 28}
+# depth 0, 1, 2, 4 and 8 MBConv layers: a planted spread from the all-identity network up
+MACRO_TINY_ARCHS = [["identity"] * 8, ["mbconv_k3_e3"] + ["identity"] * 7,
+                    ["mbconv_k5_e6"] * 2 + ["identity"] * 6, ["mbconv_k3_e3"] * 4 + ["identity"] * 4,
+                    ["mbconv_k5_e6"] * 8]
+
+
+@pytest.fixture(scope="session")
+def macro_groundtruth(tmp_path_factory, fmnist_root) -> Path:
+    """A toy macro ground truth with the tensor loop (EMA, flip-TTA, NLL): 5 architectures x 2 seeds."""
+    from dfnas_pl.drivers.groundtruth import GroundTruth, Selection, TrainingRecipe
+    from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
+
+    out = tmp_path_factory.mktemp("macro_gt")
+    GroundTruth(LayerwiseSpaceConfig.from_dict(MACRO_TINY_SPACE), str(out / "gt.json"), str(out / "work"),
+                {"class_path": "dfnas_pl.data.FashionMNISTDataModule", "init_args": {"root": str(fmnist_root)}},
+                TrainingRecipe(train_images=4096, epochs=2, batch_size=64, lr=0.2, label_smoothing=0.1, augment=True,
+                               loop="tensor", ema_decay=0.9, flip_tta=True),
+                Selection(stratified=0, median_band=0, include=tuple(tuple(a) for a in MACRO_TINY_ARCHS)),
+                [0, 1], workers=2)()
+    return out / "gt.json"

@@ -12,7 +12,6 @@ import lightning as L
 import pytest
 import torch
 
-from dfnas_pl.drivers.groundtruth import GroundTruth, Selection, TrainingRecipe
 from dfnas_pl.drivers.rank_fidelity import budget_curve
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
 from dfnas_pl.search.ranking import (
@@ -26,7 +25,6 @@ from dfnas_pl.search.ranking import (
 from dfnas_pl.search.scoring import score_path
 from dfnas_pl.search.spos import SPOSSearch
 from tests.conftest import run_cli
-from tests.test_groundtruth import TINY_SPACE
 from tests.test_search_toy import LAYERWISE, DotPairs
 
 
@@ -85,26 +83,16 @@ def test_a_supernet_trained_on_labels_ranks_the_clearly_better_architectures_on_
     assert kendall_tau(scores, truth) > 0.8 and regret(scores, truth)[1] == 0.0
 
 
-@pytest.fixture(scope="module")
-def tiny_groundtruth(tmp_path_factory, fmnist_root):
-    out = tmp_path_factory.mktemp("gt")
-    GroundTruth(LayerwiseSpaceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_SPACE.items()}),
-                str(out / "gt.json"), str(out / "work"),
-                {"class_path": "dfnas_pl.data.FashionMNISTDataModule", "init_args": {"root": str(fmnist_root)}},
-                TrainingRecipe(train_images=512, epochs=1, batch_size=32), Selection(stratified=4, median_band=1,
-                                                                                     pool=300), [0, 1], workers=2)()
-    return out / "gt.json"
-
-
 @pytest.mark.slow
-def test_rank_fidelity_runs_every_kind_of_source_and_resumes(tmp_path, fmnist_root, tiny_groundtruth):
+def test_rank_fidelity_runs_every_kind_of_source_and_resumes(tmp_path, fmnist_root, macro_groundtruth):
+    """On the macro space (its toy ground truth, shared with tests/test_macro_space.py)."""
     tiny_synthesis = ["--data.init_args.images_per_class", "3", "--data.init_args.batch_size", "15",
                       "--model.init_args.iterations", "5", "--model.init_args.warmup_iterations", "1",
                       "--model.init_args.rounds", "1", "--model.init_args.quality_gate", "false"]
     table = tmp_path / "table"
     args = ["rank-fidelity", "--run_dir", str(tmp_path / "run"), "--table_dir", str(table),
-            "--spaces", json.dumps([{"name": "tiny", "groundtruth": str(tiny_groundtruth),
-                                     "train_config": "experiments/fmnist/search_spos.yaml",
+            "--spaces", json.dumps([{"name": "tiny", "groundtruth": str(macro_groundtruth),
+                                     "train_config": "experiments/fmnist/search_spos_macro.yaml",
                                      "overrides": ["--model.init_args.max_mflops", "null",
                                                    "--data.init_args.batch_size", "16",
                                                    "--data.init_args.real_data.init_args.root", str(fmnist_root)]}]),
