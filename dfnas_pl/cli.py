@@ -45,6 +45,13 @@ class DFNASCLI(LightningCLI):
 
     before_fit = before_validate = before_test = before_predict = _check_last_checkpoint
 
+    def before_instantiate_classes(self) -> None:
+        """No empty path anywhere in the config, before any stage, callback or logger is built."""
+        from dfnas_pl.utils.settings import check_paths
+
+        subcommand = self.config.get("subcommand")
+        check_paths(self.config[subcommand] if subcommand else self.config)
+
     def _parse_ckpt_path(self) -> None:
         """LightningCLI opens an explicit ``--ckpt_path`` while parsing (for its hyper-parameters), before
         any ``before_<subcommand>`` hook: check that file first (names Lightning resolves are left to it;
@@ -75,15 +82,30 @@ def raised_by_us(err: BaseException) -> bool:
     return any(where.is_relative_to(root) for root in OUR_CODE)
 
 
+def our_error(err: BaseException) -> BaseException | None:
+    """Our own error behind ``err``: ``err`` itself, or the one a library re-raised it as. jsonargparse
+    instantiates a stage inside a Union check and re-raises what ``__init__`` raised as "Does not validate
+    against any of the Union subtypes ... from <our error>", so the message we wrote is in the chain."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, USER_ERRORS) and raised_by_us(err):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def main(args: list[str] | None = None):
     """Run a stage or a driver; our own errors print as one clear message (exit 2), without the
-    traceback (``DFNAS_TRACEBACK=1`` shows it); anything raised inside a library keeps its traceback."""
+    traceback (``DFNAS_TRACEBACK=1`` shows it), also where a library re-raised them; anything else
+    raised inside a library keeps its traceback."""
     try:
         return _dispatch(args)
     except USER_ERRORS as err:
-        if os.environ.get("DFNAS_TRACEBACK") or not raised_by_us(err):
+        ours = our_error(err)
+        if os.environ.get("DFNAS_TRACEBACK") or ours is None:
             raise
-        print(f"dfnas_pl: error: {err}\n(DFNAS_TRACEBACK=1 shows where it was raised.)", file=sys.stderr)
+        print(f"dfnas_pl: error: {ours}\n(DFNAS_TRACEBACK=1 shows where it was raised.)", file=sys.stderr)
         raise SystemExit(2) from None
 
 

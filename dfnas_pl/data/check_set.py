@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dfnas_pl.data.synthetic import REPAIR, file_problems, read_set
+from dfnas_pl.data.synthetic import REPAIR, file_problems, foreign_files, read_set
 
 
 def check(root: str | Path) -> list[str]:
@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1 or args[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0 if args and args[0] in ("-h", "--help") else 2
+    if not args[0].strip():
+        print("dfnas_pl: error: check needs the synthetic set's directory, got an empty path.", file=sys.stderr)
+        return 2
     root = Path(args[0])
     try:
         problems = check(root)
@@ -44,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         print(REPAIR.format(root=root), file=sys.stderr)
         return 1
     batches = len(list(root.glob("records/round_*/batch_*.pt")))
-    print(f"The synthetic set '{root}' is sound: {len(list(root.glob('images/*/*.png')))} images in {batches} "
+    manifest, _ = read_set(root)
+    print(f"The synthetic set '{root}' is sound: {manifest['images']} images in {batches} "
           f"batches, every size and sha256 as recorded.")
+    foreign = foreign_files(root)
+    if foreign:
+        print(f"{len(foreign)} file(s) in its folders are not part of the set (not read, left in place): "
+              + ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else ""))
     return 0

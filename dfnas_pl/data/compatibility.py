@@ -47,6 +47,7 @@ def check_real_data(data: VisionDataModule | None, facts: Mapping[str, Any], aga
     """
     if data is None:
         return
+    data.validate()
     where = _describe(data)
     channels = facts.get("in_channels")
     if channels is not None and int(channels) != data.in_channels:

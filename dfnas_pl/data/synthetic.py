@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import random
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,35 @@ from dfnas_pl.data.quality import within_class_diversity
 from dfnas_pl.utils.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, check_writable_dir
 
 MANIFEST_FORMAT = "dfnas_pl.synthetic/1"
+
+
+# The files a synthesis writes under its set's folders (anything else there is the user's, never deleted).
+OWN_FILES = re.compile(r"images/\d{3,}/r\d{2}_\d{6}\.png|records/round_\d{2}/batch_\d{6}\.pt|grids/round_\d{2}\.png")
+SET_FOLDERS = ("images", "records", "grids")
+
+
+def foreign_files(root: Path) -> list[str]:
+    """Files under a set's folders that the synthesis did not write (a user's copy, a stray download),
+    relative to ``root``; temporaries of interrupted writes are left to the lock's sweep."""
+    found = []
+    for name in SET_FOLDERS:
+        for f in sorted((root / name).rglob("*")):
+            rel = f.relative_to(root).as_posix()
+            if f.is_file() and not OWN_FILES.fullmatch(rel) and not (f.name.startswith(".") and f.name.endswith(".tmp")):
+                found.append(rel)
+    return found
+
+
+def _remove_own(root: Path) -> None:
+    """Delete what a synthesis wrote under the set's folders, then the folders it leaves empty."""
+    for name in SET_FOLDERS:
+        for f in sorted((root / name).rglob("*"), reverse=True):
+            if f.is_file() and OWN_FILES.fullmatch(f.relative_to(root).as_posix()):
+                f.unlink()
+            elif f.is_dir() and not any(f.iterdir()):
+                f.rmdir()
+        if (root / name).is_dir() and not any((root / name).iterdir()):
+            (root / name).rmdir()
 
 
 def image_id(round_: int, slot: int) -> str:
@@ -73,10 +103,8 @@ class SyntheticSetWriter:
         return "complete" if (self.root / "manifest.json").exists() else "resume"
 
     def clear(self) -> None:
-        import shutil
-
-        for name in ("images", "records", "grids"):
-            shutil.rmtree(self.root / name, ignore_errors=True)
+        """Discard the set: the files the synthesis wrote (a file of someone else's stays where it is)."""
+        _remove_own(self.root)
         for name in ("run.json", "manifest.json", "soft_labels.pt"):
             (self.root / name).unlink(missing_ok=True)
 
@@ -85,7 +113,7 @@ class SyntheticSetWriter:
         done = {rec_id for r in self.rounds_on_disk() for rec_id in self._ids_done(r)}
         removed = 0
         for png in (self.root / "images").glob("*/*.png"):
-            if png.stem not in done:
+            if OWN_FILES.fullmatch(png.relative_to(self.root).as_posix()) and png.stem not in done:
                 png.unlink()
                 removed += 1
         return removed

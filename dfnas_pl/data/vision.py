@@ -131,6 +131,36 @@ class VisionDataModule(L.LightningDataModule):
                              f"Fix: give both the same class folders (an empty folder is not enough: ImageFolder "
                              f"needs at least one image per class folder).")
 
+    def validate(self) -> None:
+        """What can be known before any stage runs: an ImageFolder's class folders agree, its training split
+        is larger than ``val_size``, and its image files have the channel count that ``mean``/``std`` give
+        (grey files read through a 3-value mean would be copied into 3 identical channels, silently)."""
+        if self.hparams.dataset != "ImageFolder":
+            known = {"FashionMNIST": 60000, "MNIST": 60000, "CIFAR10": 50000, "CIFAR100": 50000}.get(self.hparams.dataset)
+            if known is not None:
+                self._check_val_size(known, f"{self.hparams.dataset} at '{self.hparams.root}'")
+            return
+        self._check_folder_splits()
+        root = Path(self.hparams.root)
+        for split in ("train", self.hparams.test_split):
+            samples = datasets.ImageFolder(root / split).samples  # lists the files, reads none
+            if split == "train":
+                self._check_val_size(len(samples), f"'{root / 'train'}'")
+            picked = [samples[i][0] for i in sorted({round(j * (len(samples) - 1) / 7) for j in range(8)})]
+            channels = {path: _file_channels(path) for path in picked}
+            if channels and all(c != self.in_channels for c in channels.values()):
+                example, c = next(iter(channels.items()))
+                kind = {1: "grey (1 channel)", 3: "colour (3 channels)"}.get(c, f"{c}-channel")
+                raise ValueError(f"The images of '{root / split}' are {kind}, e.g. '{example}', but the data module's "
+                                 f"mean/std give {self.in_channels} channel(s), so they would be read as "
+                                 f"{self.in_channels}-channel images. Fix: give mean and std with {c} value(s) and a "
+                                 f"teacher for {c} channel(s), or convert the files.")
+
+    def _check_val_size(self, n: int, where: str) -> None:
+        if self.hparams.val_size >= n:
+            raise ValueError(f"data val_size {self.hparams.val_size} leaves no training images: {where} holds only {n}. "
+                             f"Fix: set the data module's val_size below {n} (e.g. {max(1, n // 10)}, a tenth).")
+
     def _transforms(self, train: bool) -> T.Compose:
         ops: list = [T.ToImage()]
         size = self.hparams.image_size
@@ -181,6 +211,7 @@ class VisionDataModule(L.LightningDataModule):
             full_train = self._make(True, self._transforms(train=True))
             full_eval = self._make(True, self._transforms(train=False))
             n = len(full_train)
+            self._check_val_size(n, f"{self.hparams.dataset} at '{self.hparams.root}'")
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.split_seed)).tolist()
             val_idx, train_idx = perm[: self.hparams.val_size], perm[self.hparams.val_size :]
             self.train_set = Subset(full_train, train_idx)
@@ -202,6 +233,16 @@ class VisionDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
+
+
+def _file_channels(path: str) -> int:
+    """Channels of an image file as stored (PIL bands; palette and CMYK files are read as colour)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        if img.mode in ("1", "L", "LA", "I", "I;16", "F"):
+            return 1
+        return 3
 
 
 class _PadCrop(torch.nn.Module):

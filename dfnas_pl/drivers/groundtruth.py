@@ -46,6 +46,7 @@ from dfnas_pl.search.random_arch import SpaceSampler
 from dfnas_pl.search.ranking import bootstrap_interval, kendall_tau, spearman_rho
 from dfnas_pl.utils.io import atomic_write_json
 from dfnas_pl.utils.locking import one_writer
+from dfnas_pl.utils.settings import check_paths
 
 GROUNDTRUTH_FORMAT = "dfnas_pl.groundtruth/1"
 
@@ -546,6 +547,7 @@ def parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     c = parser().parse_args(argv)
+    check_paths(c)
     result = GroundTruth(dataclass_of(LayerwiseSpaceConfig, c.space), c.output, c.work_dir, c.data.as_dict(),
                          dataclass_of(TrainingRecipe, c.recipe), dataclass_of(Selection, c.selection), c.seeds,
                          c.workers, c.threads_per_worker, c.limit, c.accelerator)()

@@ -30,6 +30,7 @@ from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.random_arch import random_like
 from dfnas_pl.utils.io import atomic_write_bytes, readable_json
 from dfnas_pl.utils.locking import one_writer
+from dfnas_pl.utils.settings import check_paths
 
 SOURCES = {"real": "(a) real data", "synthetic": "(b) the paper's method: calibration + regional",
            "plain": "(c) plain inversion", "noise": "(d) Gaussian noise", "random": "(e) random architecture"}
@@ -195,6 +196,7 @@ def plot(path: Path, rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     c = parser().parse_args(argv)
+    check_paths(c)
     return PaperTable(c.run_dir, c.algorithms, c.sources, c.seeds, c.search_images, c.synthesis_config,
                       dict(c.search_configs), c.retrain_config, {k: list(v) for k, v in (c.overrides or {}).items()},
                       {k: list(v) for k, v in c.synthesis_variants.items()}, dict(c.labels or {}), c.table_name,

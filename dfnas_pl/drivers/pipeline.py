@@ -28,6 +28,7 @@ from dfnas_pl.data.vision import VisionDataModule
 from dfnas_pl.teachers.loading import TeacherSource
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json, readable_json
 from dfnas_pl.utils.locking import one_writer
+from dfnas_pl.utils.settings import check_paths
 from dfnas_pl.wandb_setup import pipeline_group
 
 ALGORITHMS = ("darts", "proxylessnas", "spos")
@@ -237,6 +238,7 @@ def summarise(choices) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     cfg = parser().parse_args(argv)
+    check_paths(cfg)
     return Pipeline(cfg.run_dir, cfg.algorithms, cfg.synthesis_config, dict(cfg.search_configs), cfg.retrain_config,
                     {k: list(v) for k, v in (cfg.overrides or {}).items()}, cfg.launcher, _plain(cfg.teacher),
                     cfg.real_data.as_dict() if cfg.real_data is not None else None)()

@@ -51,6 +51,7 @@ from dfnas_pl.drivers.synthetic_sets import (
 from dfnas_pl.search.ranking import fidelity, kendall_tau
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json, strict_json
 from dfnas_pl.utils.locking import one_writer
+from dfnas_pl.utils.settings import check_paths
 from dfnas_pl.wandb_setup import pipeline_group
 
 CSV_COLUMNS = ["space", "source", "scored_on", "seed", "supernet_steps", "n", "kendall_tau", "spearman_rho",
@@ -508,6 +509,7 @@ def parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     c = parser().parse_args(argv)
+    check_paths(c)
     if not c.spaces:
         raise SystemExit("No spaces: give --spaces (or a config such as experiments/fmnist/rank_fidelity.yaml).")
     spaces = [dict(s) for s in c.spaces]

@@ -41,6 +41,7 @@ from dfnas_pl.drivers.groundtruth import _fmt, versions
 from dfnas_pl.drivers.synthetic_sets import make_synthetic_sets, set_dir
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json
 from dfnas_pl.utils.locking import one_writer
+from dfnas_pl.utils.settings import check_paths
 
 # Two-sided 95 % Student-t quantiles by degrees of freedom (seeds - 1): the interval of a mean of a few seeds.
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -397,6 +398,7 @@ def parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     c = parser().parse_args(argv)
+    check_paths(c)
     sweep = SynthesisSweep(c.run_dir, c.table_dir, {k: list(v) for k, v in c.variants.items()}, c.seeds,
                            c.synthesis_config, c.distill_config, c.distill_overrides, c.reference, c.workers,
                            c.threads_per_worker, c.table_name, c.set_per_seed,

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dfnas_pl import __version__
-from dfnas_pl.data.synthetic import SyntheticSetWriter, batch_weighted_mean
+from dfnas_pl.data.synthetic import SyntheticSetWriter, batch_weighted_mean, foreign_files
 from dfnas_pl.inversion.losses import BNStatisticsLoss, image_l2, soft_cross_entropy, total_variation
 from dfnas_pl.inversion.views import (
     all_windows,
@@ -248,6 +248,10 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
                 print(f"Repairing the synthetic set in '{self.output_dir}': {len(problems)} problem(s), their batches "
                       f"are made again: " + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
                 state = "resume"
+            foreign = foreign_files(self.output_dir) if state != "new" else []
+            if foreign:
+                print(f"Left in place in '{self.output_dir}': {len(foreign)} file(s) that are not part of the set "
+                      f"(never read, never deleted): " + ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else ""))
             if state != "new":
                 stale = self._lock.stale_temporaries
                 print(f"Resuming the synthetic set in '{self.output_dir}' ({state}; removed {removed} images of "

@@ -62,6 +62,7 @@ def image_shape(space_config: dict[str, Any]) -> tuple[int, int, int]:
 
 def read_architecture(arch: str | Path | dict[str, Any]) -> dict[str, Any]:
     """An ``architecture.json`` (path or loaded dict), checked to be one."""
+    arch_path = None if isinstance(arch, dict) else Path(arch)
     if not isinstance(arch, dict):
         path = Path(arch)
         if not path.is_file():
@@ -70,6 +71,12 @@ def read_architecture(arch: str | Path | dict[str, Any]) -> dict[str, Any]:
     if not isinstance(arch, dict) or arch.get("format") != ARCHITECTURE_FORMAT:
         got = arch.get("format") if isinstance(arch, dict) else type(arch).__name__
         raise ValueError(f"Not a dfnas_pl architecture file (format {got!r}, expected {ARCHITECTURE_FORMAT!r}).")
+    missing = [k for k in ("space", "space_config", "choices") if k not in arch]
+    if missing or not isinstance(arch.get("space_config"), dict):
+        where = f"'{arch_path}'" if arch_path else "The architecture"
+        raise ValueError(f"{where} lacks {', '.join(missing) or 'a space_config mapping'}: it is not a complete "
+                         f"architecture file. Run the search that wrote it again, or write it with "
+                         f"dfnas_pl.search.export.write_architecture.")
     return arch
 
 

@@ -45,7 +45,10 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 TEACHER_FILE_FORMAT = "dfnas_pl.teacher/1"
 SOURCE_KEYS = ("path", "arch", "num_classes", "in_channels", "image_size", "mean", "std", "class_names",
                "trust_checkpoint")
-TeacherSource = str | dict[str, Any]  # what a stage's ``teacher`` argument takes (see the module docstring)
+# What a stage's ``teacher`` argument takes (see the module docstring). A plain ``dict``, not
+# ``dict[str, Any]``: jsonargparse instantiates a ``{class_path, init_args}`` value typed ``Any`` into the
+# module itself, and the loader must see the user's mapping ``arch: {class_path: ..., init_args: ...}``.
+TeacherSource = str | dict
 
 
 @dataclass
