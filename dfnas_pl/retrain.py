@@ -126,10 +126,22 @@ class RetrainClassifier(ResumesExactly, L.LightningModule):
                                       "algorithm": self.arch.get("algorithm"), "choices": self.arch.get("choices"),
                                       "space_overrides": self.hparams.space_overrides,
                                       "trained_on": "synthetic (KD)" if self.teacher is not None else "real (CE)",
-                                      "epochs": self.current_epoch + 1}
+                                      "epochs": self.epochs_trained()}
             atomic_write_json(self.metrics_path, record)
             print(f"Test top-1 {record['test_top1']:.4f} ({self.flops / 1e6:.2f} MFLOPs, "
                   f"{self.params / 1e3:.1f} K params) -> {self.metrics_path}")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Remember how many epochs the checkpoint's run trained: ``test --ckpt_path`` (how the pipeline tests)
+        restores the weights but not the fit loop, so ``current_epoch`` would say 0 there."""
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+        self._checkpoint_epochs = progress.get("completed")
+
+    def epochs_trained(self) -> int:
+        loaded = getattr(self, "_checkpoint_epochs", None)
+        if loaded is not None:
+            return int(loaded)
+        return int(self.trainer.fit_loop.epoch_progress.current.completed)
 
     def configure_optimizers(self):
         opt = torch.optim.SGD(self.model.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum,
