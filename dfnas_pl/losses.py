@@ -15,7 +15,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     """-sum_k softmax(t/T)_k log softmax(s/T)_k, batch mean (the official ``DistributionLoss``).
 
     ``t_squared`` multiplies it by T^2 (Hinton et al.): the gradient w.r.t. the logits shrinks as 1/T^2,
-    and the official code omits the factor (PAPER.md, known bug 13), which weakens KD against any other
+    and the official code omits the factor, which weakens KD against any other
     term it is summed with (ProxylessNAS's FLOPs cost)."""
     p = F.softmax(teacher_logits / temperature, dim=1)
     loss = -(p * F.log_softmax(student_logits / temperature, dim=1)).sum(1).mean()

@@ -43,3 +43,16 @@ def test_every_configurable_argument_has_help_text(class_path):
 def test_cli_help_shows_the_argument_descriptions():
     out = run_cli("fit", "--model.help", "dfnas_pl.search.ProxylessSearch").stdout
     assert re.search(r"--model\.kd_t_squared \{true,false\}\s+scale KD by T\^2", out)
+
+
+def test_nothing_in_the_repository_cites_notes_that_are_not_in_it():
+    """Our reference notes live outside the repository; a reader of the code cannot follow a citation."""
+    import subprocess
+
+    from tests.conftest import REPO
+
+    names = ["PAPER" + ".md", "DESIGN" + ".md"]
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    citing = [f for f in tracked if f.endswith((".py", ".md", ".yaml", ".cfg", ".sh", ".json"))
+              and any(n in (REPO / f).read_text(errors="ignore") for n in names)]
+    assert citing == []

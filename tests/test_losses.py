@@ -70,7 +70,7 @@ def test_soft_cross_entropy_equals_cross_entropy_on_one_hot():
 
 def test_kd_t_squared_keeps_the_logit_gradient_at_hintons_high_temperature_limit():
     """With T^2, d KD / d s -> (s - t) / (K B) for zero-mean logits and large T; without it the
-    gradient is T^2 times smaller (the official code's omission, PAPER.md bug 13)."""
+    gradient is T^2 times smaller (the official code's omission)."""
     from dfnas_pl.losses import kd_loss
 
     g = torch.Generator().manual_seed(0)

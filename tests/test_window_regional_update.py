@@ -1,4 +1,4 @@
-"""``regional_update: window`` (the official code's canvas-and-window mechanism, PAPER.md §3.9): only the
+"""``regional_update: window`` (the official code's canvas-and-window mechanism): only the
 window's pixels get gradient in a step, the saved image is the whole canvas, its stored labels are the
 teacher's on the centre window (or the mean over windows), and the data modules crop input-sized
 windows from it (random for training, centre for evaluation)."""

@@ -1,6 +1,6 @@
 """Losses of model inversion (DeepInversion, as used by Data-Free NAS).
 
-Formulas follow the official code (see shared/PAPER.md §3.4): plain (not squared) L2 norms in the
+Formulas follow the official code: plain (not squared) L2 norms in the
 BatchNorm-statistics term, Frobenius norms of the whole batch in TV-L2, per-image L2 norm averaged
 over the batch.
 """

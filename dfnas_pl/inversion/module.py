@@ -1,6 +1,6 @@
 """Synthesis: model inversion of a frozen teacher, with recursive label calibration and regional update.
 
-Mapping onto Lightning (shared/DESIGN.md): the train dataloader yields batches of slot ids
+Mapping onto Lightning: the train dataloader yields batches of slot ids
 (:class:`~dfnas_pl.data.synthesis_slots.SynthesisSlots`); one ``training_step`` runs the whole
 inner optimisation of one batch of freshly initialised images with its own Adam (manual
 optimisation: there are no weights to train); an epoch is one **round** of recursive label

@@ -7,7 +7,7 @@
   optionally flipped. Only pixels inside the box (plus the bilinear border) get gradient, so each
   step refines one region of each image, a different one every step; images become collages of
   separately optimised regions, which is what makes them more diverse than whole-image updates.
-  (The official code's only comparable mechanism is a random 224 crop of a 256 canvas, PAPER.md §3.9;
+  (The official code's only comparable mechanism is a random 224 crop of a 256 canvas;
   ``zoom`` makes the region's size random too, like a random-resized crop.)
 * ``random_windows`` - the official code's mechanism (``regional_update: window``): the optimised
   canvas is larger than the teacher's input, and each step forwards one input-sized window at a

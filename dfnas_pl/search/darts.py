@@ -46,7 +46,7 @@ class DartsSearch(SearchHooks, L.LightningModule):
         teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data). A teacher
             source is a path, ``embedded:<name>`` or a mapping ``{path, arch, in_channels, image_size, mean, std, class_names, trust_checkpoint}``: a teacher file, a Lightning checkpoint, a state dict with its arch (registry name, torchvision:/timm: name, or an nn.Module import path / class_path + init_args), a TorchScript or torch.export archive, or a pickled module (trusted only).
         temperature: KD temperature (official: 3).
-        kd_t_squared: scale KD by T^2 (standard KD; the official code does not: PAPER.md bug 13).
+        kd_t_squared: scale KD by T^2 (standard KD; the official code does not).
         image_size: input height = width of the data.
         unrolled: second-order architecture gradient (True) or first-order (False).
         w_lr: SGD learning rate of the supernet weights (cosine to ``w_lr_min``).

@@ -47,7 +47,7 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
         teacher: teacher for KD (synthetic / noise data); ``null`` trains on labels (real data). A teacher
             source is a path, ``embedded:<name>`` or a mapping ``{path, arch, in_channels, image_size, mean, std, class_names, trust_checkpoint}``: a teacher file, a Lightning checkpoint, a state dict with its arch (registry name, torchvision:/timm: name, or an nn.Module import path / class_path + init_args), a TorchScript or torch.export archive, or a pickled module (trusted only).
         temperature: KD temperature (official: 3).
-        kd_t_squared: scale KD by T^2 (standard KD; the official code does not: PAPER.md bug 13).
+        kd_t_squared: scale KD by T^2 (standard KD; the official code does not).
         w_lr: SGD learning rate of the weights (cosine to 0).
         w_momentum: SGD momentum.
         w_weight_decay: SGD weight decay.
