@@ -51,19 +51,24 @@ def folder_data(root, batch_size=4):
     return VisionDataModule("ImageFolder", root=str(root), mean=MEAN, std=STD, val_size=3, batch_size=batch_size)
 
 
+def train_teacher(net: nn.Module, dm: VisionDataModule, epochs: int) -> nn.Module:
+    """A few epochs of SGD on the data module's training split: enough to make ``net`` a teacher."""
+    dm.setup("fit")
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(epochs):
+        for x, y in dm.train_dataloader():
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    return net
+
+
 @pytest.fixture
 def teacher_file(tmp_path):
     """A plain state dict of ColourNet, trained a few steps on the folders (so it is a teacher)."""
     root = make_folders(tmp_path / "folders")
     L.seed_everything(0)
-    net, dm = ColourNet(), folder_data(root, batch_size=6)
-    dm.setup("fit")
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(5):
-        for x, y in dm.train_dataloader():
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(x), y).backward()
-            opt.step()
+    net = train_teacher(ColourNet(), folder_data(root, batch_size=6), epochs=5)
     torch.save(net.state_dict(), tmp_path / "colournet.pt")
     return tmp_path / "colournet.pt", root
 

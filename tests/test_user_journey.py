@@ -13,11 +13,11 @@ import lightning as L
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from dfnas_pl.data.synthetic import foreign_files
 from dfnas_pl.data.vision import VisionDataModule
 from tests.conftest import REPO, run_cli, synthesize
+from tests.test_own_data import train_teacher
 from tests.test_pipeline import toy_overrides
 
 CLASSES = ["bag", "boot", "coat", "shirt"]  # as README's example
@@ -65,15 +65,8 @@ def user_dir(tmp_path):
     namespace: dict = {}
     exec(TEACHER_MODULE, namespace)
     L.seed_everything(0)
-    net = namespace["MyNet"](width=8)
     dm = VisionDataModule("ImageFolder", root=str(tmp_path / "my_data"), mean=[0.5], std=[0.25], batch_size=20)
-    dm.setup("fit")
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(8):
-        for x, y in dm.train_dataloader():
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(x), y).backward()
-            opt.step()
+    net = train_teacher(namespace["MyNet"](width=8), dm, epochs=8)
     torch.save(net.state_dict(), tmp_path / "mynet.pt")
     return tmp_path
 
