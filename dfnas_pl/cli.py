@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.cli import LightningCLI
 
 import dfnas_pl.strategies  # noqa: F401  (registers the "ddp_nosync" strategy name)
+from dfnas_pl.quiet import quiet_library_noise
 from dfnas_pl.wandb_setup import default_wandb_mode
 
 
@@ -114,6 +115,7 @@ def _dispatch(args: list[str] | None = None):
     if "DFNAS_NUM_THREADS" in os.environ:
         torch.set_num_threads(int(os.environ["DFNAS_NUM_THREADS"]))
     default_wandb_mode()  # offline unless logged in (dfnas_pl.wandb_setup)
+    quiet_library_noise()  # messages a user cannot act on (dfnas_pl.quiet)
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["pipeline"]:  # all stages in order; see dfnas_pl.drivers.pipeline
         from dfnas_pl.drivers.pipeline import main as pipeline_main

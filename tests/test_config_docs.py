@@ -56,3 +56,24 @@ def test_nothing_in_the_repository_cites_notes_that_are_not_in_it():
     citing = [f for f in tracked if f.endswith((".py", ".md", ".yaml", ".cfg", ".sh", ".json"))
               and any(n in (REPO / f).read_text(errors="ignore") for n in names)]
     assert citing == []
+
+
+def test_library_messages_a_user_cannot_act_on_are_silenced_and_others_are_not(caplog):
+    import logging
+    import warnings
+
+    from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+    from dfnas_pl.quiet import quiet_library_noise
+
+    quiet_library_noise()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        quiet_library_noise()  # after simplefilter: the filters go first again
+        warnings.warn("`max_epochs` was not set. Setting it to 1000 epochs.", UserWarning)
+        warnings.warn("Something the user must know", UserWarning)
+    assert [str(w.message) for w in seen] == ["Something the user must know"]
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
+        rank_zero_info("💡 Tip: For seamless cloud logging and experiment tracking, try litlogger")
+        rank_zero_info("GPU available: False")
+    assert [r.getMessage() for r in caplog.records] == ["GPU available: False"]
