@@ -70,8 +70,8 @@ def test_library_messages_a_user_cannot_act_on_are_silenced_and_others_are_not(c
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("default")
         quiet_library_noise()  # after simplefilter: the filters go first again
-        warnings.warn("`max_epochs` was not set. Setting it to 1000 epochs.", UserWarning)
-        warnings.warn("Something the user must know", UserWarning)
+        warnings.warn("`max_epochs` was not set. Setting it to 1000 epochs.", UserWarning, stacklevel=1)
+        warnings.warn("Something the user must know", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["Something the user must know"]
     with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
         rank_zero_info("💡 Tip: For seamless cloud logging and experiment tracking, try litlogger")
