@@ -111,3 +111,18 @@ def test_a_toy_ground_truth_with_a_planted_spread_agrees_with_itself(macro_groun
     assert signal["top1"]["all"]["observed_seed_tau"] >= 0.6
     assert signal["top1"]["all"]["spread_sd"] > signal["top1"]["all"]["noise_sd"]
     assert signal["nll"]["flops_tau"] > 0.5
+
+
+def test_the_whole_split_decoded_at_once_equals_the_per_image_path(fmnist_root):
+    from torch.utils.data import Subset
+
+    from dfnas_pl.data import FashionMNISTDataModule
+    from dfnas_pl.drivers.tensor_training import _stack_at_once
+
+    dm = FashionMNISTDataModule(root=str(fmnist_root), augment=False)
+    dm.setup("fit")
+    part = Subset(dm.train_set.dataset, dm.train_set.indices[:300])  # a split of a split, as the driver's subset
+    x, y = _stack_at_once(part)
+    per_image = torch.stack([part[i][0] for i in range(300)])
+    assert torch.equal(x, per_image) and y.tolist() == [part[i][1] for i in range(300)]
+    assert _stack_at_once([(torch.zeros(1, 2, 2), 0)]) is None  # not an MNIST-like dataset: the per-image path
