@@ -382,7 +382,7 @@ class GroundTruth:
             todo = todo[: self.limit]
         print(f"Ground truth {self.space['family']}: {len(chosen['architectures'])} architectures x {len(self.seeds)} "
               f"seeds = {len(jobs)} jobs, {len(jobs) - len(todo)} already done, {len(todo)} to run "
-              f"({self.workers} worker{"s" if self.workers != 1 else ""} x {self.threads} thread(s), accelerator {self.accelerator}). "
+              f"({self.workers} worker{'s' if self.workers != 1 else ''} x {self.threads} thread(s), accelerator {self.accelerator}). "
               f"Records: {self.work / 'records'}", flush=True)
         started = time.time()
         if todo:
