@@ -134,8 +134,8 @@ class RetrainClassifier(ResumesExactly, L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Remember how many epochs the checkpoint's run trained: ``test --ckpt_path`` (how the pipeline tests)
         restores the weights but not the fit loop, so ``current_epoch`` would say 0 there."""
-        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
-        self._checkpoint_epochs = progress.get("completed")
+        # saved at an epoch's end, before the loop counts that epoch completed: its index + 1 epochs trained
+        self._checkpoint_epochs = int(checkpoint["epoch"]) + 1 if "epoch" in checkpoint else None
 
     def epochs_trained(self) -> int:
         loaded = getattr(self, "_checkpoint_epochs", None)
