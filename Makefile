@@ -6,7 +6,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast run synthesize paper-table ablation groundtruth rank-fidelity synthesis-sweep synthesis-sets synthesis-bn-weight synthesis-budget synthesis-around-default synthesis-window-confirm synthesis-first-bn synthesis-rounds darts-collapse device-carry lint bench clean
+.PHONY: install test test-fast run synthesize paper-table ablation groundtruth macro-pilot macro-groundtruth rank-fidelity synthesis-sweep synthesis-sets synthesis-bn-weight synthesis-budget synthesis-around-default synthesis-window-confirm synthesis-first-bn synthesis-rounds darts-collapse device-carry lint bench clean
 
 install: $(VENV)/.installed $(FMNIST)
 
@@ -47,6 +47,15 @@ ablation: install
 groundtruth: install
 	$(PY) -m dfnas_pl groundtruth --config experiments/fmnist/groundtruth_shufflenetv2.yaml
 	$(PY) -m dfnas_pl groundtruth --config experiments/fmnist/groundtruth_mobilenetv2.yaml
+
+# The macro space (studies/macro_pilot, studies/macro_groundtruth): the pilot that chose the recipe, then the
+# ground truth itself (about 3 CPU-hours on 2 workers; resumable, records committed).
+macro-pilot: install
+	$(PY) -m dfnas_pl groundtruth --config studies/macro_pilot/pilot_3ep.yaml
+	$(PY) studies/macro_pilot/analyse.py
+
+macro-groundtruth: install
+	$(PY) -m dfnas_pl groundtruth --config studies/macro_groundtruth/groundtruth_macro.yaml
 
 rank-fidelity: install
 	$(PY) -m dfnas_pl rank-fidelity --config experiments/fmnist/rank_fidelity.yaml
