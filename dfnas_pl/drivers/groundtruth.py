@@ -321,6 +321,9 @@ class GroundTruth:
         self.data, self.recipe, self.selection = data, recipe, selection
         self.seeds, self.workers, self.threads, self.limit = list(seeds), workers, threads_per_worker, limit
         self.accelerator = accelerator  # where the jobs run; not a setting: the recipe is the same on any device
+        if recipe.loop == "tensor" and accelerator == "gpu":
+            raise ValueError("recipe.loop: tensor trains on the CPU only; use --accelerator cpu, or recipe.loop: "
+                             "lightning on a GPU.")
 
     def settings(self) -> dict[str, Any]:
         """What the numbers depend on: a rerun in the same directory must match it exactly."""
