@@ -472,7 +472,9 @@ def plot_groundtruth(gt: dict[str, Any], path: Path) -> Path:
     archs = [x for x in gt["architectures"] if a in x["top1"] and b in x["top1"]]
     c = gt["noise_ceiling"]
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.6))
-    for inside, marker, label in ((False, "o", "FLOPs range"), (True, "^", "median band")):
+    banded = any("band" in x for x in archs)
+    for inside, marker, label in ((False, "o", "cheapest / dearest" if banded else "FLOPs range"),
+                                  (True, "^", "equal-FLOPs bands" if banded else "median band")):
         sub = [x for x in archs if x["in_median_band"] == inside]
         axes[0].scatter([100 * x["top1"][a] for x in sub], [100 * x["top1"][b] for x in sub], marker=marker, s=16,
                         label=label)
