@@ -147,22 +147,27 @@ def select_architectures(space_config: dict[str, Any], sel: Selection) -> dict[s
         taken.add(choices)
         chosen.append({"choices": list(choices), "flops": sampler.flops(choices), "stratum": "included"})
     if sel.flops_bands:
-        return _banded(sampler, pool, sel, chosen, taken, lo, hi, median)
-    width = (hi - lo) / sel.stratified if sel.stratified else 0
-    for k in range(sel.stratified):
-        centre = lo + (k + 0.5) * width
-        choices, flops = min((p for p in pool if p[0] not in taken), key=lambda p: (abs(p[1] - centre), p[0]))
-        taken.add(choices)
-        chosen.append({"choices": list(choices), "flops": flops, "stratum": f"range {k + 1}/{sel.stratified}"})
-    band = [p for p in pool if p[0] not in taken and abs(p[1] - median) <= sel.band_tolerance * median]
-    if len(band) < sel.median_band:
-        raise ValueError(f"Only {len(band)} architectures of the pool lie within {sel.band_tolerance:.0%} of the median "
-                         f"FLOPs; raise selection.pool or band_tolerance, or lower median_band.")
-    for choices, flops in random.Random(sel.seed + 1).sample(band, sel.median_band):
-        chosen.append({"choices": list(choices), "flops": flops, "stratum": "median band"})
+        chosen += _flops_bands(sampler, pool, sel, taken)
+    else:
+        width = (hi - lo) / sel.stratified if sel.stratified else 0
+        for k in range(sel.stratified):
+            centre = lo + (k + 0.5) * width
+            choices, flops = min((p for p in pool if p[0] not in taken), key=lambda p: (abs(p[1] - centre), p[0]))
+            taken.add(choices)
+            chosen.append({"choices": list(choices), "flops": flops, "stratum": f"range {k + 1}/{sel.stratified}"})
+        band = [p for p in pool if p[0] not in taken and abs(p[1] - median) <= sel.band_tolerance * median]
+        if len(band) < sel.median_band:
+            raise ValueError(f"Only {len(band)} architectures of the pool lie within {sel.band_tolerance:.0%} of the "
+                             f"median FLOPs; raise selection.pool or band_tolerance, or lower median_band.")
+        for choices, flops in random.Random(sel.seed + 1).sample(band, sel.median_band):
+            chosen.append({"choices": list(choices), "flops": flops, "stratum": "median band"})
     for i, arch in enumerate(chosen):
         arch["id"] = f"a{i:02d}"
-        arch["in_median_band"] = abs(arch["flops"] - median) <= sel.band_tolerance * median
+        if sel.flops_bands:
+            arch["depth"] = _depth(tuple(arch["choices"]))
+            arch["in_median_band"] = "band" in arch
+        else:
+            arch["in_median_band"] = abs(arch["flops"] - median) <= sel.band_tolerance * median
     return {"architectures": chosen, "median_flops": median, "space_flops_range": [lo, hi]}
 
 
@@ -171,10 +176,11 @@ def _depth(choices: tuple[str, ...]) -> int:
     return sum(c not in ("identity", "zero") for c in choices)
 
 
-def _banded(sampler: SpaceSampler, pool: list[tuple[tuple, int]], sel: Selection, chosen: list[dict[str, Any]],
-            taken: set[tuple], lo: int, hi: int, median: float) -> dict[str, Any]:
-    """``flops_bands`` groups of ``median_band`` architectures of (nearly) equal FLOPs that differ most in
-    depth, at the quantiles k / (bands + 1) of the pool's FLOPs, plus the cheapest and dearest path."""
+def _flops_bands(sampler: SpaceSampler, pool: list[tuple[tuple, int]], sel: Selection,
+                 taken: set[tuple]) -> list[dict[str, Any]]:
+    """The cheapest and dearest path, then ``flops_bands`` groups of ``median_band`` architectures of (nearly)
+    equal FLOPs that differ most in depth, at the quantiles k / (bands + 1) of the pool's FLOPs."""
+    chosen: list[dict[str, Any]] = []
     ends = [tuple(names[min(range(len(row)), key=row.__getitem__)] for row, names in zip(sampler.table, sampler.names)),
             tuple(names[max(range(len(row)), key=row.__getitem__)] for row, names in zip(sampler.table, sampler.names))]
     for choices, label in zip(ends, ("cheapest", "most expensive")):
@@ -206,11 +212,7 @@ def _banded(sampler: SpaceSampler, pool: list[tuple[tuple, int]], sel: Selection
             taken.add(choices)
             chosen.append({"choices": list(choices), "flops": flops, "stratum": f"band {k}/{sel.flops_bands}",
                            "band": k, "band_centre_flops": centre})
-    for i, arch in enumerate(chosen):
-        arch["id"] = f"a{i:02d}"
-        arch["depth"] = _depth(tuple(arch["choices"]))
-        arch["in_median_band"] = "band" in arch
-    return {"architectures": chosen, "median_flops": median, "space_flops_range": [lo, hi]}
+    return chosen
 
 
 # -- one job: one architecture, one seed (runs in a worker process) ----------------------------------
@@ -340,9 +342,8 @@ class GroundTruth:
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path} is not valid JSON ({err}); delete {self.work} to start the ground truth "
                                  f"over.") from err
-            if isinstance(saved, dict) and isinstance(saved.get("space"), dict):  # fields added since: defaults
-                saved["space"] = json.loads(json.dumps(dataclasses.asdict(LayerwiseSpaceConfig.from_dict(saved["space"]))))
-            for key, cls in (("recipe", TrainingRecipe), ("selection", Selection)):
+            # fields added since the directory was made: their defaults, which is what it was made with
+            for key, cls in (("space", LayerwiseSpaceConfig), ("recipe", TrainingRecipe), ("selection", Selection)):
                 if isinstance(saved, dict) and isinstance(saved.get(key), dict):
                     saved[key] = json.loads(json.dumps(dataclasses.asdict(dataclass_of(cls, saved[key]))))
             if saved != mine:
