@@ -30,6 +30,7 @@ DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "CIFAR100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 DATASET_SIZES = {"FashionMNIST": 28, "MNIST": 28, "CIFAR10": 32, "CIFAR100": 32}
+TRAIN_SPLIT_IMAGES = {"FashionMNIST": 60000, "MNIST": 60000, "CIFAR10": 50000, "CIFAR100": 50000}
 
 
 class VisionDataModule(L.LightningDataModule):
@@ -137,7 +138,7 @@ class VisionDataModule(L.LightningDataModule):
         is larger than ``val_size``, and its image files have the channel count that ``mean``/``std`` give
         (grey files read through a 3-value mean would be copied into 3 identical channels, silently)."""
         if self.hparams.dataset != "ImageFolder":
-            known = {"FashionMNIST": 60000, "MNIST": 60000, "CIFAR10": 50000, "CIFAR100": 50000}.get(self.hparams.dataset)
+            known = TRAIN_SPLIT_IMAGES.get(self.hparams.dataset)
             if known is not None:
                 self._check_val_size(known, f"{self.hparams.dataset} at '{self.hparams.root}'")
             return
