@@ -73,6 +73,7 @@ class RetrainClassifier(ResumesExactly, L.LightningModule):
         k = int(self.arch["space_config"]["num_classes"])
         self.val_acc, self.test_acc = MulticlassAccuracy(k, average="micro"), MulticlassAccuracy(k, average="micro")
         self.metrics_path = Path(metrics_path) if metrics_path else Path(architecture).with_name("metrics.json")
+        self._checkpoint_epochs: int | None = None  # set when a checkpoint is loaded (test --ckpt_path)
 
     def wandb_artifacts(self) -> list[tuple[str, str, Path]]:
         """For :class:`callbacks.WandbArtifacts`: ``metrics.json`` once the test has written it."""
@@ -138,10 +139,10 @@ class RetrainClassifier(ResumesExactly, L.LightningModule):
         self._checkpoint_epochs = int(checkpoint["epoch"]) + 1 if "epoch" in checkpoint else None
 
     def epochs_trained(self) -> int:
-        loaded = getattr(self, "_checkpoint_epochs", None)
-        if loaded is not None:
-            return int(loaded)
-        return int(self.trainer.fit_loop.epoch_progress.current.completed)
+        """Epochs trained: this process's fit loop when it trained (a resumed fit counts the restored epochs
+        too), else the loaded checkpoint's."""
+        trained = int(self.trainer.fit_loop.epoch_progress.current.completed)
+        return trained if trained or self._checkpoint_epochs is None else self._checkpoint_epochs
 
     def configure_optimizers(self):
         opt = torch.optim.SGD(self.model.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum,
