@@ -56,7 +56,7 @@ from dfnas_pl.wandb_setup import pipeline_group
 
 CSV_COLUMNS = ["space", "source", "scored_on", "seed", "supernet_steps", "n", "kendall_tau", "spearman_rho",
                "tau_ci_low", "tau_ci_high", "tau_minus_flops_ci_low", "tau_minus_flops_ci_high", "band_n",
-               "band_tau", "top25_recall", "best_scored_top1", "regret", "train_seconds", "score_seconds"]
+               "band_tau", "within_band_tau", "top25_recall", "best_scored_top1", "regret", "train_seconds", "score_seconds"]
 
 
 def is_real(source: str) -> bool:
@@ -153,6 +153,13 @@ def score_all(unit: dict[str, Any], weights: Path, scored_on: str) -> dict[str, 
         scores[arch["id"]] = score_path(supernet, path, first(bn_loader, bn_batches),
                                         first(val_loader, val_batches), teacher)
     return scores
+
+
+def scored(unit: dict[str, Any]) -> bool:
+    """A unit is done when its score file holds every dataset it is scored on (a cross pair added later
+    re-scores the kept supernet; it is not trained again)."""
+    path = Path(unit["score_file"])
+    return path.exists() and set(unit["scored_on"]) <= set(json.loads(path.read_text())["scores"])
 
 
 # -- the driver -------------------------------------------------------------------------------------------
@@ -254,7 +261,7 @@ class RankFidelity:
         for steps in self.curve_steps:
             if steps != self.steps:
                 units += self.units(sets, truths, steps, self.curve_sources)
-        todo = [u for u in units if not Path(u["score_file"]).exists()]
+        todo = [u for u in units if not scored(u)]
         print(f"Rank fidelity: {len(units)} units ({len(self.spaces)} spaces x {len(self.sources)} sources x "
               f"{len(self.seeds)} seeds, {self.steps} supernet steps; budget curve {self.curve_steps} for "
               f"{self.curve_sources}), {len(units) - len(todo)} done, {len(todo)} to run on "
@@ -290,12 +297,13 @@ class RankFidelity:
                 for steps in steps_all:
                     recs = [json.loads(self.score_file(space["name"], source, s, steps).read_text()) for s in self.seeds]
                     score = [statistics.mean(r["scores"][source][a["id"]] for r in recs) for a in archs]
-                    f = fidelity(score, truth, [a["in_median_band"] for a in archs], flops, self.samples)
+                    f = fidelity(score, truth, [a["in_median_band"] for a in archs], flops, self.samples,
+                                 groups=band_groups(archs))
                     rows.append({"space": space["name"], "source": source, "supernet_steps": steps, **f,
                                  "flops_tau": kendall_tau(flops, truth)})
         buf = io.StringIO()
         cols = ["space", "source", "supernet_steps", "kendall_tau", "tau_ci_low", "tau_ci_high",
-                "tau_minus_flops_ci_low", "tau_minus_flops_ci_high", "band_tau", "flops_tau"]
+                "tau_minus_flops_ci_low", "tau_minus_flops_ci_high", "band_tau", "within_band_tau", "flops_tau"]
         writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
         writer.writeheader()
         writer.writerows([{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows])
@@ -313,11 +321,13 @@ class RankFidelity:
             archs = gt["scored"]
             truth = [statistics.mean(a["top1"].values()) for a in archs]
             band = [a["in_median_band"] for a in archs]
+            groups = band_groups(archs)
             flops = [float(a["flops"]) for a in archs]
             common = {"space": space["name"], "supernet_steps": str(self.steps)}  # str: one type per W&B column
             for name, score in (("flops", flops), ("params", [float(a["params"]) for a in archs])):
                 rows.append({**common, "source": name, "scored_on": "-", "seed": "-", "supernet_steps": "-",
-                             **fidelity(score, truth, band, flops if name != "flops" else None, self.samples)})
+                             **fidelity(score, truth, band, flops if name != "flops" else None, self.samples,
+                                          groups=groups)})
             for source in self.sources:
                 for scored_on in [source, *[b for a, b in self.cross if a == source]]:
                     per_seed, meta = [], []
@@ -327,11 +337,11 @@ class RankFidelity:
                         per_seed.append(s)
                         meta.append(rec)
                         rows.append({**common, "source": source, "scored_on": scored_on, "seed": str(seed),
-                                     **fidelity(s, truth, band, flops, self.samples),
+                                     **fidelity(s, truth, band, flops, self.samples, groups=groups),
                                      "train_seconds": rec["train_seconds"], "score_seconds": rec["score_seconds"]})
                     mean_score = [statistics.mean(v) for v in zip(*per_seed)]
                     rows.append({**common, "source": source, "scored_on": scored_on, "seed": "mean",
-                                 **fidelity(mean_score, truth, band, flops, self.samples),
+                                 **fidelity(mean_score, truth, band, flops, self.samples, groups=groups),
                                  "train_seconds": sum(m["train_seconds"] for m in meta),
                                  "score_seconds": sum(m["score_seconds"] for m in meta)})
         return rows
@@ -362,6 +372,12 @@ class RankFidelity:
         print("\n" + md + f"\nTable: {base.with_suffix('.md')} (.csv, .json), plots: {', '.join(map(str, pngs))}")
 
 
+def band_groups(archs: list[dict[str, Any]]) -> list[str | None] | None:
+    """Each architecture's equal-FLOPs band (ground truths selected in bands), else None for all."""
+    groups = [a.get("stratum") if str(a.get("stratum", "")).startswith("band") else None for a in archs]
+    return groups if any(g is not None for g in groups) else None
+
+
 def _f(v: Any, digits: int = 2) -> str:
     return _fmt(v, digits)
 
@@ -374,8 +390,8 @@ def markdown(rows: list[dict[str, Any]], truths: dict[str, dict[str, Any]], step
                   f"Ground-truth noise ceiling (seed {c['seeds'][0]} vs {c['seeds'][1]}): Kendall tau "
                   f"{_f(c['kendall_tau'])}, median-FLOPs band tau {_f(c['band_kendall_tau'])} ({c['band_n']} architectures).",
                   "", "| source | scored on | Kendall tau, seed-mean score [95 % CI] | tau per seed | minus FLOPs tau [95 % CI] "
-                  "| Spearman rho | band tau | top-25 % recall | regret (points) |",
-                  "|---|---|---|---|---|---:|---:|---:|---:|"]
+                  "| Spearman rho | band tau | within-band tau | top-25 % recall | regret (points) |",
+                  "|---|---|---|---|---|---:|---:|---:|---:|---:|"]
         mine = [r for r in rows if r["space"] == space]
         for r in mine:
             if r["seed"] not in ("mean", "-"):
@@ -386,7 +402,8 @@ def markdown(rows: list[dict[str, Any]], truths: dict[str, dict[str, Any]], step
                      if "tau_minus_flops_ci_low" in r else "-")
             lines.append(f"| {r['source']} | {r['scored_on']} | {_f(r['kendall_tau'])} [{_f(r['tau_ci_low'])}, "
                          f"{_f(r['tau_ci_high'])}] | {' / '.join(_f(x['kendall_tau']) for x in seeds) or '-'} | {delta} | "
-                         f"{_f(r['spearman_rho'])} | {_f(r['band_tau'])} | {_f(r['top25_recall'])} | "
+                         f"{_f(r['spearman_rho'])} | {_f(r['band_tau'])} | {_f(r.get('within_band_tau'))} | "
+                         f"{_f(r['top25_recall'])} | "
                          f"{_f(100 * r['regret'])} |")
         lines.append("")
     return "\n".join(lines)

@@ -81,12 +81,30 @@ def regret(score: Sequence[float], truth: Sequence[float]) -> tuple[float, float
     return picked, max(truth) - picked
 
 
+def within_group_tau(score: Sequence[float], truth: Sequence[float], groups: Sequence[str | None]) -> float:
+    """Mean Kendall tau inside each group (e.g. equal-FLOPs bands; ``None``: in no group).
+
+    Pooling several bands into one tau would reward a score that only orders the bands by FLOPs; the
+    mean of the per-band taus asks, band by band, whether the score knows more than FLOPs. Groups of
+    fewer than 3 architectures, and groups whose tau is undefined, are left out."""
+    taus = []
+    for g in sorted({g for g in groups if g is not None}):
+        idx = [i for i, x in enumerate(groups) if x == g]
+        if len(idx) >= 3:
+            t = kendall_tau([score[i] for i in idx], [truth[i] for i in idx])
+            if not math.isnan(t):
+                taus.append(t)
+    return sum(taus) / len(taus) if taus else math.nan
+
+
 def fidelity(score: Sequence[float], truth: Sequence[float], band: Sequence[bool] | None = None,
-             flops: Sequence[float] | None = None, samples: int = 1000, seed: int = 0) -> dict[str, float]:
+             flops: Sequence[float] | None = None, samples: int = 1000, seed: int = 0,
+             groups: Sequence[str | None] | None = None) -> dict[str, float]:
     """Every ranking number of one score against the truth (both over the same architectures).
 
     ``band`` marks the architectures in the median-FLOPs band (tau there says whether the score
-    knows more than "bigger is better"); ``flops`` adds the paired difference to the FLOPs baseline."""
+    knows more than "bigger is better"); ``groups`` names each architecture's equal-FLOPs band for the
+    mean within-band tau; ``flops`` adds the paired difference to the FLOPs baseline."""
     lo, hi = bootstrap_interval(kendall_tau, score, truth, samples=samples, seed=seed)
     picked, loss = regret(score, truth)
     row = {"n": len(score), "kendall_tau": kendall_tau(score, truth), "spearman_rho": spearman_rho(score, truth),
@@ -96,6 +114,8 @@ def fidelity(score: Sequence[float], truth: Sequence[float], band: Sequence[bool
         idx = [i for i, inside in enumerate(band) if inside]
         row["band_n"] = len(idx)
         row["band_tau"] = kendall_tau([score[i] for i in idx], [truth[i] for i in idx])
+    if groups is not None:
+        row["within_band_tau"] = within_group_tau(score, truth, groups)
     if flops is not None:
         row["tau_minus_flops_ci_low"], row["tau_minus_flops_ci_high"] = bootstrap_interval(
             kendall_tau, score, truth, baseline=flops, samples=samples, seed=seed)
