@@ -56,8 +56,8 @@ class DotPairs(L.LightningDataModule):
         return self._loader(self.search_val, False)
 
 
-def fit(model, data, epochs, tmp_path):
-    torch.manual_seed(0)
+def fit(model, data, epochs, tmp_path, seed=0):
+    torch.manual_seed(seed)
     L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
               enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
               limit_val_batches=0, default_root_dir=str(tmp_path)).fit(model, datamodule=data)
@@ -68,17 +68,27 @@ LAYERWISE = dict(stem_channels=8, stage_layers=(1,), in_channels=1, num_classes=
 
 @pytest.mark.slow
 def test_proxylessnas_picks_the_7x7_kernel(tmp_path):
+    """The majority of 3 seeded searches, after a weight warm-up long enough for every candidate to learn.
+
+    With 2 warm-up epochs of 14 the gates chose before the 7x7 weights had learned the task: 5 of 8 seeds
+    found the 7x7 kernel (the other 3 a 3x3 or 5x5); with 6 of 20, 8 of 8 did. The supernet is seeded too:
+    its initial weights used to depend on the tests run before this one."""
     space = LayerwiseSpaceConfig(family="mobilenetv2", stage_channels=(16,), **LAYERWISE)
-    model = ProxylessSearch(space=space, teacher=None, alpha_lr=0.05, warmup_epochs=2, w_lr=0.05,
-                            output_dir=str(tmp_path / "px"))
-    fit(model, DotPairs(7), 14, tmp_path)
-    assert model.names(model.best_path())[0].startswith("mbconv_k7"), model.history[-1]
+    found = []
+    for seed in range(3):
+        torch.manual_seed(seed)  # the supernet's initial weights too, not only the training
+        model = ProxylessSearch(space=space, teacher=None, alpha_lr=0.05, warmup_epochs=6, w_lr=0.05,
+                                output_dir=str(tmp_path / f"px{seed}"))
+        fit(model, DotPairs(7), 20, tmp_path, seed)
+        found.append((model.names(model.best_path())[0], model.history[-1]["probs"]))
+    assert sum(name.startswith("mbconv_k7") for name, _ in found) >= 2, found
 
 
 @pytest.mark.slow
 def test_spos_evolution_picks_a_large_receptive_field(tmp_path):
     """7x7 and xception (three 3x3) both span 9 px with the stem; 3x3 and 5x5 cannot solve the task."""
     space = LayerwiseSpaceConfig(family="shufflenetv2", stage_channels=(16,), **LAYERWISE)
+    torch.manual_seed(0)  # initial weights independent of the tests run before
     model = SPOSSearch(space=space, teacher=None, lr=0.2, population=4, generations=1, top_k=2,
                        bn_recalibration_batches=2, output_dir=str(tmp_path / "spos"))
     fit(model, DotPairs(7), 20, tmp_path)
@@ -91,6 +101,7 @@ def test_spos_evolution_picks_a_large_receptive_field(tmp_path):
 def test_darts_picks_the_convolution_over_the_skip(tmp_path):
     space = DartsSpaceConfig(channels=8, layers=1, steps=1, num_classes=2,
                              primitives=("skip_connect", "sep_conv_3x3"))
+    torch.manual_seed(0)  # initial weights independent of the tests run before
     model = DartsSearch(space=space, teacher=None, image_size=16, alpha_lr=0.01, output_dir=str(tmp_path / "d"))
     fit(model, DotPairs(4), 20, tmp_path)
     assert model.genotype()["reduce"] == [[("sep_conv_3x3", 0), ("sep_conv_3x3", 1)]], model.arch_weights()[1]
