@@ -51,7 +51,9 @@ class DFNASCLI(LightningCLI):
         from dfnas_pl.utils.settings import check_paths
 
         subcommand = self.config.get("subcommand")
-        check_paths(self.config[subcommand] if subcommand else self.config)
+        config = self.config[subcommand] if subcommand else self.config
+        check_paths(config)
+        logs_beside_outputs(config)
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI opens an explicit ``--ckpt_path`` while parsing (for its hyper-parameters), before
@@ -64,6 +66,22 @@ class DFNASCLI(LightningCLI):
         if given and given not in ("last", "best", "hpc", "registry"):
             check_checkpoint(given)
         super()._parse_ckpt_path()
+
+
+def logs_beside_outputs(config) -> None:
+    """A W&B logger whose ``save_dir`` names no place (WandbLogger's own default, the current directory)
+    logs beside the stage's outputs: the model's ``output_dir`` where it has one, else the trainer's
+    ``default_root_dir``. Otherwise every stage run on its own would write ``./wandb`` wherever it was
+    started, whatever output directory the user gave it."""
+    loggers = config.get("trainer", {}).get("logger")
+    home = (config.get("model", {}).get("init_args", {}) or {}).get("output_dir") \
+        or config.get("trainer", {}).get("default_root_dir")
+    if not home or not loggers or isinstance(loggers, bool):
+        return
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if str(logger.get("class_path", "")).endswith("WandbLogger") and logger.get("init_args") is not None \
+                and str(logger.init_args.get("save_dir", ".")) in (".", "./", ""):
+            logger.init_args.save_dir = str(home)
 
 
 # Where our own clear error messages are raised (the package and the callbacks next to it).

@@ -225,3 +225,25 @@ def test_a_resumed_synthesis_leaves_a_foreign_file_in_place(tmp_path, capsys):
     Image.new("L", (28, 28)).save(foreign)
     synthesize(out, rounds=1, images_per_class=1, iterations=2)
     assert foreign.is_file() and "Left in place" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_stage_run_on_its_own_logs_to_wandb_beside_its_outputs(tmp_path):
+    """Shipped configs name no W&B folder: a stage's offline W&B run lands beside the output directory the
+    user gave it, not in ./runs/fmnist/wandb under wherever the command was started."""
+    started_in, out = tmp_path / "elsewhere", tmp_path / "my_set"
+    started_in.mkdir()
+    run_cli("fit", "--config", str(REPO / "experiments/fmnist/synthesize.yaml"), "--model.init_args.output_dir",
+            str(out), "--model.init_args.rounds", "1", "--model.init_args.iterations", "2",
+            "--model.init_args.warmup_iterations", "1", "--model.init_args.quality_gate", "false",
+            "--data.init_args.images_per_class", "1", "--data.init_args.batch_size", "10", cwd=started_in)
+    assert list((out / "wandb").glob("offline-run-*")), sorted(p.name for p in out.iterdir())
+    assert not list(started_in.rglob("wandb")), sorted(str(p) for p in started_in.rglob("*"))
+    # a save_dir the user names still wins
+    named = tmp_path / "my_logs"
+    run_cli("fit", "--config", str(REPO / "experiments/fmnist/synthesize.yaml"), "--model.init_args.output_dir",
+            str(tmp_path / "set2"), "--trainer.logger.init_args.save_dir", str(named), "--model.init_args.rounds",
+            "1", "--model.init_args.iterations", "2", "--model.init_args.warmup_iterations", "1",
+            "--model.init_args.quality_gate", "false", "--data.init_args.images_per_class", "1",
+            "--data.init_args.batch_size", "10", cwd=started_in)
+    assert list((named / "wandb").glob("offline-run-*")) and not (tmp_path / "set2" / "wandb").exists()
