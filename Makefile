@@ -4,6 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# one pytest worker per core (pytest-xdist); idle workers take queued tests from busy ones
+PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
 .PHONY: install test test-fast run synthesize paper-table ablation groundtruth macro-pilot macro-groundtruth rank-fidelity synthesis-sweep synthesis-sets synthesis-bn-weight synthesis-budget synthesis-around-default synthesis-window-confirm synthesis-first-bn synthesis-rounds darts-collapse device-carry lint bench clean
@@ -22,10 +24,10 @@ $(FMNIST):
 	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist)
 
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
 # The main job on the embedded default teacher: synthesis -> 3 searches -> retraining, then a table.
 run: install

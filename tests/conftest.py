@@ -19,7 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 TEACHER = "embedded:fmnist_resnet8"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs the tests on 2 xdist workers (one per core): one torch thread per worker, and the
+    # same for the stage processes the tests start (the CLI reads DFNAS_NUM_THREADS), not 2 x 2 threads
+    os.environ.setdefault("DFNAS_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def synthesize(out: Path, rounds: int = 2, images_per_class: int = 2, batch_size: int = 10, iterations: int = 20,

@@ -62,3 +62,39 @@ def test_paper_table_at_toy_size(tmp_path, fmnist_root):
     table = (run / "paper_table.md").read_text()
     assert f"{sum(spent.values()) / 3600:.2f} h over 16 stages" in table
     assert "| spos | (c) plain inversion |" in table
+
+
+@pytest.mark.slow
+def test_paper_table_trains_found_architectures_with_the_groundtruth_recipe(tmp_path, fmnist_root, macro_groundtruth):
+    """With a ground truth: every found architecture is trained with its recipe and seeds, and one the ground
+    truth already holds reuses its records (here: the all-identity network, planted as a search result)."""
+    from tests.conftest import MACRO_TINY_ARCHS, MACRO_TINY_SPACE
+
+    run = tmp_path / "run"
+    search = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+              "--data.init_args.batch_size", "8", "--data.init_args.real_data.init_args.root", str(fmnist_root),
+              "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    spos = ["--model.init_args.space", json.dumps(MACRO_TINY_SPACE), "--model.init_args.max_mflops", "null",
+            "--model.init_args.population", "2", "--model.init_args.generations", "1", "--model.init_args.top_k", "1",
+            "--model.init_args.bn_recalibration_batches", "1"]
+    planted = run / "search" / "spos" / "noise" / "architecture.json"  # a finished search: kept, not rerun
+    from dfnas_pl.search.export import write_architecture
+    from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
+
+    write_architecture(planted, "spos", "macro", LayerwiseSpaceConfig.from_dict(MACRO_TINY_SPACE), 28,
+                       MACRO_TINY_ARCHS[0])
+    out = run_cli("paper-table", "--run_dir", str(run), "--algorithms", "[spos]", "--sources", "[real, noise]",
+                  "--seeds", "[0, 1]", "--search_images", "40", "--groundtruth", str(macro_groundtruth),
+                  "--search_configs", json.dumps({"spos": "experiments/fmnist/search_spos_macro.yaml"}),
+                  "--overrides", json.dumps({"search": search, "spos": spos}), timeout=900).stdout
+    gt = {tuple(a["choices"]): a for a in json.loads(macro_groundtruth.read_text())["architectures"]}
+    rows = {r["source"]: r for r in csv.DictReader((run / "paper_table.csv").open())}
+    assert rows["noise"]["in_groundtruth"] == "True" and rows["noise"]["choices"] == " ".join(MACRO_TINY_ARCHS[0])
+    mine = gt[tuple(MACRO_TINY_ARCHS[0])]["top1"]
+    assert float(rows["noise"]["mean"]) == pytest.approx(50 * (mine["0"] + mine["1"]))
+    real = json.loads((run / "search" / "spos" / "real" / "architecture.json").read_text())
+    if tuple(real["choices"]) not in gt:  # trained with the ground truth's recipe, in the run dir
+        found = {tuple(a["choices"]): a for a in json.loads((run / "found.json").read_text())["architectures"]}
+        assert set(found[tuple(real["choices"])]["top1"]) == {"0", "1"}
+        assert json.loads((run / "found.json").read_text())["recipe"]["loop"] == "tensor"
+    assert "| architecture | in the ground truth |" in out and "recipe and seeds of" in out

@@ -12,7 +12,7 @@ import lightning as L
 import pytest
 import torch
 
-from dfnas_pl.drivers.rank_fidelity import budget_curve
+from dfnas_pl.drivers.rank_fidelity import budget_curve, scored
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
 from dfnas_pl.search.ranking import (
     bootstrap_interval,
@@ -21,6 +21,7 @@ from dfnas_pl.search.ranking import (
     regret,
     spearman_rho,
     top_quarter_recall,
+    within_group_tau,
 )
 from dfnas_pl.search.scoring import score_path
 from dfnas_pl.search.spos import SPOSSearch
@@ -132,3 +133,25 @@ def test_rank_fidelity_runs_every_kind_of_source_and_resumes(tmp_path, fmnist_ro
     again = run_cli(*args, timeout=600)
     assert "4 done, 0 to run" in again.stdout
     assert [p.stat().st_mtime_ns for p in scores] == mtimes
+
+
+def test_within_band_tau_asks_each_band_alone():
+    """A score that only orders the bands (as FLOPs would) ranks well overall and not at all inside them."""
+    truth = [1, 2, 3, 4, 5, 6, 7]
+    groups = ["band 1/2"] * 3 + ["band 2/2"] * 3 + [None]  # the last: outside every band (cheapest / dearest)
+    bands_only = [3, 2, 1, 6, 5, 4, 7]
+    assert kendall_tau(bands_only, truth) > 0.3
+    assert within_group_tau(bands_only, truth, groups) == pytest.approx(-1.0)
+    assert within_group_tau(truth, truth, groups) == pytest.approx(1.0)
+    row = fidelity(bands_only, truth, groups=groups, samples=10)
+    assert row["within_band_tau"] == pytest.approx(-1.0)
+
+
+def test_a_unit_is_done_only_when_its_score_file_holds_every_dataset_it_is_scored_on(tmp_path):
+    """A cross pair added later re-scores the kept supernet instead of reading a score that is not there."""
+    unit = {"score_file": str(tmp_path / "s.json"), "scored_on": ["real_500", "default"]}
+    assert not scored(unit)
+    (tmp_path / "s.json").write_text(json.dumps({"scores": {"real_500": {"a00": 0.5}}}))
+    assert not scored(unit)
+    (tmp_path / "s.json").write_text(json.dumps({"scores": {"real_500": {"a00": 0.5}, "default": {"a00": 0.4}}}))
+    assert scored(unit)

@@ -5,6 +5,11 @@ the config's own default is), (c) plain model-inversion data, (d) Gaussian noise
 random architecture of the same space at FLOPs similar to (b). Every architecture is retrained on the
 real training split with several seeds; the table reports test top-1 mean and std.
 
+With ``groundtruth`` (a ground-truth JSON of the searched space, :mod:`dfnas_pl.drivers.groundtruth`), every
+found architecture is trained instead with that ground truth's recipe, data and seeds: its accuracy is then on
+the ground truth's scale, with the run-to-run noise the ground truth measured, and an architecture the ground
+truth already holds reuses its records (``studies/macro_paper_table/``).
+
 The same driver runs the ablations: ``synthesis_variants`` names synthetic sets made with extra
 synthesis arguments (no label calibration, no regional update, no BN-statistics loss, ...), each a
 search source like the others (``experiments/fmnist/ablation.yaml``); ``table_name`` keeps its table
@@ -24,9 +29,11 @@ from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from dfnas_pl.drivers.groundtruth import GroundTruth, Selection, TrainingRecipe, load_groundtruth
 from dfnas_pl.drivers.pipeline import ALGORITHMS, Pipeline, set_is_sound
 from dfnas_pl.drivers.synthetic_sets import PAPER_METHOD, PLAIN_INVERSION, SHIPPED_DEFAULT, set_dir
 from dfnas_pl.search.export import write_architecture
+from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
 from dfnas_pl.search.random_arch import random_like
 from dfnas_pl.utils.io import atomic_write_bytes, readable_json
 from dfnas_pl.utils.locking import one_writer
@@ -58,6 +65,10 @@ def parser() -> ArgumentParser:
                         "BN-loss weight: README)")
     p.add_argument("--labels", type=dict[str, str], default={}, help="table labels of the sources (variants)")
     p.add_argument("--table_name", type=str, default="paper_table", help="<run_dir>/<table_name>.md/.csv/.png")
+    p.add_argument("--groundtruth", type=str | None, default=None,
+                   help="a ground-truth JSON of the searched space: train every found architecture with its recipe "
+                        "and seeds (reusing its records) instead of retrain_config")
+    p.add_argument("--workers", type=int, default=2, help="parallel ground-truth training jobs (with groundtruth)")
     return p
 
 
@@ -66,8 +77,11 @@ class PaperTable(Pipeline):
                  synthesis_config: str, search_configs: dict[str, str], retrain_config: str,
                  overrides: dict[str, list[str]], synthesis_variants: dict[str, list[str]] | None = None,
                  labels: dict[str, str] | None = None, table_name: str = "paper_table",
-                 synthetic_args: list[str] | None = None) -> None:
+                 synthetic_args: list[str] | None = None, groundtruth: str | None = None, workers: int = 2) -> None:
         super().__init__(run_dir, algorithms, synthesis_config, search_configs, retrain_config, overrides)
+        self.groundtruth, self.workers = groundtruth, workers
+        if groundtruth is not None:
+            load_groundtruth(groundtruth)  # a missing or foreign file is refused before any stage runs
         self.synthesis_args = list(synthetic_args or [])
         self.variants = dict(SYNTHESIS_VARIANTS if synthesis_variants is None else synthesis_variants)
         clash = sorted(set(self.variants) & (set(SOURCES) - {"plain"}))
@@ -140,18 +154,47 @@ class PaperTable(Pipeline):
     @one_writer("run", "paper-table run")
     def __call__(self) -> list[dict]:
         sets = self.synthetic_sets()
-        rows = []
+        rows, found = [], {}
         for algorithm in self.algorithms:
             archs = {s: self.search_source(algorithm, s, sets) for s in self.sources if s != "random"}
             if "random" in self.sources:
                 archs["random"] = self.random_architecture(algorithm, archs["synthetic"])
-            for source in self.sources:
-                runs = [self.retrain_seed(algorithm, source, seed, archs[source]) for seed in self.seeds]
-                accs = [100 * m["test_top1"] for m in runs]
-                rows.append({"algorithm": algorithm, "source": source, "label": self.labels[source],
-                             "mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                             "seeds": len(accs), "mflops": runs[0]["flops"] / 1e6, "kparams": runs[0]["params"] / 1e3})
+            found[algorithm] = archs
+        if self.groundtruth is not None:
+            rows = self.groundtruth_rows(found)
+        else:
+            for algorithm, archs in found.items():
+                for source in self.sources:
+                    runs = [self.retrain_seed(algorithm, source, seed, archs[source]) for seed in self.seeds]
+                    rows.append(row(algorithm, source, self.labels[source], [100 * m["test_top1"] for m in runs],
+                                    runs[0]["flops"], runs[0]["params"]))
         self.write_table(rows)
+        return rows
+
+    def groundtruth_rows(self, found: dict[str, dict[str, Path]]) -> list[dict]:
+        """Train every found architecture with the ground truth's recipe and seeds (one GroundTruth run over
+        them, resumable per job), reusing the ground truth's own records where it holds the architecture."""
+        gt = load_groundtruth(self.groundtruth)
+        known = {tuple(a["choices"]): a for a in gt["architectures"] if set(map(str, self.seeds)) <= set(a["top1"])}
+        archs = {(alg, src): json.loads(path.read_text()) for alg, paths in found.items() for src, path in paths.items()}
+        for (alg, src), arch in archs.items():
+            if arch["space_config"] != gt["space_config"]:
+                raise ValueError(f"The {alg} search on {src} searched another space than the ground truth "
+                                 f"{self.groundtruth}: {arch['space_config']} vs {gt['space_config']}. Search the "
+                                 f"ground truth's space (e.g. experiments/fmnist/search_spos_macro.yaml).")
+        new = tuple(dict.fromkeys(tuple(a["choices"]) for a in archs.values() if tuple(a["choices"]) not in known))
+        trained = {}
+        if new:
+            result = GroundTruth(LayerwiseSpaceConfig.from_dict(gt["space_config"]), str(self.run / "found.json"),
+                                 str(self.run / "found_jobs"), gt["data"], TrainingRecipe(**gt["recipe"]),
+                                 Selection(stratified=0, median_band=0, include=new), self.seeds, self.workers)()
+            trained = {tuple(a["choices"]): a for a in result["architectures"]}
+        rows = []
+        for (alg, src), arch in archs.items():
+            entry = known.get(tuple(arch["choices"])) or trained[tuple(arch["choices"])]
+            accs = [100 * entry["top1"][str(seed)] for seed in self.seeds]
+            rows.append({**row(alg, src, self.labels[src], accs, entry["flops"], entry["params"]),
+                         "in_groundtruth": tuple(arch["choices"]) in known, "choices": " ".join(arch["choices"])})
         return rows
 
     def write_table(self, rows: list[dict]) -> None:
@@ -159,6 +202,12 @@ class PaperTable(Pipeline):
                  "|---|---|---:|---:|---:|---:|"]
         lines += [f"| {r['algorithm']} | {r['label']} | {r['mean']:.2f} ± {r['std']:.2f} | {r['seeds']} | "
                   f"{r['mflops']:.2f} | {r['kparams']:.1f} |" for r in rows]
+        if self.groundtruth is not None:  # which architecture each search found, on the ground truth's scale
+            lines[0] += " architecture | in the ground truth |"
+            lines[1] += "---|---|"
+            lines[2:] = [f"{line} {r['choices']} | {'yes' if r['in_groundtruth'] else 'no'} |"
+                         for line, r in zip(lines[2:], rows)]
+            lines += ["", f"Every architecture trained with the recipe and seeds of {self.groundtruth}."]
         ledger = self.spent_seconds()
         if ledger:
             spent, stages = sum(ledger.values()), len(ledger)
@@ -173,6 +222,13 @@ class PaperTable(Pipeline):
         atomic_write_bytes(table.with_suffix(".csv"), buf.getvalue().encode())
         plot(table.with_suffix(".png"), rows)
         print("\n" + "\n".join(lines) + f"\n\nTable: {table.with_suffix('.md')} (.csv, .png)")
+
+
+def row(algorithm: str, source: str, label: str, accs: list[float], flops: float, params: float) -> dict:
+    """One table row: test top-1 (%) mean and std over the seeds, size of the architecture."""
+    return {"algorithm": algorithm, "source": source, "label": label, "mean": statistics.mean(accs),
+            "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "seeds": len(accs), "mflops": flops / 1e6,
+            "kparams": params / 1e3}
 
 
 def plot(path: Path, rows: list[dict]) -> None:
@@ -200,4 +256,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return PaperTable(c.run_dir, c.algorithms, c.sources, c.seeds, c.search_images, c.synthesis_config,
                       dict(c.search_configs), c.retrain_config, {k: list(v) for k, v in (c.overrides or {}).items()},
                       {k: list(v) for k, v in c.synthesis_variants.items()}, dict(c.labels or {}), c.table_name,
-                      list(c.synthetic_args))()
+                      list(c.synthetic_args), c.groundtruth, c.workers)()

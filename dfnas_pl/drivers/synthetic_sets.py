@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 # Named synthesis settings the drivers compare, spelled out in full so that a set's meaning does not move
-# when the synthesis config's defaults do (they follow the measurements: README, 'Quality').
+# when the synthesis config's defaults do (they follow the measurements: studies/synthesis_quality/README.md).
 PAPER_METHOD = ["--model.init_args.label_calibration", "true", "--model.init_args.regional_update", "zoom",
                 "--model.init_args.r_feature", "0.01"]
 """The paper's method at our scale: calibrated rounds, a zoom regional update, the official BN-loss weight."""

@@ -66,7 +66,7 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
         label_calibration: round r > 0 targets the teacher's soft prediction on round r-1's image of
             the same slot. Off: every round uses hard, class-balanced labels (plain DeepInversion). The
             paper: on; the default is off because it did not measurably help our distillation check
-            (README, 'Calibration x regional update').
+            (studies/synthesis_quality/README.md, 'Calibration x regional update').
         label_temperature: temperature of the soft targets of calibrated rounds (official: 1).
         iterations: Adam steps per batch at full resolution.
         lowres_iterations: optional warm-up steps on an average-pooled canvas (official: 2000 at half
@@ -78,7 +78,7 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
         main_loss_multiplier: weight of the cross-entropy to the targets.
         r_feature: weight of the BatchNorm-statistics loss (feature-level regularisation); 0 switches it off.
             Official: 0.01; the default is 0.1, ten times that, because it measured better on the
-            distillation check (+4.6 [+2.3, +6.9] points over 8 seeds on Fashion-MNIST, README,
+            distillation check (+4.6 [+2.3, +6.9] points over 8 seeds on Fashion-MNIST, studies/synthesis_quality/README.md,
             'The BatchNorm-statistics loss'). The CIFAR / ImageNet paper configs keep 0.01 (not measured there).
         first_bn_multiplier: extra factor on the first BatchNorm layer's statistics term (official: 10).
         tv_l1: weight of the L1 total-variation prior.
