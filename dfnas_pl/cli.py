@@ -2,8 +2,7 @@
 
 The stage is chosen by the config: ``model.class_path`` (teacher training, synthesis, ...) and
 ``data.class_path``. Subcommands are Lightning's own: ``fit``, ``validate``, ``test``, ``predict``,
-plus the drivers in :mod:`dfnas_pl.drivers`: ``pipeline``, ``paper-table``, ``groundtruth``, ``rank-fidelity``,
-``synthesis-sweep``, and ``check <synthetic set>``.
+plus the commands in ``COMMANDS`` (the drivers in :mod:`dfnas_pl.drivers` and ``check <synthetic set>``).
 """
 
 from __future__ import annotations
@@ -29,7 +28,8 @@ class DFNASCLI(LightningCLI):
         # A resumed run writes its config.yaml again into the same log dir: overwrite, don't crash.
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_kwargs", {"description": "dfnas_pl: data-free NAS with PyTorch Lightning. "
-                                            "Run a stage with `fit --config experiments/<dataset>/<stage>.yaml`."})
+                                            "Run a stage with `fit --config experiments/<dataset>/<stage>.yaml`; "
+                                            f"further commands (each with --help): {', '.join(COMMANDS)}."})
         super().__init__(*args, **kwargs)
 
     def _check_last_checkpoint(self) -> None:
@@ -128,6 +128,18 @@ def main(args: list[str] | None = None):
         raise SystemExit(2) from None
 
 
+# The commands beside LightningCLI's subcommands: name -> the module whose ``main(argv)`` runs it. A new
+# driver is a module with a ``main`` and one line here (imported only when named, so ``fit`` stays lean).
+COMMANDS = {
+    "pipeline": "dfnas_pl.drivers.pipeline",            # all stages in order
+    "paper-table": "dfnas_pl.drivers.paper_table",      # the paper's comparison of search-data sources
+    "groundtruth": "dfnas_pl.drivers.groundtruth",      # real-data accuracy of fixed architectures
+    "rank-fidelity": "dfnas_pl.drivers.rank_fidelity",  # how each data source's supernet ranks them
+    "synthesis-sweep": "dfnas_pl.drivers.synthesis_sweep",  # distillation check over synthesis variants
+    "check": "dfnas_pl.data.check_set",                 # verify a synthetic set
+}
+
+
 def _dispatch(args: list[str] | None = None):
     # 2-core CPU machines: keep torch from oversubscribing when several DDP processes share the cores.
     if "DFNAS_NUM_THREADS" in os.environ:
@@ -135,30 +147,13 @@ def _dispatch(args: list[str] | None = None):
     default_wandb_mode()  # offline unless logged in (dfnas_pl.wandb_setup)
     quiet_library_noise()  # messages a user cannot act on (dfnas_pl.quiet)
     argv = sys.argv[1:] if args is None else list(args)
-    if argv[:1] == ["pipeline"]:  # all stages in order; see dfnas_pl.drivers.pipeline
-        from dfnas_pl.drivers.pipeline import main as pipeline_main
+    if argv[:1] and argv[0] in COMMANDS:  # a driver: its module's main() takes the rest of the line
+        from importlib import import_module
 
-        return pipeline_main(argv[1:])
-    if argv[:1] == ["paper-table"]:  # the paper's comparison; see dfnas_pl.drivers.paper_table
-        from dfnas_pl.drivers.paper_table import main as paper_table_main
-
-        return paper_table_main(argv[1:])
-    if argv[:1] == ["groundtruth"]:  # real-data accuracy of fixed architectures; see dfnas_pl.drivers.groundtruth
-        from dfnas_pl.drivers.groundtruth import main as groundtruth_main
-
-        return groundtruth_main(argv[1:])
-    if argv[:1] == ["check"]:  # verify a synthetic set; see dfnas_pl.data.check_set
-        from dfnas_pl.data.check_set import main as check_main
-
-        raise SystemExit(check_main(argv[1:]))
-    if argv[:1] == ["synthesis-sweep"]:  # distillation check over synthesis variants; see dfnas_pl.drivers.synthesis_sweep
-        from dfnas_pl.drivers.synthesis_sweep import main as synthesis_sweep_main
-
-        return synthesis_sweep_main(argv[1:])
-    if argv[:1] == ["rank-fidelity"]:  # how each data source ranks them; see dfnas_pl.drivers.rank_fidelity
-        from dfnas_pl.drivers.rank_fidelity import main as rank_fidelity_main
-
-        return rank_fidelity_main(argv[1:])
+        result = import_module(COMMANDS[argv[0]]).main(argv[1:])
+        if isinstance(result, int):  # a command that answers with an exit status (check)
+            raise SystemExit(result)
+        return result
     return DFNASCLI(args=args)
 
 
