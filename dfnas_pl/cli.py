@@ -27,7 +27,8 @@ class DFNASCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         # A resumed run writes its config.yaml again into the same log dir: overwrite, don't crash.
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("parser_kwargs", {"description": "dfnas_pl: data-free NAS with PyTorch Lightning. "
+        kwargs.setdefault("parser_kwargs", {"prog": "python -m dfnas_pl",
+                                            "description": "dfnas_pl: data-free NAS with PyTorch Lightning. "
                                             "Run a stage with `fit --config experiments/<dataset>/<stage>.yaml`; "
                                             f"further commands (each with --help): {', '.join(COMMANDS)}."})
         super().__init__(*args, **kwargs)
