@@ -45,7 +45,22 @@ class DFNASCLI(LightningCLI):
         if found:
             check_checkpoint(found[0])
 
-    before_fit = before_validate = before_test = before_predict = _check_last_checkpoint
+    def _no_anonymous_setting(self) -> None:
+        """Lightning's WandbLogger always hands ``anonymous=None`` to ``wandb.init``, and wandb 0.31 warns that
+        the setting "has no effect" whenever it is passed at all: drop the key when it says nothing (before
+        the run starts, which happens on first use), so the warning, which no user can act on, never comes."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in self.trainer.loggers:
+            init = getattr(logger, "_wandb_init", None) if isinstance(logger, WandbLogger) else None
+            if init is not None and init.get("anonymous") is None:
+                init.pop("anonymous", None)
+
+    def _before_run(self) -> None:
+        self._no_anonymous_setting()
+        self._check_last_checkpoint()
+
+    before_fit = before_validate = before_test = before_predict = _before_run
 
     def before_instantiate_classes(self) -> None:
         """No empty path anywhere in the config, before any stage, callback or logger is built."""

@@ -233,11 +233,14 @@ def test_a_stage_run_on_its_own_logs_to_wandb_beside_its_outputs(tmp_path):
     user gave it, not in ./runs/fmnist/wandb under wherever the command was started."""
     started_in, out = tmp_path / "elsewhere", tmp_path / "my_set"
     started_in.mkdir()
-    run_cli("fit", "--config", str(REPO / "experiments/fmnist/synthesize.yaml"), "--model.init_args.output_dir",
-            str(out), "--model.init_args.rounds", "1", "--model.init_args.iterations", "2",
-            "--model.init_args.warmup_iterations", "1", "--model.init_args.quality_gate", "false",
-            "--data.init_args.images_per_class", "1", "--data.init_args.batch_size", "10", cwd=started_in)
+    proc = run_cli("fit", "--config", str(REPO / "experiments/fmnist/synthesize.yaml"), "--model.init_args.output_dir",
+                   str(out), "--model.init_args.rounds", "1", "--model.init_args.iterations", "2",
+                   "--model.init_args.warmup_iterations", "1", "--model.init_args.quality_gate", "false",
+                   "--data.init_args.images_per_class", "1", "--data.init_args.batch_size", "10", cwd=started_in,
+                   env={"WANDB_SILENT": "false"})
     assert list((out / "wandb").glob("offline-run-*")), sorted(p.name for p in out.iterdir())
+    assert "Tracking run with wandb" in proc.stderr  # W&B speaks here, but not of a setting nobody set
+    assert "anonymous setting" not in proc.stderr, proc.stderr[-2000:]
     assert not list(started_in.rglob("wandb")), sorted(str(p) for p in started_in.rglob("*"))
     # a save_dir the user names still wins
     named = tmp_path / "my_logs"
