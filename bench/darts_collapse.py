@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
-from dfnas_pl.drivers.groundtruth import versions
-from dfnas_pl.drivers.synthesis_sweep import t_interval
+from dfnas_pl.drivers.commands import versions
 from dfnas_pl.search.darts_space import DartsSpaceConfig, count_parameter_free, derive_genotype
 from dfnas_pl.search.export import write_architecture
+from dfnas_pl.stats import t_interval
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json
 
 SEARCH_CONFIG = "experiments/fmnist/search_darts.yaml"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dfnas_pl.drivers.synthesis_sweep import SynthesisSweep, sweep_command, t_interval
+from dfnas_pl.drivers.synthesis_sweep import SynthesisSweep, sweep_command
+from dfnas_pl.stats import t_interval
 from dfnas_pl.utils.io import atomic_write_json
 from tests.conftest import run_cli
 

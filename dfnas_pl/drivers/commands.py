@@ -1,7 +1,10 @@
-"""The command line a driver's result file records, so that a reader can make the numbers again."""
+"""What a driver's result file records so that a reader can make the numbers again: the command line and
+the versions it ran with."""
 
 from __future__ import annotations
 
+import os
+import platform
 import sys
 
 
@@ -21,3 +24,14 @@ def recorded_command(driver: str, leave_out: str | None = None, argv: list[str] 
         elif leave_out is None or not arg.startswith(leave_out + "="):
             kept.append(arg)
     return f"python -m dfnas_pl {driver} " + " ".join(kept)
+
+
+def versions() -> dict[str, str]:
+    import lightning
+    import torch
+    import torchmetrics
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "lightning": lightning.__version__, "torchmetrics": torchmetrics.__version__,
+            "platform": platform.platform(), "cpus": str(os.cpu_count())}

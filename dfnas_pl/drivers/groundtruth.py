@@ -39,11 +39,11 @@ from typing import Any, Literal
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from dfnas_pl.data.vision import VisionDataModule
-from dfnas_pl.drivers.commands import recorded_command
+from dfnas_pl.drivers.commands import recorded_command, versions
 from dfnas_pl.drivers.rank_signal import signal_report
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
 from dfnas_pl.search.random_arch import SpaceSampler
-from dfnas_pl.search.ranking import bootstrap_interval, kendall_tau, spearman_rho
+from dfnas_pl.stats import bootstrap_interval, kendall_tau, spearman_rho
 from dfnas_pl.utils.io import atomic_write_json
 from dfnas_pl.utils.locking import one_writer
 from dfnas_pl.utils.settings import check_paths
@@ -300,17 +300,6 @@ def check_accelerator(accelerator: str) -> None:
 
 
 # -- the driver ---------------------------------------------------------------------------------------
-
-def versions() -> dict[str, str]:
-    import lightning
-    import torch
-    import torchmetrics
-    import torchvision
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "lightning": lightning.__version__, "torchmetrics": torchmetrics.__version__,
-            "platform": platform.platform(), "cpus": str(os.cpu_count())}
-
 
 class GroundTruth:
     def __init__(self, space: LayerwiseSpaceConfig, output: str, work_dir: str, data: dict[str, Any],

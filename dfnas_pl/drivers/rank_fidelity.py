@@ -40,8 +40,8 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from dfnas_pl.data.vision import VisionDataModule
-from dfnas_pl.drivers.commands import recorded_command
-from dfnas_pl.drivers.groundtruth import _fmt, load_groundtruth, versions
+from dfnas_pl.drivers.commands import recorded_command, versions
+from dfnas_pl.drivers.groundtruth import _fmt, load_groundtruth
 from dfnas_pl.drivers.synthetic_sets import (
     PAPER_METHOD,
     PLAIN_INVERSION,

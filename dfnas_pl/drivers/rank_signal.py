@@ -21,7 +21,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from dfnas_pl.search.ranking import bootstrap_interval, kendall_tau
+from dfnas_pl.stats import bootstrap_interval, kendall_tau
 
 
 def tau_of_rho(rho: float) -> float:

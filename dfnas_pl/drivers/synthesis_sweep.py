@@ -36,28 +36,18 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from dfnas_pl.drivers.commands import recorded_command
-from dfnas_pl.drivers.groundtruth import _fmt, versions
+from dfnas_pl.drivers.commands import recorded_command, versions
+from dfnas_pl.drivers.groundtruth import _fmt
 from dfnas_pl.drivers.synthetic_sets import make_synthetic_sets, set_dir
+from dfnas_pl.stats import t_interval
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json
 from dfnas_pl.utils.locking import one_writer
 from dfnas_pl.utils.settings import check_paths
 
-# Two-sided 95 % Student-t quantiles by degrees of freedom (seeds - 1): the interval of a mean of a few seeds.
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 EFFECT_COLUMNS = ["effect", "pairs", "seeds", "difference", "ci_low", "ci_high", "per_seed", "verdict"]
 CSV_COLUMNS = ["variant", "images", "synthesis_minutes", "teacher_top1", "bn_distance", "diversity", "sets", "seeds",
                "student_top1_mean", "ci_low", "ci_high", "student_top1_std", "per_seed", "overlaps_reference",
                "paired_difference", "difference_low", "difference_high"]
-
-
-def t_interval(values: list[float]) -> tuple[float, float]:
-    """95 % Student-t interval of the mean (NaN for fewer than 2 values)."""
-    if len(values) < 2:
-        return math.nan, math.nan
-    half = T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
-    mean = statistics.mean(values)
-    return mean - half, mean + half
 
 
 class SynthesisSweep:

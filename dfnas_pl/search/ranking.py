@@ -12,57 +12,12 @@ true top quarter, and how much accuracy does picking the best-scored architectur
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-import torch
-from torchmetrics.functional import kendall_rank_corrcoef, spearman_corrcoef
+from dfnas_pl.stats import bootstrap_interval, kendall_tau, spearman_rho
 
-Metric = Callable[[torch.Tensor, torch.Tensor], float]
-
-
-def _t(x: Sequence[float]) -> torch.Tensor:
-    return torch.as_tensor([float(v) for v in x], dtype=torch.float64)
-
-
-def kendall_tau(score: Sequence[float], truth: Sequence[float]) -> float:
-    """Kendall tau-b (torchmetrics); NaN when either side is constant or fewer than 2 items."""
-    if len(score) < 2:
-        return math.nan
-    return float(kendall_rank_corrcoef(_t(score), _t(truth), variant="b"))
-
-
-def spearman_rho(score: Sequence[float], truth: Sequence[float]) -> float:
-    """Spearman rho (torchmetrics, average ranks for ties); NaN when undefined."""
-    s, t = _t(score), _t(truth)
-    if len(s) < 2 or bool((s == s[0]).all()) or bool((t == t[0]).all()):
-        return math.nan
-    return float(spearman_corrcoef(s, t))
-
-
-def bootstrap_interval(metric: Callable[[Sequence[float], Sequence[float]], float], score: Sequence[float],
-                       truth: Sequence[float], baseline: Sequence[float] | None = None, samples: int = 1000,
-                       level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile interval of ``metric(score, truth)`` over architectures resampled with replacement.
-
-    With ``baseline``: the interval of ``metric(score, truth) - metric(baseline, truth)`` on the *same*
-    resamples (a paired bootstrap), whose lower end above 0 means the score beats the baseline."""
-    gen = torch.Generator().manual_seed(seed)
-    s, t = _t(score), _t(truth)
-    b = _t(baseline) if baseline is not None else None
-    values = []
-    for _ in range(samples):
-        idx = torch.randint(0, len(s), (len(s),), generator=gen)
-        v = metric(s[idx].tolist(), t[idx].tolist())
-        if b is not None:
-            v -= metric(b[idx].tolist(), t[idx].tolist())
-        if not math.isnan(v):
-            values.append(v)
-    if not values:
-        return math.nan, math.nan
-    q = torch.tensor(values, dtype=torch.float64)
-    alpha = (1 - level) / 2
-    return float(torch.quantile(q, alpha)), float(torch.quantile(q, 1 - alpha))
-
+__all__ = ["bootstrap_interval", "fidelity", "kendall_tau", "regret", "spearman_rho", "top_k", "top_quarter_recall",
+           "within_group_tau"]
 
 def top_k(values: Sequence[float], k: int) -> set[int]:
     """Indices of the k largest values (ties broken by index, so the result is deterministic)."""

@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE))
 from smallnet import SmallNet  # noqa: E402
 
 from dfnas_pl.data.vision import VisionDataModule  # noqa: E402
-from dfnas_pl.drivers.groundtruth import versions  # noqa: E402
+from dfnas_pl.drivers.commands import versions  # noqa: E402
 from dfnas_pl.utils.io import atomic_write_json  # noqa: E402
 
 RUN = Path("runs/small_teacher")
