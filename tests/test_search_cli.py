@@ -1,4 +1,4 @@
-"""The three search configs through the real CLI: DDP on 2 CPU processes with identical
+"""Every registered search algorithm's config through the real CLI: DDP on 2 CPU processes with identical
 architectures on every rank, and resume from the last checkpoint after a kill."""
 
 import json
@@ -10,10 +10,12 @@ import time
 
 import pytest
 
+from dfnas_pl.search.registry import search_algorithms
 from tests.conftest import REPO, lock_held_by_another_process, run_cli
 from tests.wandb_records import summary
 
-TINY = {
+ALGORITHMS = search_algorithms()
+TINY = {  # toy sizes of the shipped configs (an algorithm without an entry runs its config as it is)
     "darts": ["--model.init_args.space.channels", "4", "--model.init_args.space.layers", "3"],
     "proxylessnas": ["--model.init_args.space.stage_channels", "[8, 16, 16]", "--model.init_args.warmup_epochs", "0"],
     "spos": ["--model.init_args.space.stage_channels", "[16, 24, 32]", "--model.init_args.max_mflops", "null",
@@ -23,16 +25,41 @@ TINY = {
 
 
 def search_args(algorithm, out, synthetic, epochs=2, batches=2, *extra):
-    return ["fit", "--config", f"experiments/fmnist/search_{algorithm}.yaml", "--data.init_args.path", str(synthetic),
+    return ["fit", "--config", ALGORITHMS[algorithm].config, "--data.init_args.path", str(synthetic),
             "--data.init_args.batch_size", "8", "--model.init_args.output_dir", str(out),
             "--trainer.callbacks.init_args.dirpath", str(out / "checkpoints"), "--trainer.logger", "false",
             "--trainer.default_root_dir", str(out), "--trainer.max_epochs", str(epochs),
-            "--trainer.limit_train_batches", str(batches), "--trainer.limit_val_batches", "1", *TINY[algorithm],
+            "--trainer.limit_train_batches", str(batches), "--trainer.limit_val_batches", "1", *TINY.get(algorithm, []),
             *extra]
 
 
+def test_every_registered_algorithm_has_its_module_and_a_config_that_names_it():
+    """Registry, modules and configs agree: what the pipeline lists is what its config runs."""
+    import importlib
+
+    import yaml
+
+    assert list(ALGORITHMS) == ["darts", "proxylessnas", "spos"]  # registration order = the pipeline's default order
+    for name, algorithm in ALGORITHMS.items():
+        module, cls = algorithm.module.rsplit(".", 1)
+        assert hasattr(importlib.import_module(module), cls), algorithm
+        config = yaml.safe_load((REPO / algorithm.config).read_text())
+        assert config["model"]["class_path"] in (algorithm.module, f"dfnas_pl.search.{cls}"), (name, config["model"])
+        assert ("image_size" in config["model"]["init_args"]["space"]) == algorithm.sized_space
+
+
+def test_one_algorithm_name_cannot_be_registered_by_two_modules():
+    from dfnas_pl.search.registry import register_search_algorithm
+
+    class Impostor:
+        pass
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register_search_algorithm("spos", config="experiments/fmnist/search_spos.yaml")(Impostor)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", ["darts", "proxylessnas", "spos"])
+@pytest.mark.parametrize("algorithm", list(ALGORITHMS))
 def test_ddp_two_processes_agree_on_the_architecture(tmp_path, synthetic_set, algorithm):
     strategy = "ddp" if algorithm == "darts" else "ddp_find_unused_parameters_true"
     out = tmp_path / algorithm

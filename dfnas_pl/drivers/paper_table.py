@@ -30,7 +30,7 @@ from pathlib import Path
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from dfnas_pl.drivers.groundtruth import GroundTruth, Selection, TrainingRecipe, load_groundtruth
-from dfnas_pl.drivers.pipeline import ALGORITHMS, Pipeline, set_is_sound
+from dfnas_pl.drivers.pipeline import ALGORITHMS, REGISTERED, Pipeline, set_is_sound
 from dfnas_pl.drivers.synthetic_sets import PAPER_METHOD, PLAIN_INVERSION, SHIPPED_DEFAULT, set_dir
 from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
@@ -54,7 +54,7 @@ def parser() -> ArgumentParser:
     p.add_argument("--search_images", type=int, default=500, help="images every search source gets")
     p.add_argument("--synthesis_config", type=str, default="experiments/fmnist/synthesize.yaml")
     p.add_argument("--search_configs", type=dict[str, str],
-                   default={a: f"experiments/fmnist/search_{a}.yaml" for a in ALGORITHMS})
+                   default={name: algorithm.config for name, algorithm in REGISTERED.items()})
     p.add_argument("--retrain_config", type=str, default="experiments/fmnist/retrain.yaml")
     p.add_argument("--overrides", type=dict[str, list[str]], default={})
     p.add_argument("--synthesis_variants", type=dict[str, list[str]], default=SYNTHESIS_VARIANTS,

@@ -25,13 +25,15 @@ from typing import Any
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from dfnas_pl.data.vision import VisionDataModule
+from dfnas_pl.search.registry import search_algorithms
 from dfnas_pl.teachers.loading import TeacherSource
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json, readable_json
 from dfnas_pl.utils.locking import one_writer
 from dfnas_pl.utils.settings import check_paths
 from dfnas_pl.wandb_setup import pipeline_group
 
-ALGORITHMS = ("darts", "proxylessnas", "spos")
+REGISTERED = search_algorithms()
+ALGORITHMS = tuple(REGISTERED)  # the registered search algorithms, in registration order
 
 
 def parser() -> ArgumentParser:
@@ -41,7 +43,7 @@ def parser() -> ArgumentParser:
     p.add_argument("--algorithms", type=list[str], default=list(ALGORITHMS), help="searches to run")
     p.add_argument("--synthesis_config", type=str, default="experiments/fmnist/synthesize.yaml")
     p.add_argument("--search_configs", type=dict[str, str],
-                   default={a: f"experiments/fmnist/search_{a}.yaml" for a in ALGORITHMS})
+                   default={name: algorithm.config for name, algorithm in REGISTERED.items()})
     p.add_argument("--retrain_config", type=str, default="experiments/fmnist/retrain.yaml")
     p.add_argument("--overrides", type=dict[str, list[str]], default={},
                    help="extra CLI arguments per stage: all, synthesis, search, darts, proxylessnas, spos, retrain")
@@ -105,12 +107,12 @@ class Pipeline:
             if stage == "synthesis":
                 args += ["--data.init_args.num_classes", str(facts["num_classes"])]
             else:
-                keys = ("in_channels", "num_classes") if stage == "darts" else ("in_channels", "num_classes",
-                                                                                "image_size")
+                sized = REGISTERED[stage].sized_space
+                keys = ("in_channels", "num_classes", "image_size") if sized else ("in_channels", "num_classes")
                 args += [a for k in keys for a in (f"--model.init_args.space.{k}", str(facts[k]))]
                 c, size = facts["in_channels"], facts["image_size"]
                 args += ["--data.init_args.image_shape", json.dumps([c, size, size])]
-                if stage == "darts":  # the DARTS space is size-free; the search module takes the size
+                if not sized:  # a size-free space (DARTS cells): the search module takes the size
                     args += ["--model.init_args.image_size", str(size)]
         if self.real_data is not None:
             if stage in ALGORITHMS:

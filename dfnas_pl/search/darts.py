@@ -33,11 +33,13 @@ from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.objective import SearchObjective
 from dfnas_pl.search.plots import alpha_heatmap
+from dfnas_pl.search.registry import register_search_algorithm
 from dfnas_pl.teachers.loading import TeacherSource, load_teacher
 from dfnas_pl.utils.io import atomic_write_json
 from dfnas_pl.utils.settings import check_all
 
 
+@register_search_algorithm("darts", config="experiments/fmnist/search_darts.yaml", sized_space=False)
 class DartsSearch(SearchHooks, L.LightningModule):
     """DARTS search of the cell space: a weight step and an architecture (alpha) step per batch.
 

@@ -31,6 +31,7 @@ from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
 from dfnas_pl.search.objective import SearchObjective
 from dfnas_pl.search.plots import alpha_heatmap
+from dfnas_pl.search.registry import register_search_algorithm
 from dfnas_pl.teachers.loading import TeacherSource, load_teacher
 from dfnas_pl.utils.io import atomic_write_json
 from dfnas_pl.utils.settings import check_all
@@ -39,6 +40,7 @@ DEFAULT_MOBILENET_SPACE = LayerwiseSpaceConfig(family="mobilenetv2", stem_channe
                                                stage_layers=(2, 2, 2))
 
 
+@register_search_algorithm("proxylessnas", config="experiments/fmnist/search_proxylessnas.yaml")
 class ProxylessSearch(SearchHooks, L.LightningModule):
     """ProxylessNAS search: binarised paths, gate gradients and an expected-FLOPs term.
 

@@ -28,6 +28,7 @@ from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
 from dfnas_pl.search.objective import SearchObjective
 from dfnas_pl.search.plots import line_plot
+from dfnas_pl.search.registry import register_search_algorithm
 from dfnas_pl.search.scoring import first, score_path
 from dfnas_pl.teachers.loading import TeacherSource, load_teacher
 from dfnas_pl.utils.io import atomic_torch_save, atomic_write_json
@@ -36,6 +37,7 @@ from dfnas_pl.utils.settings import check_all
 DEFAULT_SHUFFLENET_SPACE = LayerwiseSpaceConfig(family="shufflenetv2")
 
 
+@register_search_algorithm("spos", config="experiments/fmnist/search_spos.yaml")
 class SPOSSearch(SearchHooks, L.LightningModule):
     """SPOS: uniform single-path supernet training, then an evolutionary search under a FLOPs limit.
 
