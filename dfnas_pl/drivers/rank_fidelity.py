@@ -111,6 +111,9 @@ def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
             tail = log.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"Supernet training for {unit['name']} failed (exit {result.returncode}); log "
                                f"{log}:\n{tail}\nFix the cause and run the same rank-fidelity command again.")
+    previous = Path(unit["score_file"])
+    if not train_seconds and previous.exists():  # re-scored for a cross pair added later: the training was then
+        train_seconds = json.loads(previous.read_text()).get("train_seconds", 0.0)
     start = time.time()
     scores = {scored_on: score_all(unit, weights, scored_on) for scored_on in unit["scored_on"]}
     record = {"space": unit["space"], "source": unit["source"], "seed": unit["seed"], "steps": unit["steps"],
