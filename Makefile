@@ -8,7 +8,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast run synthesize paper-table ablation groundtruth macro-pilot macro-groundtruth rank-fidelity synthesis-sweep synthesis-sets synthesis-bn-weight synthesis-budget synthesis-around-default synthesis-window-confirm synthesis-first-bn synthesis-rounds darts-collapse device-carry lint bench clean
+.PHONY: install test test-fast run synthesize paper-table ablation groundtruth macro-pilot macro-groundtruth macro-rank-fidelity macro-paper-table small-teacher rank-fidelity synthesis-sweep synthesis-sets synthesis-bn-weight synthesis-budget synthesis-around-default synthesis-window-confirm synthesis-first-bn synthesis-rounds darts-collapse device-carry lint bench clean
 
 install: $(VENV)/.installed $(FMNIST)
 
@@ -58,6 +58,19 @@ macro-pilot: install
 
 macro-groundtruth: install
 	$(PY) -m dfnas_pl groundtruth --config studies/macro_groundtruth/groundtruth_macro.yaml
+
+# Rank fidelity on the macro space: the budget pilot, then every source (studies/macro_rank_fidelity; resumable).
+macro-rank-fidelity: install
+	$(PY) -m dfnas_pl rank-fidelity --config studies/macro_rank_fidelity/budget_pilot.yaml
+	$(PY) -m dfnas_pl rank-fidelity --config studies/macro_rank_fidelity/rank_fidelity_macro.yaml
+
+# The paper's table on the macro space, found architectures trained with the ground truth's recipe (resumable).
+macro-paper-table: install
+	$(PY) -m dfnas_pl paper-table --config studies/macro_paper_table/paper_table_macro.yaml
+
+# What a small teacher of a user's own gives (studies/small_teacher; about 10 minutes).
+small-teacher: install
+	$(PY) studies/small_teacher/run.py
 
 rank-fidelity: install
 	$(PY) -m dfnas_pl rank-fidelity --config experiments/fmnist/rank_fidelity.yaml
