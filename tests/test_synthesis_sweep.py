@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -21,6 +22,8 @@ def test_t_interval_matches_the_textbook_value():
     lo, hi = t_interval([1.0, 2.0, 3.0])  # mean 2, sd 1, n 3: 2 +- 4.303 / sqrt(3)
     assert lo == pytest.approx(2 - 4.303 / 3 ** 0.5) and hi == pytest.approx(2 + 4.303 / 3 ** 0.5)
     assert all(v != v for v in t_interval([1.0]))  # one seed: no interval (NaN)
+    lo, hi = t_interval([float(i % 2) for i in range(13)])  # 12 degrees of freedom: t = 2.179, not the normal's 1.96
+    assert (hi - lo) / 2 == pytest.approx(2.179 * statistics.stdev([i % 2 for i in range(13)]) / 13 ** 0.5)
 
 
 @pytest.mark.parametrize("set_per_seed", [True, False])
