@@ -27,9 +27,6 @@ def t_interval(values: list[float]) -> tuple[float, float]:
     return mean - half, mean + half
 
 
-Metric = Callable[[torch.Tensor, torch.Tensor], float]
-
-
 def _t(x: Sequence[float]) -> torch.Tensor:
     return torch.as_tensor([float(v) for v in x], dtype=torch.float64)
 

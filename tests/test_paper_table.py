@@ -68,6 +68,8 @@ def test_paper_table_at_toy_size(tmp_path, fmnist_root):
 def test_paper_table_trains_found_architectures_with_the_groundtruth_recipe(tmp_path, fmnist_root, macro_groundtruth):
     """With a ground truth: every found architecture is trained with its recipe and seeds, and one the ground
     truth already holds reuses its records (here: the all-identity network, planted as a search result)."""
+    from dfnas_pl.search.export import write_architecture
+    from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
     from tests.conftest import MACRO_TINY_ARCHS, MACRO_TINY_SPACE
 
     run = tmp_path / "run"
@@ -78,9 +80,6 @@ def test_paper_table_trains_found_architectures_with_the_groundtruth_recipe(tmp_
             "--model.init_args.population", "2", "--model.init_args.generations", "1", "--model.init_args.top_k", "1",
             "--model.init_args.bn_recalibration_batches", "1"]
     planted = run / "search" / "spos" / "noise" / "architecture.json"  # a finished search: kept, not rerun
-    from dfnas_pl.search.export import write_architecture
-    from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
-
     write_architecture(planted, "spos", "macro", LayerwiseSpaceConfig.from_dict(MACRO_TINY_SPACE), 28,
                        MACRO_TINY_ARCHS[0])
     out = run_cli("paper-table", "--run_dir", str(run), "--algorithms", "[spos]", "--sources", "[real, noise]",

@@ -296,12 +296,12 @@ class RankFidelity:
             archs = gt["scored"]
             truth = [statistics.mean(a["top1"].values()) for a in archs]
             flops = [float(a["flops"]) for a in archs]
+            band, groups = [a["in_median_band"] for a in archs], band_groups(archs)
             for source in self.curve_sources:
                 for steps in steps_all:
                     recs = [json.loads(self.score_file(space["name"], source, s, steps).read_text()) for s in self.seeds]
                     score = [statistics.mean(r["scores"][source][a["id"]] for r in recs) for a in archs]
-                    f = fidelity(score, truth, [a["in_median_band"] for a in archs], flops, self.samples,
-                                 groups=band_groups(archs))
+                    f = fidelity(score, truth, band, flops, self.samples, groups=groups)
                     rows.append({"space": space["name"], "source": source, "supernet_steps": steps, **f,
                                  "flops_tau": kendall_tau(flops, truth)})
         buf = io.StringIO()

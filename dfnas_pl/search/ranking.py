@@ -19,6 +19,7 @@ from dfnas_pl.stats import bootstrap_interval, kendall_tau, spearman_rho
 __all__ = ["bootstrap_interval", "fidelity", "kendall_tau", "regret", "spearman_rho", "top_k", "top_quarter_recall",
            "within_group_tau"]
 
+
 def top_k(values: Sequence[float], k: int) -> set[int]:
     """Indices of the k largest values (ties broken by index, so the result is deterministic)."""
     return set(sorted(range(len(values)), key=lambda i: (-values[i], i))[:k])
