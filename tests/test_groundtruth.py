@@ -21,13 +21,13 @@ TINY_SPACE = {"family": "shufflenetv2", "stem_channels": 8, "stage_channels": [1
               "in_channels": 1, "num_classes": 10, "image_size": 28}
 
 
-def tiny_args(fmnist_root, work, output, **recipe) -> list[str]:
+def tiny_args(fmnist_root, work, output, seeds="[0, 1]", **recipe) -> list[str]:
     r = {"train_images": 256, "epochs": 1, "batch_size": 64, **recipe}
     return ["groundtruth", "--space", json.dumps(TINY_SPACE), "--output", str(output), "--work_dir", str(work),
             "--data", json.dumps({"class_path": "dfnas_pl.data.FashionMNISTDataModule",
                                   "init_args": {"root": str(fmnist_root)}}),
             "--recipe", json.dumps(r), "--selection", json.dumps({"stratified": 3, "median_band": 1, "pool": 200}),
-            "--seeds", "[0, 1]", "--workers", "1"]
+            "--seeds", seeds, "--workers", "1"]
 
 
 def test_selection_is_deterministic_stratified_and_has_a_median_band():
@@ -86,6 +86,16 @@ def test_groundtruth_resumes_after_a_kill_and_refuses_another_recipe(tmp_path, f
     changed = run_cli(*tiny_args(fmnist_root, work, output, epochs=2), check=False)
     assert changed.returncode != 0
     assert "other settings" in changed.stderr and "recipe.epochs" in changed.stderr and "Traceback" not in changed.stderr
+
+    # a third seed (the rule for a flat band) trains only the new seed's jobs and keeps the first two
+    third = run_cli(*tiny_args(fmnist_root, work, output, seeds="[0, 1, 2]"))
+    assert "records made so far are kept" in third.stdout and "8 already done, 4 to run" in third.stdout
+    assert all(records.joinpath(n).stat().st_mtime_ns == t for n, t in after.items())
+    gt3 = load_groundtruth(output)
+    assert gt3["complete"] and gt3["seeds"] == [0, 1, 2] and all(len(a["top1"]) == 3 for a in gt3["architectures"])
+    assert gt3["signal"]["seeds"] == 3 and "mean_pairwise_seed_tau" in gt3["signal"]["top1"]["all"]
+    refused = run_cli(*tiny_args(fmnist_root, work, output, seeds="[0, 2]"), check=False)
+    assert refused.returncode != 0 and "seeds" in refused.stderr  # dropping or reordering seeds is another truth
 
 
 def test_a_corrupt_groundtruth_file_gets_a_clear_error(tmp_path):

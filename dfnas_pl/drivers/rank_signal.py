@@ -56,14 +56,18 @@ def seeds_for(sa: float, sn: float, target_tau: float, max_seeds: int = 16) -> i
 
 
 def group_signal(values: Sequence[Sequence[float]], seeds: int) -> dict[str, Any]:
-    """Spread, noise, observed seed-vs-seed tau (first two seeds, with a bootstrap interval) and the
-    predicted taus of one group of architectures' per-seed values."""
+    """Spread, noise, observed seed-vs-seed tau (first two seeds, with a bootstrap interval; and the mean
+    over all seed pairs) and the predicted taus of one group of architectures' per-seed values."""
     sa, sn = spread_and_noise(values)
     a, b = [v[0] for v in values], [v[1] for v in values]
     lo, hi = bootstrap_interval(kendall_tau, a, b, samples=1000) if len(values) >= 4 else (math.nan, math.nan)
     pred = predicted_taus(sa, sn, seeds)
+    k = len(values[0])
+    pairwise = [kendall_tau([v[i] for v in values], [v[j] for v in values]) for i in range(k) for j in range(i + 1, k)]
     return {"n": len(values), "spread_sd": sa, "noise_sd": sn, "spread_over_noise": sa / sn if sn else math.inf,
             "observed_seed_tau": kendall_tau(a, b), "seed_tau_ci": [lo, hi],
+            # every pair of seeds (one pair with 2 seeds): less luck of the draw than the first pair alone
+            "mean_pairwise_seed_tau": statistics.mean(pairwise),
             "predicted_seed_tau": pred["seed_vs_seed"], f"predicted_truth_vs_{seeds}_seed_mean": pred["truth_vs_mean"]}
 
 
