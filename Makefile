@@ -38,17 +38,17 @@ synthesize: install
 
 # The paper's comparison at our scale (about 2 hours; a benchmark, not a test).
 paper-table: install
-	$(PY) -m dfnas_pl paper-table --config experiments/fmnist/paper_table.yaml
+	$(PY) -m dfnas_pl paper-table --config studies/paper_table/paper_table.yaml
 
 ablation: install
-	$(PY) -m dfnas_pl paper-table --config experiments/fmnist/ablation.yaml
+	$(PY) -m dfnas_pl paper-table --config studies/paper_table/ablation.yaml
 
 # The ranking-fidelity instrument (benchmarks; resumable; results committed under benchmarks/):
 # real-data accuracy of fixed architectures per space (~45-60 min each), then how each search-data
 # source ranks them (README, "Ranking fidelity").
 groundtruth: install
-	$(PY) -m dfnas_pl groundtruth --config experiments/fmnist/groundtruth_shufflenetv2.yaml
-	$(PY) -m dfnas_pl groundtruth --config experiments/fmnist/groundtruth_mobilenetv2.yaml
+	$(PY) -m dfnas_pl groundtruth --config studies/layerwise_groundtruth/groundtruth_shufflenetv2.yaml
+	$(PY) -m dfnas_pl groundtruth --config studies/layerwise_groundtruth/groundtruth_mobilenetv2.yaml
 
 # The macro space (studies/macro_pilot, studies/macro_groundtruth): the pilot that chose the recipe, then the
 # ground truth itself (about 3 CPU-hours on 2 workers; resumable, records committed).
@@ -73,46 +73,46 @@ small-teacher: install
 	$(PY) studies/small_teacher/run.py
 
 rank-fidelity: install
-	$(PY) -m dfnas_pl rank-fidelity --config experiments/fmnist/rank_fidelity.yaml
+	$(PY) -m dfnas_pl rank-fidelity --config studies/layerwise_groundtruth/rank_fidelity.yaml
 
 # The distillation check (3 student seeds) over synthesis variants, one factor at a time (benchmark).
 synthesis-sweep: install
-	$(PY) -m dfnas_pl synthesis-sweep --config experiments/fmnist/synthesis_sweep.yaml
+	$(PY) -m dfnas_pl synthesis-sweep --config studies/synthesis_quality/synthesis_sweep.yaml
 
 # Calibration x regional update, a synthetic set of its own per seed (set-to-set variance in the intervals).
 synthesis-sets: install
-	$(PY) -m dfnas_pl synthesis-sweep --config experiments/fmnist/synthesis_sets.yaml
+	$(PY) -m dfnas_pl synthesis-sweep --config studies/synthesis_quality/synthesis_sets.yaml
 
 # The BN-loss weight at 10x the official, confirmed on 8 seeds (reuses synthesis-sets' seeds 0-3).
 synthesis-bn-weight: install
-	$(PY) -m dfnas_pl synthesis-sweep --config experiments/fmnist/synthesis_bn_weight.yaml
+	$(PY) -m dfnas_pl synthesis-sweep --config studies/synthesis_quality/synthesis_bn_weight.yaml
 
 # The image-count cost curve: 500 to 5,000 plain-inversion images, a set per seed, students of equal steps.
 synthesis-budget: install
-	$(PY) -m dfnas_pl synthesis-sweep --config experiments/fmnist/synthesis_budget.yaml
+	$(PY) -m dfnas_pl synthesis-sweep --config studies/synthesis_quality/synthesis_budget.yaml
 
 # One factor at a time around the shipped default (calibration, zoom, window, r_feature 0.03 / 0.3).
 synthesis-around-default: install
-	$(PY) -m dfnas_pl synthesis-sweep --config experiments/fmnist/synthesis_around_default.yaml
+	$(PY) -m dfnas_pl synthesis-sweep --config studies/synthesis_quality/synthesis_around_default.yaml
 
 # The window regional update confirmed or not on 8 seeds (reuses the records of synthesis-around-default).
 synthesis-window-confirm: install
-	$(PY) -m dfnas_pl synthesis-sweep --config experiments/fmnist/synthesis_window_confirm.yaml
+	$(PY) -m dfnas_pl synthesis-sweep --config studies/synthesis_quality/synthesis_window_confirm.yaml
 
 # The first-BN multiplier x3 / x30 around the shipped default's x10 (reuses the default's records).
 synthesis-first-bn: install
-	$(PY) -m dfnas_pl synthesis-sweep --config experiments/fmnist/synthesis_first_bn.yaml
+	$(PY) -m dfnas_pl synthesis-sweep --config studies/synthesis_quality/synthesis_first_bn.yaml
 
 # The official 10 rounds (hard and calibrated) around the shipped default's 2 (reuses the default's records).
 synthesis-rounds: install
-	$(PY) -m dfnas_pl synthesis-sweep --config experiments/fmnist/synthesis_rounds.yaml
+	$(PY) -m dfnas_pl synthesis-sweep --config studies/synthesis_quality/synthesis_rounds.yaml
 
 lint: install
 	$(PY) -m ruff check .
 
 # DARTS collapse with and without the P-DARTS guard, on real and synthetic data (benchmark; resumable).
 darts-collapse: install
-	$(PY) -m bench.darts_collapse --synthetic runs/fmnist/synthetic
+	$(PY) studies/darts_collapse/run.py --synthetic runs/fmnist/synthetic
 
 # For a session lent the GPU machine (bench/device_groundtruth.sh): what its image lacks, into git-ignored
 # folders that the device tool carries: the pure-Python wheels (Python 3.12 there) and the dataset files.

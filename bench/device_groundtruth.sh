@@ -5,7 +5,7 @@
 #   device run: command "bash bench/device_groundtruth.sh 480", carry [".whl", ".fmnist"], timeout_s 570
 # then here: unpack the records it returns and rewrite each JSON from them (nothing is trained again):
 #   tar xzf <files_at>/groundtruth_long.tgz
-#   python -m dfnas_pl groundtruth --config experiments/fmnist/groundtruth_mobilenetv2_long.yaml --limit 0
+#   python -m dfnas_pl groundtruth --config studies/layerwise_groundtruth/groundtruth_mobilenetv2_long.yaml --limit 0
 # Usage: device_groundtruth.sh [budget seconds] [config ...]; the configs run in turn (default: MobileNetV2,
 # whose short recipe had the larger spread, then ShuffleNetV2) until the budget is spent; then the jobs in
 # flight are killed. Finished jobs are records (architecture-major, so they come in seed pairs), returned
@@ -16,8 +16,8 @@ set -uo pipefail
 budget=${1:-480}
 shift || true
 configs=("$@")
-[ ${#configs[@]} -gt 0 ] || configs=(experiments/fmnist/groundtruth_mobilenetv2_long.yaml
-                                     experiments/fmnist/groundtruth_shufflenetv2_long.yaml)
+[ ${#configs[@]} -gt 0 ] || configs=(studies/layerwise_groundtruth/groundtruth_mobilenetv2_long.yaml
+                                     studies/layerwise_groundtruth/groundtruth_shufflenetv2_long.yaml)
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 deadline=$((SECONDS + budget))
@@ -41,4 +41,4 @@ for config in "${configs[@]}"; do
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
   python3 -m dfnas_pl groundtruth --config "$config" ${GT_ARGS:-} --limit 0 2>&1 | tail -n 2  # JSON from the records
 done
-tar czf "$out/groundtruth_long.tgz" --exclude='*.lock*' benchmarks/groundtruth
+tar czf "$out/groundtruth_long.tgz" --exclude='*.lock*' studies/layerwise_groundtruth/*_long*

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import REPO, run_cli
 
-CLASS_PATHS = sorted({m for cfg in (REPO / "experiments").rglob("*.yaml")
+CLASS_PATHS = sorted({m for top in ("experiments", "studies") for cfg in (REPO / top).rglob("*.yaml")
                       for m in re.findall(r"class_path:\s*((?:dfnas_pl|callbacks)\.[\w.]+)", Path(cfg).read_text())})
 
 

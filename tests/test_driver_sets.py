@@ -18,16 +18,16 @@ PINNED = ("--model.init_args.label_calibration", "--model.init_args.regional_upd
 def driver_sets() -> dict[str, list[str]]:
     """Every synthesis argument list a shipped driver config or a driver default makes a set with."""
     sets: dict[str, list[str]] = {}
-    sweeps = sorted(Path("experiments/fmnist").glob("synthesis_*.yaml"))  # every synthesis-sweep config, new ones too
+    sweeps = sorted(Path("studies/synthesis_quality").glob("synthesis_*.yaml"))  # every synthesis-sweep config, new ones too
     assert len(sweeps) >= 5
     for config in sweeps:
         c = synthesis_sweep.parser().parse_args(["--config", str(config)])
         sets.update({f"{config.stem}:{v}": list(a) for v, a in c.variants.items()})
     for name in ("paper_table", "ablation"):
-        c = paper_table.parser().parse_args(["--config", f"experiments/fmnist/{name}.yaml"])
+        c = paper_table.parser().parse_args(["--config", f"studies/paper_table/{name}.yaml"])
         sets[f"{name}:synthetic"] = list(c.synthetic_args)
         sets.update({f"{name}:{v}": list(a) for v, a in c.synthesis_variants.items()})
-    c = rank_fidelity.parser().parse_args(["--config", "experiments/fmnist/rank_fidelity.yaml"])
+    c = rank_fidelity.parser().parse_args(["--config", "studies/layerwise_groundtruth/rank_fidelity.yaml"])
     sets.update({f"rank_fidelity:{v}": list(a) for v, a in c.synthetic_sets.items()})
     for parse in (paper_table.parser, rank_fidelity.parser):  # the drivers' own defaults
         c = parse().parse_args([])

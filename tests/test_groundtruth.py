@@ -131,7 +131,7 @@ def test_the_long_recipe_measures_the_same_architectures_with_only_more_training
     length and nothing else that the numbers depend on, and keeps its records apart from the short recipe's."""
     from dfnas_pl.drivers import groundtruth
 
-    short, long = (groundtruth.parser().parse_args(["--config", f"experiments/fmnist/groundtruth_{space}{s}.yaml"])
+    short, long = (groundtruth.parser().parse_args(["--config", f"studies/layerwise_groundtruth/groundtruth_{space}{s}.yaml"])
                    for s in ("", "_long"))
     assert short.space == long.space and short.selection == long.selection and short.seeds == long.seeds
     assert short.data == long.data and long.accelerator == "gpu"
@@ -140,7 +140,7 @@ def test_the_long_recipe_measures_the_same_architectures_with_only_more_training
     assert long.recipe.train_images * long.recipe.epochs >= 10 * short.recipe.train_images * short.recipe.epochs
     assert long.work_dir != short.work_dir and long.output != short.output
     script = (REPO / "bench/device_groundtruth.sh").read_text()
-    assert f"experiments/fmnist/groundtruth_{space}_long.yaml" in script
+    assert f"studies/layerwise_groundtruth/groundtruth_{space}_long.yaml" in script
 
 
 @pytest.mark.parametrize("space", ["shufflenetv2", "mobilenetv2"])
@@ -150,15 +150,15 @@ def test_the_shipped_configs_parse_and_match_the_search_spaces(space):
 
     from dfnas_pl.drivers import groundtruth, rank_fidelity
 
-    c = groundtruth.parser().parse_args(["--config", f"experiments/fmnist/groundtruth_{space}.yaml"])
+    c = groundtruth.parser().parse_args(["--config", f"studies/layerwise_groundtruth/groundtruth_{space}.yaml"])
     search = {"shufflenetv2": "search_spos", "mobilenetv2": "search_proxylessnas"}[space]
     searched = yaml.safe_load((REPO / f"experiments/fmnist/{search}.yaml").read_text())["model"]["init_args"]["space"]
     from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
 
     assert groundtruth.dataclass_of(LayerwiseSpaceConfig, c.space) == LayerwiseSpaceConfig.from_dict(searched)
     assert c.selection.stratified >= 24 and c.selection.median_band >= 8 and len(c.seeds) >= 2
-    assert c.output == f"benchmarks/groundtruth/{space}.json"
-    rf = rank_fidelity.parser().parse_args(["--config", "experiments/fmnist/rank_fidelity.yaml"])
+    assert c.output == f"studies/layerwise_groundtruth/{space}.json"
+    rf = rank_fidelity.parser().parse_args(["--config", "studies/layerwise_groundtruth/rank_fidelity.yaml"])
     assert {"real_500", "real_full", "synthetic", "synthetic_4x", "plain", "noise"} <= set(rf.sources)
     assert any(s["groundtruth"] == c.output for s in rf.spaces) and len(rf.seeds) >= 2
 

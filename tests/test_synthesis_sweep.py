@@ -200,7 +200,7 @@ def test_every_shipped_variant_is_a_valid_synthesis_config(capsys, monkeypatch, 
         mode = {"off": "false"}.get(mode, mode)  # YAML reads a bare off as false: the same setting
         assert f"regional_update: {mode}" in printed, name
         if sweep == "synthesis_bn_weight":  # it shares synthesis_sets' records: the same arguments per name
-            sets = parser().parse_args(["--config", "experiments/fmnist/synthesis_sets.yaml"])
+            sets = parser().parse_args(["--config", "studies/synthesis_quality/synthesis_sets.yaml"])
             assert extra == sets.variants[name] and c.table_dir == sets.table_dir and c.run_dir == sets.run_dir, name
         for flag in ("r_feature", "first_bn_multiplier"):  # the BN-loss variants reach the module as given
             if f"--model.init_args.{flag}" in extra:

@@ -1,4 +1,4 @@
-"""``python -m dfnas_pl groundtruth --config experiments/fmnist/groundtruth_<space>.yaml``: the real-data
+"""``python -m dfnas_pl groundtruth --config studies/layerwise_groundtruth/groundtruth_<space>.yaml``: the real-data
 accuracy of a fixed set of architectures of a layer-wise search space - the ground truth that the
 rank-fidelity instrument compares every search-data source against.
 
@@ -14,7 +14,7 @@ the retraining module, then tested on the real test set, once per seed. Jobs run
 finished (architecture, seed) is its own record file, so a killed run loses only the jobs in flight; a
 rerun with a different recipe, selection or data in the same directory is refused.
 
-The result is data, committed to the repository (``benchmarks/groundtruth/<space>.json``): choices,
+The result is data, committed to the repository (``studies/layerwise_groundtruth/<space>.json``): choices,
 FLOPs, params and per-seed top-1 of every architecture, the recipe, the noise ceiling (seed-vs-seed
 Kendall tau), wall time and library versions. :func:`load_groundtruth` reads it back.
 """
@@ -510,7 +510,7 @@ def load_groundtruth(path: str | Path) -> dict[str, Any]:
     """A ground-truth JSON, checked: a missing, corrupt or foreign file gets the fix in the message."""
     path = Path(path)
     fix = (f"restore it (`git checkout -- {path}`) or make it again with `python -m dfnas_pl groundtruth "
-           f"--config experiments/fmnist/groundtruth_<space>.yaml`")
+           f"--config studies/layerwise_groundtruth/groundtruth_<space>.yaml`")
     if not path.is_file():
         raise FileNotFoundError(f"No ground-truth file '{path}': {fix}.")
     try:
@@ -531,12 +531,12 @@ def load_groundtruth(path: str | Path) -> dict[str, Any]:
 
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m dfnas_pl groundtruth", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", action=ActionConfigFile, help="experiments/fmnist/groundtruth_<space>.yaml")
+    p.add_argument("--config", action=ActionConfigFile, help="studies/layerwise_groundtruth/groundtruth_<space>.yaml")
     p.add_argument("--space", type=LayerwiseSpaceConfig, default=LayerwiseSpaceConfig(),
                    help="the layer-wise search space (as in the search config)")
-    p.add_argument("--output", type=str, default="benchmarks/groundtruth/shufflenetv2.json",
+    p.add_argument("--output", type=str, default="runs/groundtruth/groundtruth.json",
                    help="the ground-truth JSON (rewritten after every finished job)")
-    p.add_argument("--work_dir", type=str, default="runs/groundtruth/shufflenetv2",
+    p.add_argument("--work_dir", type=str, default="runs/groundtruth/jobs",
                    help="per-job records and architecture files (the unit of resume)")
     p.add_argument("--data", type=VisionDataModule, default={"class_path": "dfnas_pl.data.FashionMNISTDataModule",
                                                              "init_args": {"root": "data"}},

@@ -1,4 +1,4 @@
-"""``python -m dfnas_pl paper-table --config experiments/fmnist/paper_table.yaml``: the paper's
+"""``python -m dfnas_pl paper-table --config studies/paper_table/paper_table.yaml``: the paper's
 comparison at our scale. For each algorithm, search on (a) real Fashion-MNIST, (b) the paper's method
 (label calibration + regional update: the synthesis config plus ``synthetic_args``, which pin it whatever
 the config's own default is), (c) plain model-inversion data, (d) Gaussian noise; plus (e) a
@@ -12,7 +12,7 @@ truth already holds reuses its records (``studies/macro_paper_table/``).
 
 The same driver runs the ablations: ``synthesis_variants`` names synthetic sets made with extra
 synthesis arguments (no label calibration, no regional update, no BN-statistics loss, ...), each a
-search source like the others (``experiments/fmnist/ablation.yaml``); ``table_name`` keeps its table
+search source like the others (``studies/paper_table/ablation.yaml``); ``table_name`` keeps its table
 apart while searches and retrainings shared with the paper table are reused.
 
 Every search, retraining and synthesis is a stage of :class:`~dfnas_pl.drivers.pipeline.Pipeline` (its own

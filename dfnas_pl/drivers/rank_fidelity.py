@@ -1,4 +1,4 @@
-"""``python -m dfnas_pl rank-fidelity --config experiments/fmnist/rank_fidelity.yaml``: does a supernet
+"""``python -m dfnas_pl rank-fidelity --config studies/layerwise_groundtruth/rank_fidelity.yaml``: does a supernet
 trained on each search-data source rank the ground-truth architectures as real data does?
 
 For every space (a committed ground truth, :mod:`dfnas_pl.drivers.groundtruth`), source and supernet
@@ -493,9 +493,9 @@ def log_wandb(run_dir: Path, rows: list[dict[str, Any]], pngs: list[Path]) -> No
 
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m dfnas_pl rank-fidelity", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", action=ActionConfigFile, help="experiments/fmnist/rank_fidelity.yaml")
+    p.add_argument("--config", action=ActionConfigFile, help="studies/layerwise_groundtruth/rank_fidelity.yaml")
     p.add_argument("--run_dir", type=str, default="runs/fmnist_rank_fidelity", help="synthetic sets, supernets, logs")
-    p.add_argument("--table_dir", type=str, default="benchmarks/rank_fidelity",
+    p.add_argument("--table_dir", type=str, default="runs/rank_fidelity/table",
                    help="score files per unit, rank_fidelity.md/.csv/.json and the scatter plots")
     p.add_argument("--table_name", type=str, default="rank_fidelity")
     p.add_argument("--spaces", type=list[dict], default=[],
@@ -531,7 +531,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     c = parser().parse_args(argv)
     check_paths(c)
     if not c.spaces:
-        raise SystemExit("No spaces: give --spaces (or a config such as experiments/fmnist/rank_fidelity.yaml).")
+        raise SystemExit("No spaces: give --spaces (or a config such as studies/layerwise_groundtruth/rank_fidelity.yaml).")
     spaces = [dict(s) for s in c.spaces]
     for s in spaces:
         missing = {"name", "groundtruth", "train_config"} - set(s)

@@ -1,4 +1,4 @@
-"""``python -m dfnas_pl synthesis-sweep --config experiments/fmnist/synthesis_sweep.yaml``: the cheapest
+"""``python -m dfnas_pl synthesis-sweep --config studies/synthesis_quality/synthesis_sweep.yaml``: the cheapest
 instrument for a synthesis setting - the data-free distillation check, with seeds and intervals - over
 named variants of the synthesis config (one factor at a time around the default).
 
@@ -359,9 +359,9 @@ def plot(path: Path, rows: list[dict[str, Any]], reference: str | None, effects:
 
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m dfnas_pl synthesis-sweep", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", action=ActionConfigFile, help="experiments/fmnist/synthesis_sweep.yaml")
+    p.add_argument("--config", action=ActionConfigFile, help="studies/synthesis_quality/synthesis_sweep.yaml")
     p.add_argument("--run_dir", type=str, default="runs/fmnist_synthesis_sweep", help="sets, students, logs")
-    p.add_argument("--table_dir", type=str, default="benchmarks/synthesis_sweep",
+    p.add_argument("--table_dir", type=str, default="runs/synthesis_sweep/table",
                    help="per-(variant, seed) records and the table (committed)")
     p.add_argument("--table_name", type=str, default="synthesis_sweep")
     p.add_argument("--variants", type=dict[str, list[str]], default={"default": []},

@@ -1,13 +1,18 @@
-"""The DARTS-collapse benchmark keeps each search setting's records apart: a changed search is never
+"""The DARTS-collapse study (studies/darts_collapse/run.py) keeps each search setting's records apart: a changed search is never
 counted under another setting's name (checked before anything runs)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
 
-from bench import darts_collapse
+from tests.conftest import REPO
+
+_spec = importlib.util.spec_from_file_location("darts_collapse", REPO / "studies" / "darts_collapse" / "run.py")
+darts_collapse = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(darts_collapse)
 
 
 def test_search_overrides_need_a_tag_of_their_own(tmp_path):

@@ -7,12 +7,12 @@ guard (``max_parameter_free_normal``) only changes the *export* - the search its
 both exports come from the same final alphas: the plain rule, and at most ``--guard`` parameter-free
 ops. Each export is then retrained with the shipped recipe (``experiments/fmnist/retrain.yaml``) for
 each retraining seed and tested on the real test set. Every (source, seed) search and every retraining
-writes its own record under ``benchmarks/darts_collapse/records/``; a killed run redoes only what has
+writes its own record under ``studies/darts_collapse/records/``; a killed run redoes only what has
 none.
 
-    python -m bench.darts_collapse --synthetic runs/fmnist/synthetic     (make darts-collapse; make synthesize first)
+    python studies/darts_collapse/run.py --synthetic runs/fmnist/synthetic     (make darts-collapse; make synthesize first)
 
-Writes benchmarks/darts_collapse/darts_collapse.{md,json} (with the command, wall time and versions).
+Writes studies/darts_collapse/darts_collapse.{md,json} (with the command, wall time and versions).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="also report this setting minus another one's records ('' = the shipped config), paired by "
                         "source, search seed and retraining seed")
     p.add_argument("--run_dir", default="runs/darts_collapse")
-    p.add_argument("--out", default="benchmarks/darts_collapse")
+    p.add_argument("--out", default="studies/darts_collapse")
     a = p.parse_args(argv)
     if a.search_overrides and not a.tag:
         raise SystemExit("--search_overrides change the search: give them a --tag, so that their records do not mix "
@@ -200,7 +200,7 @@ def write_summary(out: Path, rows: list[dict[str, Any]], a: argparse.Namespace, 
     guard = f"guard{a.guard}"
     lines = ["# DARTS collapse and the P-DARTS guard" + (f" ({a.tag}: {' '.join(a.search_overrides)})" if a.tag else ""),
              "",
-             f"Command: `python -m bench.darts_collapse {shlex.join(argv if argv is not None else sys.argv[1:])}`; "
+             f"Command: `python studies/darts_collapse/run.py {shlex.join(argv if argv is not None else sys.argv[1:])}`; "
              f"wall {wall / 60:.1f} min this invocation; search {SEARCH_CONFIG}, retraining {RETRAIN_CONFIG}.", "",
              "| source | search seed | parameter-free ops per epoch (plain rule) | alpha entropy, last epoch | "
              f"plain export: param-free / top-1 % | {guard} export: param-free / top-1 % |", "|---|---|---|---|---|---|"]
@@ -234,7 +234,7 @@ def write_summary(out: Path, rows: list[dict[str, Any]], a: argparse.Namespace, 
         lines += [f"* {k}: {d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] (n={d['n']})"
                   for k, d in comparisons.items()]
     stem = tagged("darts_collapse", a.tag)
-    atomic_write_json(out / f"{stem}.json", {"command": ["python", "-m", "bench.darts_collapse",
+    atomic_write_json(out / f"{stem}.json", {"command": ["python", "-m", "studies/darts_collapse/run.py",
                                                                 *(argv if argv is not None else sys.argv[1:])],
                                                     "wall_seconds_this_invocation": round(wall, 1),
                                                     "versions": versions(), "rows": rows, "summary": summary,
