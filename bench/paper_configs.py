@@ -111,7 +111,7 @@ def architecture_file(config: str, out: Path) -> Path:
     from dfnas_pl.search.darts_space import DartsSpaceConfig
     from dfnas_pl.search.export import write_architecture
     from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
-    from dfnas_pl.search.random_arch import SpaceSampler
+    from dfnas_pl.search.space_registry import space_sampler
 
     init = yaml.safe_load(Path(config).read_text())["model"]["init_args"]
     space = dict(init["space"])
@@ -119,7 +119,7 @@ def architecture_file(config: str, out: Path) -> Path:
         cfg, name, size = LayerwiseSpaceConfig.from_dict(space), space["family"], space["image_size"]
     else:
         cfg, name, size = DartsSpaceConfig(**space), "darts", init["image_size"]
-    sampler = SpaceSampler(name, {**dataclasses.asdict(cfg), "image_size": size})
+    sampler = space_sampler(name, {**dataclasses.asdict(cfg), "image_size": size})
     choices = sampler.draw(random.Random(0))
     write_architecture(out, "sampled", name, cfg, size, choices)
     return out

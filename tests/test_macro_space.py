@@ -17,7 +17,7 @@ from dfnas_pl.drivers.rank_signal import predicted_taus, seeds_for, spread_and_n
 from dfnas_pl.drivers.tensor_training import BatchAugment, WeightEMA, evaluate
 from dfnas_pl.search.export import build_model, count_flops
 from dfnas_pl.search.layerwise_space import MACRO_CHOICES, LayerwiseSpaceConfig, LayerwiseSupernet
-from dfnas_pl.search.random_arch import SpaceSampler
+from dfnas_pl.search.space_registry import space_sampler
 from tests.conftest import MACRO_TINY_ARCHS, MACRO_TINY_SPACE
 
 SPACE = {**MACRO_TINY_SPACE, "stem_channels": 6, "stage_channels": [6, 12, 24], "head_channels": 256}
@@ -40,7 +40,7 @@ def test_every_choice_builds_at_every_layer_with_the_layer_shape():
 
 
 def test_the_flops_of_a_path_are_the_built_modules():
-    sampler = SpaceSampler("macro", SPACE)
+    sampler = space_sampler("macro", SPACE)
     rng = random.Random(0)
     for choices in [["identity"] * 8, ["mbconv_k5_e6"] * 8] + [sampler.draw(rng) for _ in range(4)]:
         assert sampler.flops(choices) == count_flops(build_model("macro", SPACE, choices), (1, 28, 28))

@@ -42,7 +42,7 @@ from dfnas_pl.data.vision import VisionDataModule
 from dfnas_pl.drivers.commands import recorded_command, versions
 from dfnas_pl.drivers.rank_signal import signal_report
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
-from dfnas_pl.search.random_arch import SpaceSampler
+from dfnas_pl.search.space_registry import Sampler, space_sampler
 from dfnas_pl.stats import bootstrap_interval, kendall_tau, spearman_rho
 from dfnas_pl.utils.io import atomic_write_json
 from dfnas_pl.utils.locking import one_writer
@@ -126,7 +126,7 @@ class Selection:
 
 def select_architectures(space_config: dict[str, Any], sel: Selection) -> dict[str, Any]:
     """The architectures of the ground truth, with FLOPs, the median and the band (deterministic)."""
-    sampler = SpaceSampler(space_config["family"], space_config)
+    sampler = space_sampler(space_config["family"], space_config)
     rng = random.Random(sel.seed)
     pool, seen = [], set()
     for _ in range(sel.pool):
@@ -176,7 +176,7 @@ def _depth(choices: tuple[str, ...]) -> int:
     return sum(c not in ("identity", "zero") for c in choices)
 
 
-def _flops_bands(sampler: SpaceSampler, pool: list[tuple[tuple, int]], sel: Selection,
+def _flops_bands(sampler: Sampler, pool: list[tuple[tuple, int]], sel: Selection,
                  taken: set[tuple]) -> list[dict[str, Any]]:
     """The cheapest and dearest path, then ``flops_bands`` groups of ``median_band`` architectures of (nearly)
     equal FLOPs that differ most in depth, at the quantiles k / (bands + 1) of the pool's FLOPs."""

@@ -9,12 +9,15 @@ A *genotype* fixes one op and two inputs per node; :class:`DartsNetwork` builds 
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from dfnas_pl.search.ops import OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN
+from dfnas_pl.search.space_registry import register_search_space
 
 
 @dataclass(frozen=True)
@@ -204,3 +207,32 @@ class DartsNetwork(_NetworkBase):
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1)
         return self.classifier(self.pool(s1).flatten(1))
+
+
+def build_darts_network(space_config: dict[str, Any], choices: Any) -> DartsNetwork:
+    """The evaluation network of a genotype (``choices``: ``{"normal": [...], "reduce": [...]}``)."""
+    cfg = {k: v for k, v in space_config.items() if k != "image_size"}
+    cfg = DartsSpaceConfig(**{**cfg, "primitives": tuple(cfg.get("primitives") or DartsSpaceConfig().primitives)})
+    genotype = {k: [[(op, int(j)) for op, j in node] for node in v] for k, v in choices.items()}
+    return DartsNetwork(cfg, genotype)
+
+
+class DartsSampler:
+    """Uniform genotypes (two inputs per node, one op each, never ``none``); FLOPs by building the network."""
+
+    def __init__(self, space_config: dict[str, Any]) -> None:
+        self.space_config = space_config
+        self.ops = [p for p in (space_config.get("primitives") or DartsSpaceConfig().primitives) if p != "none"]
+        self.steps = int(space_config.get("steps", 4))
+
+    def draw(self, rng: random.Random) -> dict[str, list[list[tuple[str, int]]]]:
+        return {cell: [[(rng.choice(self.ops), j) for j in sorted(rng.sample(range(2 + i), 2))]
+                       for i in range(self.steps)] for cell in ("normal", "reduce")}
+
+    def flops(self, choices: Any) -> int:
+        from dfnas_pl.search.export import count_flops, image_shape
+
+        return count_flops(build_darts_network(self.space_config, choices), image_shape(self.space_config))
+
+
+register_search_space("darts", build_darts_network, DartsSampler, max_draws=200)  # each draw builds a network

@@ -35,25 +35,14 @@ def count_params(model: nn.Module) -> int:
 
 
 def build_model(space: str, space_config: dict[str, Any], choices: Any) -> nn.Module:
-    """The standalone network of ``choices`` in a search space (fresh weights)."""
-    if space == "darts":
-        from dfnas_pl.search.darts_space import DartsNetwork, DartsSpaceConfig
+    """The standalone network of ``choices`` in a registered search space (fresh weights)."""
+    from dfnas_pl.search.space_registry import search_space
 
-        cfg = {k: v for k, v in space_config.items() if k != "image_size"}
-        cfg = DartsSpaceConfig(**{**cfg, "primitives": tuple(cfg.get("primitives") or DartsSpaceConfig().primitives)})
-        genotype = {k: [[(op, int(j)) for op, j in node] for node in v] for k, v in choices.items()}
-        return DartsNetwork(cfg, genotype)
-    from dfnas_pl.search.layerwise_space import FAMILIES, LayerwiseSpaceConfig, LayerwiseSupernet
-
-    if space in FAMILIES:
-
-        cfg = LayerwiseSpaceConfig.from_dict(space_config)
-        names = LayerwiseSupernet(cfg).choice_names
-        unknown = [(i, c) for i, (c, ok) in enumerate(zip(choices, names)) if c not in ok]
-        if len(choices) != len(names) or unknown:
-            raise ValueError(f"Choices {choices} do not fit the {space} space ({len(names)} layers; bad: {unknown}).")
-        return LayerwiseSupernet(cfg, only=[ok.index(c) for c, ok in zip(choices, names)])
-    raise ValueError(f"Unknown search space '{space}' in architecture.json (known: darts, {', '.join(FAMILIES)}).")
+    try:
+        entry = search_space(space)
+    except ValueError as err:
+        raise ValueError(f"{err} The architecture.json names a space this version of dfnas_pl does not know.") from err
+    return entry.build(space_config, choices)
 
 
 def image_shape(space_config: dict[str, Any]) -> tuple[int, int, int]:

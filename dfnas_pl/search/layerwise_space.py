@@ -8,8 +8,9 @@
   layer's stride. Depth is searchable, so architectures differ by far more than run-to-run noise
   (the reason this space exists: the two families above are a plateau on 28 px Fashion-MNIST).
 
-A family is one entry of :data:`FAMILIES` (its choices per layer and how a choice is built), so a new
-family is one registration, not a new branch in every caller.
+A family is one :func:`register_family` call (its choices per layer, how a choice is built, and any check
+of the space's shape), which also registers it as a search space: a new family is one registration, not a
+new branch in every caller.
 
 The supernet holds every candidate of every layer; ``forward(x, choices)`` runs one path, and
 ``forward_gated(x, gates)`` runs a weighted set of candidates per layer (ProxylessNAS's binary gates).
@@ -18,13 +19,16 @@ Costs are exact FLOPs of each candidate at its input size, so the FLOPs of a pat
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from dfnas_pl.search.blocks import MBConv, ShuffleUnit, ZeroLayer, conv_bn
+from dfnas_pl.search.space_registry import register_search_space
 
 
 @dataclass(frozen=True)
@@ -90,10 +94,11 @@ MACRO_CHOICES = ["identity", "mbconv_k3_e3", "mbconv_k5_e6"]
 @dataclass(frozen=True)
 class Family:
     """One layer-wise family: ``choices(c_in, c_out, stride)`` names a layer's candidates, ``build(name,
-    c_in, c_out, stride)`` makes one."""
+    c_in, c_out, stride)`` makes one, ``check(cfg, specs)`` refuses a space shape the family cannot build."""
 
     choices: Callable[[int, int, int], list[str]]
     build: Callable[[str, int, int, int], nn.Module]
+    check: Callable[[LayerwiseSpaceConfig, list[tuple[int, int, int]]], None] | None = None
 
 
 def _mbconv(name: str, c_in: int, c_out: int, stride: int) -> nn.Module:
@@ -113,13 +118,22 @@ def _macro_block(name: str, c_in: int, c_out: int, stride: int) -> nn.Module:
     return conv_bn(c_in, c_out, 1, stride, act=False)  # NAS-Bench-Macro: the shape-keeping "identity"
 
 
-FAMILIES: dict[str, Family] = {
-    "mobilenetv2": Family(lambda c_in, c_out, stride: MBCONV_CHOICES + (["zero"] if stride == 1 and c_in == c_out
-                                                                          else []), _mobilenet_block),
-    "shufflenetv2": Family(lambda c_in, c_out, stride: list(SHUFFLE_CHOICES),
-                           lambda name, c_in, c_out, stride: ShuffleUnit(c_in, c_out, stride, name)),
-    "macro": Family(lambda c_in, c_out, stride: list(MACRO_CHOICES), _macro_block),
-}
+def _shuffle_check(cfg: LayerwiseSpaceConfig, specs: list[tuple[int, int, int]]) -> None:
+    bad = [(c_in, c_out) for c_in, c_out, stride in specs if stride == 2 and c_out <= c_in]
+    if bad:
+        raise ValueError(f"ShuffleNetV2 stride-2 layers concatenate the input to the new features, so each "
+                         f"stage needs more channels than the one before; got {bad} (in, out). Fix "
+                         f"space.stage_channels (now {list(cfg.stage_channels)}).")
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(name: str, family: Family) -> Family:
+    """Register a layer-wise family, and with it the search space of that name."""
+    FAMILIES[name] = family
+    register_search_space(name, build_layerwise, LayerwiseSampler)
+    return family
 
 
 def family_of(cfg: LayerwiseSpaceConfig) -> Family:
@@ -139,12 +153,8 @@ class LayerwiseSupernet(nn.Module):
         self.cfg = cfg
         self.stem = conv_bn(cfg.in_channels, cfg.stem_channels, 3, cfg.stem_stride)
         self.specs = cfg.layer_specs()
-        if cfg.family == "shufflenetv2":
-            bad = [(c_in, c_out) for c_in, c_out, stride in self.specs if stride == 2 and c_out <= c_in]
-            if bad:
-                raise ValueError(f"ShuffleNetV2 stride-2 layers concatenate the input to the new features, so each "
-                                 f"stage needs more channels than the one before; got {bad} (in, out). Fix "
-                                 f"space.stage_channels (now {list(cfg.stage_channels)}).")
+        if family_of(cfg).check is not None:
+            family_of(cfg).check(cfg, self.specs)
         self.choice_names = [layer_choices(cfg, *spec) for spec in self.specs]
         if only is not None and len(only) != len(self.specs):
             raise ValueError(f"{len(only)} choices given for {len(self.specs)} layers.")
@@ -195,3 +205,36 @@ class LayerwiseSupernet(nn.Module):
             table.append(row)
         fixed += flops(self.head, tuple(shape))[0]
         return fixed, table
+
+
+def build_layerwise(space_config: dict[str, Any], choices: Any) -> LayerwiseSupernet:
+    """The standalone network of one path (``choices``: a candidate name per layer)."""
+    cfg = LayerwiseSpaceConfig.from_dict(space_config)
+    names = LayerwiseSupernet(cfg).choice_names
+    unknown = [(i, c) for i, (c, ok) in enumerate(zip(choices, names)) if c not in ok]
+    if len(choices) != len(names) or unknown:
+        raise ValueError(f"Choices {choices} do not fit the {cfg.family} space ({len(names)} layers; bad: {unknown}).")
+    return LayerwiseSupernet(cfg, only=[ok.index(c) for c, ok in zip(choices, names)])
+
+
+class LayerwiseSampler:
+    """Uniform paths, costed by a lookup in the exact per-candidate FLOPs table (thousands per second)."""
+
+    def __init__(self, space_config: dict[str, Any]) -> None:
+        supernet = LayerwiseSupernet(LayerwiseSpaceConfig.from_dict(space_config))
+        self.names = supernet.choice_names
+        self.fixed, self.table = supernet.cost_table()
+
+    def draw(self, rng: random.Random) -> list[str]:
+        return [rng.choice(names) for names in self.names]
+
+    def flops(self, choices: Any) -> int:
+        return self.fixed + sum(row[names.index(c)] for row, names, c in zip(self.table, self.names, choices))
+
+
+register_family("mobilenetv2", Family(lambda c_in, c_out, stride: MBCONV_CHOICES + (["zero"] if stride == 1 and c_in == c_out
+                                                                                       else []), _mobilenet_block))
+register_family("shufflenetv2", Family(lambda c_in, c_out, stride: list(SHUFFLE_CHOICES),
+                                       lambda name, c_in, c_out, stride: ShuffleUnit(c_in, c_out, stride, name),
+                                       _shuffle_check))
+register_family("macro", Family(lambda c_in, c_out, stride: list(MACRO_CHOICES), _macro_block))
