@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -31,10 +30,9 @@ from dfnas_pl.search.darts_space import (
 )
 from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.hooks import SearchHooks
-from dfnas_pl.search.objective import SearchObjective
 from dfnas_pl.search.plots import alpha_heatmap
 from dfnas_pl.search.registry import register_search_algorithm
-from dfnas_pl.teachers.loading import TeacherSource, load_teacher
+from dfnas_pl.teachers.loading import TeacherSource
 from dfnas_pl.utils.io import atomic_write_json
 from dfnas_pl.utils.settings import check_all
 
@@ -90,14 +88,8 @@ class DartsSearch(SearchHooks, L.LightningModule):
         k = len(space.primitives)
         self.alpha_normal = nn.Parameter(1e-3 * torch.randn(space.num_edges, k, generator=gen))
         self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(space.num_edges, k, generator=gen))
-        self.teacher_spec = load_teacher(teacher) if teacher else None
-        teacher_net = self.teacher_spec.model if self.teacher_spec else None
-        if teacher_net is not None:
-            teacher_net.requires_grad_(False)
-        self.objective = SearchObjective(teacher_net, temperature, kd_t_squared)
-        self.algorithm, self.output_dir = "darts", Path(output_dir)
+        self.init_search(teacher, temperature, kd_t_squared, output_dir)
         self.history: list[dict[str, Any]] = []
-        self._finished = False
 
     # -- plumbing ------------------------------------------------------------------------------
     def alphas(self) -> list[nn.Parameter]:

@@ -1,8 +1,8 @@
 """What the three search LightningModules share around their algorithms: the data checks (teacher,
 space and real data agree) and the output folder's one-writer lock at setup, the export at the end of training, and the W&B artifact of that export.
 
-Each search sets ``algorithm``, ``output_dir``, ``objective`` and ``_finished`` and implements
-``finish()``: the export, called inside the last epoch before its checkpoint (so a kill never loses
+Each search calls ``init_search(...)`` for the preamble they share (the teacher, the objective, the output
+folder; its ``algorithm`` name comes from its registration) and implements ``finish()``: the export, called inside the last epoch before its checkpoint (so a kill never loses
 it) and here, at ``on_train_end``, when training stopped early (max_steps, max_time)."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 from callbacks.random_state import ResumesExactly
 from dfnas_pl.data.compatibility import check_real_data, real_data_of
-from dfnas_pl.teachers.loading import Teacher
+from dfnas_pl.search.objective import SearchObjective
+from dfnas_pl.teachers.loading import Teacher, TeacherSource, load_teacher
 from dfnas_pl.utils.locking import HoldsOutputLock
 
 
@@ -24,6 +25,19 @@ class SearchHooks(HoldsOutputLock, ResumesExactly):
     _finished: bool
     space: object  # a LayerwiseSpaceConfig or DartsSpaceConfig
     teacher_spec: Teacher | None
+
+    def init_search(self, teacher: TeacherSource | None, temperature: float, kd_t_squared: bool,
+                    output_dir: str) -> None:
+        """The teacher (frozen; None: train on labels), the KD-or-labels objective and the output folder.
+        Called where each search loaded its teacher before, so the supernet's seeded initialisation is
+        unchanged (building a teacher draws from the same random stream)."""
+        self.teacher_spec = load_teacher(teacher) if teacher else None
+        teacher_net = self.teacher_spec.model if self.teacher_spec else None
+        if teacher_net is not None:
+            teacher_net.requires_grad_(False)
+        self.objective = SearchObjective(teacher_net, temperature, kd_t_squared)
+        self.output_dir = Path(output_dir)
+        self._finished = False
 
     def wandb_artifacts(self) -> list[tuple[str, str, Path]]:
         """For :class:`callbacks.WandbArtifacts`: the exported architecture."""

@@ -17,7 +17,6 @@ only on (seed, step), and alpha gradients are averaged over ranks: every rank ke
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -29,10 +28,9 @@ from dfnas_pl.search.consistency import assert_same_on_all_ranks
 from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
-from dfnas_pl.search.objective import SearchObjective
 from dfnas_pl.search.plots import alpha_heatmap
 from dfnas_pl.search.registry import register_search_algorithm
-from dfnas_pl.teachers.loading import TeacherSource, load_teacher
+from dfnas_pl.teachers.loading import TeacherSource
 from dfnas_pl.utils.io import atomic_write_json
 from dfnas_pl.utils.settings import check_all
 
@@ -78,10 +76,7 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
         self.space = space
         self.supernet = LayerwiseSupernet(space)
         self.alphas = nn.ParameterList(nn.Parameter(torch.zeros(n)) for n in self.supernet.num_choices)
-        self.teacher_spec = load_teacher(teacher) if teacher else None
-        teacher_net = self.teacher_spec.model if self.teacher_spec else None
-        self.objective = SearchObjective(teacher_net, temperature, kd_t_squared)
-        self.algorithm, self.output_dir = "proxylessnas", Path(output_dir)
+        self.init_search(teacher, temperature, kd_t_squared, output_dir)
         fixed, table = self.supernet.cost_table()
         self.fixed_flops = fixed
         self.costs = [torch.tensor(row, dtype=torch.float32) for row in table]
@@ -92,7 +87,6 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
                 raise ValueError(f"target_mflops={target_mflops} is below the cheapest path of this space "
                                  f"({cheapest / 1e6:.2f} MFLOPs); raise it or set it to null.")
         self.history: list[dict[str, Any]] = []
-        self._finished = False
 
 
     def configure_optimizers(self):

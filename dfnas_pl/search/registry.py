@@ -41,6 +41,7 @@ def register_search_algorithm(name: str, config: str, sized_space: bool = True) 
             raise ValueError(f"Search algorithm '{name}' is registered twice ({SEARCH_ALGORITHMS[name].module} and "
                              f"{entry.module}).")
         SEARCH_ALGORITHMS[name] = entry
+        cls.algorithm = name  # what its outputs and logs are named by
         return cls
 
     return register

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -26,11 +25,10 @@ from dfnas_pl.search.evolution import Candidate, EvolutionSearch
 from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
-from dfnas_pl.search.objective import SearchObjective
 from dfnas_pl.search.plots import line_plot
 from dfnas_pl.search.registry import register_search_algorithm
 from dfnas_pl.search.scoring import first, score_path
-from dfnas_pl.teachers.loading import TeacherSource, load_teacher
+from dfnas_pl.teachers.loading import TeacherSource
 from dfnas_pl.utils.io import atomic_torch_save, atomic_write_json
 from dfnas_pl.utils.settings import check_all
 
@@ -80,13 +78,9 @@ class SPOSSearch(SearchHooks, L.LightningModule):
         self.save_hyperparameters()
         self.space = space
         self.supernet = LayerwiseSupernet(space)
-        self.teacher_spec = load_teacher(teacher) if teacher else None
-        teacher_net = self.teacher_spec.model if self.teacher_spec else None
-        self.objective = SearchObjective(teacher_net, temperature, kd_t_squared)
-        self.algorithm, self.output_dir = "spos", Path(output_dir)
+        self.init_search(teacher, temperature, kd_t_squared, output_dir)
         self.fixed_flops, self.flops_table = self.supernet.cost_table()
         self.max_flops = None if max_mflops is None else max_mflops * 1e6
-        self._finished = False
         if self.max_flops is not None and self.path_flops(self.cheapest()) > self.max_flops:
             raise ValueError(f"max_mflops {max_mflops} is below the cheapest path of the space "
                              f"({self.path_flops(self.cheapest()) / 1e6:.2f} MFLOPs): raise it.")
