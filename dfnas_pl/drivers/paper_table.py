@@ -98,29 +98,26 @@ class PaperTable(Pipeline):
             raise ValueError("The random baseline matches the FLOPs of the 'synthetic' architecture: keep 'synthetic'.")
         self.sources, self.seeds, self.search_images = list(sources), list(seeds), search_images
 
-    def synthetic_sets(self) -> dict[str, Path]:
-        sets = {}
-        if "synthetic" in self.sources:
-            sets["synthetic"] = self.synthesis()
-        for name, args in self.variants.items():
-            if name not in self.sources:
-                continue
-            out = set_dir(self.run, name)
-            if not set_is_sound(out):
-                self._cli(f"synthesis ({name})", "fit", self.synthesis_config,
-                          ["--model.init_args.output_dir", str(out), *args, "--trainer.default_root_dir", str(self.run),
-                           "--trainer.logger.init_args.save_dir", str(self.run)], ["synthesis"])
-            sets[name] = out
-        return sets
+    def synthetic_set(self, name: str) -> Path:
+        """The set of a synthetic source, made when a search first needs it: a table whose searches are all
+        done (resumed, or their architectures copied in) makes no set at all."""
+        if name == "synthetic":
+            return self.synthesis()
+        out = set_dir(self.run, name)
+        if not set_is_sound(out):
+            self._cli(f"synthesis ({name})", "fit", self.synthesis_config,
+                      ["--model.init_args.output_dir", str(out), *self.variants[name], "--trainer.default_root_dir",
+                       str(self.run), "--trainer.logger.init_args.save_dir", str(self.run)], ["synthesis"])
+        return out
 
-    def search_source(self, algorithm: str, source: str, sets: dict[str, Path]) -> Path:
+    def search_source(self, algorithm: str, source: str) -> Path:
         out = self.run / "search" / algorithm / source
         if readable_json(out / "architecture.json"):
             return out / "architecture.json"
         data = {"real": ["--data.init_args.source", "real", "--model.init_args.teacher", "null",
                          "--data.init_args.max_images", str(self.search_images)],
                 "noise": ["--data.init_args.source", "noise", "--data.init_args.noise_images", str(self.search_images)],
-                }.get(source, ["--data.init_args.path", str(sets.get(source, ""))])
+                }.get(source) or ["--data.init_args.path", str(self.synthetic_set(source))]
         ckpt = out / "checkpoints"
         self._cli(f"search {algorithm} on {source}", "fit", self.search_configs[algorithm],
                   [*data, "--model.init_args.output_dir", str(out), "--trainer.default_root_dir", str(out),
@@ -153,10 +150,9 @@ class PaperTable(Pipeline):
 
     @one_writer("run", "paper-table run")
     def __call__(self) -> list[dict]:
-        sets = self.synthetic_sets()
         rows, found = [], {}
         for algorithm in self.algorithms:
-            archs = {s: self.search_source(algorithm, s, sets) for s in self.sources if s != "random"}
+            archs = {s: self.search_source(algorithm, s) for s in self.sources if s != "random"}
             if "random" in self.sources:
                 archs["random"] = self.random_architecture(algorithm, archs["synthetic"])
             found[algorithm] = archs
