@@ -2,7 +2,7 @@
 that lists or drives them: the pipeline's ``algorithms``, the paper table, their default configs.
 
 Adding an algorithm is one module with its LightningModule, one ``@register_search_algorithm(...)`` on the
-class, and one stage config; ``tests/test_search_cli.py`` runs every registered algorithm's config."""
+class, and one stage config; ``tests/stages/test_search_cli.py`` runs every registered algorithm's config."""
 
 from __future__ import annotations
 

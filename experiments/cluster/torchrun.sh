@@ -4,7 +4,7 @@
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 bash experiments/cluster/torchrun.sh fit --config experiments/fmnist/search_darts.yaml --config experiments/cluster/gpu.yaml
 #   NNODES=2 NODE_RANK=1 MASTER_ADDR=10.0.0.1 bash experiments/cluster/torchrun.sh fit --config ... (same arguments)
 # Synthesis: add --config experiments/cluster/gpu_synthesis.yaml instead of gpu.yaml.
-# On CPU-only machines (as tests/test_cluster.py does on localhost with gloo):
+# On CPU-only machines (as tests/stages/test_cluster.py does on localhost with gloo):
 #   GPUS=1 ... torchrun.sh fit --config experiments/fmnist/synthesize.yaml --trainer.strategy ddp_nosync
 # Lightning reads the ranks torchrun sets (TorchElasticEnvironment); num_nodes and devices must match.
 set -euo pipefail

@@ -13,7 +13,7 @@ from torch import nn
 from dfnas_pl.data.compatibility import check_real_data
 from dfnas_pl.data.vision import VisionDataModule
 from tests.conftest import run_cli
-from tests.test_pipeline import toy_overrides
+from tests.stages.test_pipeline import toy_overrides
 
 CLASSES = ["cat", "dog", "fish"]
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]

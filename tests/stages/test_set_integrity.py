@@ -110,7 +110,7 @@ def test_a_damaged_checkpoint_to_resume_from_is_named_with_the_fix(tmp_path, syn
 
     import torch
 
-    from tests.test_search_cli import search_args
+    from tests.stages.test_search_cli import search_args
 
     out = tmp_path / "spos"
     ckpt = out / "checkpoints"

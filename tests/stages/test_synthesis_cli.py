@@ -13,7 +13,7 @@ import torch
 
 from dfnas_pl.data.synthetic import SyntheticSetWriter
 from tests.conftest import REPO, lock_held_by_another_process, run_cli
-from tests.test_atomic_writes import killed_writing, temporaries
+from tests.unit.test_atomic_writes import killed_writing, temporaries
 
 CONFIG = "experiments/fmnist/synthesize.yaml"
 

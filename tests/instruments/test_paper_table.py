@@ -9,7 +9,7 @@ import pytest
 from dfnas_pl.search.export import build_from_architecture, count_flops
 from dfnas_pl.search.random_arch import random_like
 from tests.conftest import run_cli
-from tests.test_pipeline import toy_config
+from tests.stages.test_pipeline import toy_config
 
 
 def test_random_baseline_is_from_the_same_space_and_closest_in_flops(tmp_path):

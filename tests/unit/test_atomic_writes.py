@@ -1,6 +1,6 @@
 """Atomic writes under SIGKILL: a writer killed between writing its temporary and renaming it leaves the
 old file intact and the temporary behind; the directory's next writer (whoever takes its lock) removes
-such temporaries, and nothing else. The synthesis rerun's side: tests/test_synthesis_cli.py (resume test)."""
+such temporaries, and nothing else. The synthesis rerun's side: tests/stages/test_synthesis_cli.py (resume test)."""
 
 import signal
 import subprocess

@@ -26,7 +26,7 @@ from dfnas_pl.search.ranking import (
 from dfnas_pl.search.scoring import score_path
 from dfnas_pl.search.spos import SPOSSearch
 from tests.conftest import run_cli
-from tests.test_search_toy import LAYERWISE, DotPairs
+from tests.stages.test_search_toy import LAYERWISE, DotPairs
 
 
 def test_rank_correlations_reproduce_hand_computed_values():
@@ -64,7 +64,7 @@ def test_budget_curve_draws_a_space_whose_tau_is_undefined_at_every_budget(tmp_p
 
 
 def test_a_supernet_trained_on_labels_ranks_the_clearly_better_architectures_on_top(tmp_path):
-    """Dots 7 px apart: only the 7x7 and xception units see both (tests/test_search_toy.py), so by
+    """Dots 7 px apart: only the 7x7 and xception units see both (tests/stages/test_search_toy.py), so by
     construction they are the better architectures of this one-layer space."""
     space = LayerwiseSpaceConfig(family="shufflenetv2", stage_channels=(16,), **LAYERWISE)
     model = SPOSSearch(space=space, teacher=None, lr=0.2, evolution=False, output_dir=str(tmp_path / "spos"))
@@ -86,7 +86,7 @@ def test_a_supernet_trained_on_labels_ranks_the_clearly_better_architectures_on_
 
 @pytest.mark.slow
 def test_rank_fidelity_runs_every_kind_of_source_and_resumes(tmp_path, fmnist_root, macro_groundtruth):
-    """On the macro space (its toy ground truth, shared with tests/test_macro_space.py)."""
+    """On the macro space (its toy ground truth, shared with tests/unit/test_macro_space.py)."""
     tiny_synthesis = ["--data.init_args.images_per_class", "3", "--data.init_args.batch_size", "15",
                       "--model.init_args.iterations", "5", "--model.init_args.warmup_iterations", "1",
                       "--model.init_args.rounds", "1", "--model.init_args.quality_gate", "false"]

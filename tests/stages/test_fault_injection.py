@@ -24,8 +24,8 @@ import pytest
 import torch
 
 from tests.conftest import REPO, run_cli
-from tests.test_search_cli import search_args
-from tests.test_synthesis_cli import check_complete, small
+from tests.stages.test_search_cli import search_args
+from tests.stages.test_synthesis_cli import check_complete, small
 
 
 def files(out) -> dict[str, bytes]:
@@ -158,7 +158,7 @@ def test_retraining_killed_at_random_points_ends_with_the_uninterrupted_weights_
 
 @pytest.mark.slow
 def test_pipeline_killed_at_random_points_ends_with_the_uninterrupted_architecture_and_top1(tmp_path, fmnist_root):
-    from tests.test_pipeline import toy_overrides
+    from tests.stages.test_pipeline import toy_overrides
 
     overrides = toy_overrides()
     overrides["synthesis"] += ["--model.init_args.rounds", "3"]  # 3 batches of 10 images

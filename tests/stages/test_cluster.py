@@ -15,8 +15,8 @@ import sys
 import pytest
 
 from tests.conftest import REPO, run_cli
-from tests.test_search_cli import search_args
-from tests.test_synthesis_cli import check_complete, small
+from tests.stages.test_search_cli import search_args
+from tests.stages.test_synthesis_cli import check_complete, small
 
 
 def free_port() -> int:

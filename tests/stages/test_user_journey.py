@@ -17,8 +17,8 @@ from PIL import Image
 from dfnas_pl.data.synthetic import foreign_files
 from dfnas_pl.data.vision import VisionDataModule
 from tests.conftest import REPO, run_cli, synthesize
-from tests.test_own_data import train_teacher
-from tests.test_pipeline import toy_overrides
+from tests.stages.test_own_data import train_teacher
+from tests.stages.test_pipeline import toy_overrides
 
 CLASSES = ["bag", "boot", "coat", "shirt"]  # as README's example
 TEACHER_MODULE = '''
