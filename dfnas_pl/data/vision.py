@@ -55,6 +55,9 @@ class VisionDataModule(L.LightningDataModule):
         crop: ``resize`` (resize to ``image_size``; random crop with padding + flip when augmenting) or
             ``imagenet`` (RandomResizedCrop + flip for training, resize to 256/224 of the size + centre
             crop for evaluation: photos of any size and aspect).
+        train_images: train on only this many images of the training split, the same number per class
+            (seeded by ``split_seed``); null: all. The distillation check's real-data reference: a student
+            taught on as many real images as a synthetic set holds.
     """
 
     def __init__(
@@ -73,9 +76,11 @@ class VisionDataModule(L.LightningDataModule):
         download: bool = False,
         test_split: str = "test",
         crop: Literal["resize", "imagenet"] = "resize",
+        train_images: int | None = None,
     ) -> None:
         super().__init__()
         check_all([("batch_size", batch_size, 1, None), ("val_size", val_size, 0, None),
+                   ("train_images", train_images, 1, None),
                    ("image_size", image_size, 1, None), ("crop_padding", crop_padding, 0, None),
                    ("num_workers", num_workers, 0, None)], prefix="data.init_args.")
         # Explicit dict: subclasses call this __init__, and save_hyperparameters() would read their frame.
@@ -222,10 +227,31 @@ class VisionDataModule(L.LightningDataModule):
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.split_seed)).tolist()
             k = self.val_count(n)
             val_idx, train_idx = perm[:k], perm[k:]
+            if self.hparams.train_images is not None:
+                train_idx = self._balanced(full_train, train_idx, self.hparams.train_images)
             self.train_set = Subset(full_train, train_idx)
             self.val_set = Subset(full_eval, val_idx)
         if stage in (None, "test", "predict") and self.test_set is None:
             self.test_set = self._make(False, self._transforms(train=False))
+
+    def _balanced(self, dataset: Dataset, order: list[int], count: int) -> list[int]:
+        """``count`` indices of ``order`` (already seeded), as equal per class as the classes allow."""
+        if count > len(order):
+            raise ValueError(f"data train_images {count} is more than the {len(order)} training images of "
+                             f"{self.hparams.dataset} at '{self.hparams.root}' (after val_size). Fix: lower it, or "
+                             f"leave it out (all).")
+        targets = getattr(dataset, "targets", None)
+        if targets is None:
+            return order[:count]
+        labels = [int(targets[i]) for i in order]
+        classes = sorted(set(labels))
+        per_class = {c: [i for i, y in zip(order, labels) if y == c] for c in classes}
+        picked: list[int] = []
+        while len(picked) < count:  # round-robin over the classes: differs by at most one per class
+            for c in classes:
+                if per_class[c] and len(picked) < count:
+                    picked.append(per_class[c].pop(0))
+        return picked
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return make_loader(dataset, self.hparams.batch_size, shuffle, self.hparams.num_workers)
@@ -269,6 +295,8 @@ class FashionMNISTDataModule(VisionDataModule):
     """Fashion-MNIST (60k train / 10k test, 28x28 grey, 10 classes) from Debian's package."""
 
     def __init__(self, root: str = "data", batch_size: int = 128, val_size: int = 5000, augment: bool = True,
-                 num_workers: int = 0, split_seed: int = 0, download: bool = False) -> None:
+                 num_workers: int = 0, split_seed: int = 0, download: bool = False,
+                 train_images: int | None = None) -> None:
         super().__init__("FashionMNIST", root=root, batch_size=batch_size, val_size=val_size, augment=augment,
-                         num_workers=num_workers, split_seed=split_seed, download=download)
+                         num_workers=num_workers, split_seed=split_seed, download=download,
+                         train_images=train_images)

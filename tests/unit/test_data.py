@@ -88,3 +88,20 @@ def test_the_training_shuffle_depends_on_seed_and_epoch_only():
     iter(make_loader(torch.arange(100), batch_size=10, shuffle=True))  # making an iterator draws nothing
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(next(iter(make_loader(torch.arange(100), batch_size=10, shuffle=False))), torch.arange(10))
+
+
+def test_train_images_takes_a_seeded_class_balanced_subset(fmnist_root):
+    """The distillation check's real-data reference: as many real images as a synthetic set, per class alike."""
+    def subset(n, seed=0):
+        dm = FashionMNISTDataModule(root=str(fmnist_root), train_images=n, split_seed=seed)
+        dm.setup("fit")
+        return dm.train_set.indices, [int(dm.train_set.dataset.targets[i]) for i in dm.train_set.indices]
+
+    idx, labels = subset(53)
+    assert len(idx) == 53 and sorted({labels.count(c) for c in range(10)}) == [5, 6]  # 3 classes get a sixth
+    assert subset(53)[0] == idx and subset(53, seed=1)[0] != idx
+    full = FashionMNISTDataModule(root=str(fmnist_root))
+    full.setup("fit")
+    assert set(idx) <= set(full.train_set.indices)  # never a validation image
+    with pytest.raises(ValueError, match="train_images 60000 is more than the 55000 training images"):
+        subset(60000)
