@@ -47,6 +47,7 @@ from dfnas_pl.drivers.synthetic_sets import (
     PLAIN_INVERSION,
     SHIPPED_DEFAULT,
     make_synthetic_sets,
+    set_dir,
 )
 from dfnas_pl.search.ranking import fidelity, kendall_tau
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json, strict_json
@@ -194,10 +195,16 @@ class RankFidelity:
         self._ledger_lock = threading.Lock()
 
     # -- synthetic sets (synthesis stage runs, skipped when done) -------------------------------------
-    def make_sets(self) -> dict[str, str]:
-        needed = [s for s in self.sources if s in self.synthetic_sets]
-        return make_synthetic_sets(self.run, self.synthesis_config, self.synthetic_sets, needed, self.workers,
-                                   self.threads, self.record_seconds)
+    def set_paths(self) -> dict[str, str]:
+        """Where each synthetic source's set is (made or not)."""
+        return {s: str(set_dir(self.run, s)) for s in self.sources if s in self.synthetic_sets}
+
+    def make_sets(self, todo: list[dict[str, Any]]) -> None:
+        """Make the sets the units still to run train or score on; a finished study (its score files
+        committed) rewrites its tables without one synthesis."""
+        needed = sorted({s for u in todo for s in (u["source"], *u["scored_on"]) if s in self.synthetic_sets})
+        make_synthetic_sets(self.run, self.synthesis_config, self.synthetic_sets, needed, self.workers, self.threads,
+                            self.record_seconds)
 
     def record_seconds(self, name: str, seconds: float) -> None:
         with self._ledger_lock:
@@ -259,12 +266,13 @@ class RankFidelity:
                 raise ValueError(f"The ground truth {space['groundtruth']} has only {len(gt['scored'])} architectures "
                                  f"with 2 seeds: finish it first (`python -m dfnas_pl groundtruth --config ...`).")
             truths[space["name"]] = gt
-        sets = self.make_sets()
+        sets = self.set_paths()
         units = self.units(sets, truths, self.steps, self.sources)
         for steps in self.curve_steps:
             if steps != self.steps:
                 units += self.units(sets, truths, steps, self.curve_sources)
         todo = [u for u in units if not scored(u)]
+        self.make_sets(todo)
         print(f"Rank fidelity: {len(units)} units ({len(self.spaces)} spaces x {len(self.sources)} sources x "
               f"{len(self.seeds)} seeds, {self.steps} supernet steps; budget curve {self.curve_steps} for "
               f"{self.curve_sources}), {len(units) - len(todo)} done, {len(todo)} to run on "
