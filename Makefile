@@ -128,6 +128,7 @@ bench: install
 	$(PY) -m bench.synthesis --out bench/results.md
 	$(PY) -m bench.scaling --out bench/results.md
 	$(PY) -m bench.paper_configs --out bench/results.md
+	$(PY) -m bench.groundtruth_loop --out bench/results.md
 
 clean:
 	rm -rf runs lightning_logs wandb .pytest_cache
