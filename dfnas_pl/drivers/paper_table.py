@@ -32,6 +32,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from dfnas_pl.drivers.groundtruth import GroundTruth, Selection, TrainingRecipe, load_groundtruth
 from dfnas_pl.drivers.pipeline import ALGORITHMS, REGISTERED, Pipeline, set_is_sound
 from dfnas_pl.drivers.synthetic_sets import PAPER_METHOD, PLAIN_INVERSION, SHIPPED_DEFAULT, set_dir
+from dfnas_pl.drivers.variants import Variant, check_variants
 from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
 from dfnas_pl.search.random_arch import random_like
@@ -57,9 +58,9 @@ def parser() -> ArgumentParser:
                    default={name: algorithm.config for name, algorithm in REGISTERED.items()})
     p.add_argument("--retrain_config", type=str, default="experiments/fmnist/retrain.yaml")
     p.add_argument("--overrides", type=dict[str, list[str]], default={})
-    p.add_argument("--synthesis_variants", type=dict[str, list[str]], default=SYNTHESIS_VARIANTS,
+    p.add_argument("--synthesis_variants", type=dict[str, Variant], default=SYNTHESIS_VARIANTS,
                    help="synthetic sets made with extra synthesis CLI arguments, each usable as a source")
-    p.add_argument("--synthetic_args", type=list[str], default=PAPER_METHOD,
+    p.add_argument("--synthetic_args", type=Variant, default=PAPER_METHOD,
                    help="extra synthesis CLI arguments of the 'synthetic' source (b): the paper's method whatever "
                         "the synthesis config's own default is (the shipped default is plain inversion with 10x the "
                         "BN-loss weight: README)")
@@ -249,7 +250,9 @@ def plot(path: Path, rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     c = parser().parse_args(argv)
     check_paths(c)
+    variants = check_variants({**c.synthesis_variants, "synthetic": c.synthetic_args}, c.synthesis_config,
+                              "synthesis variant")
+    synthetic_args = variants.pop("synthetic")
     return PaperTable(c.run_dir, c.algorithms, c.sources, c.seeds, c.search_images, c.synthesis_config,
                       dict(c.search_configs), c.retrain_config, {k: list(v) for k, v in (c.overrides or {}).items()},
-                      {k: list(v) for k, v in c.synthesis_variants.items()}, dict(c.labels or {}), c.table_name,
-                      list(c.synthetic_args), c.groundtruth, c.workers)()
+                      variants, dict(c.labels or {}), c.table_name, synthetic_args, c.groundtruth, c.workers)()

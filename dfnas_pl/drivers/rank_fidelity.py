@@ -49,6 +49,7 @@ from dfnas_pl.drivers.synthetic_sets import (
     make_synthetic_sets,
     set_dir,
 )
+from dfnas_pl.drivers.variants import Variant, check_variants
 from dfnas_pl.search.ranking import fidelity, kendall_tau
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json, strict_json
 from dfnas_pl.utils.locking import one_writer
@@ -514,7 +515,7 @@ def parser() -> ArgumentParser:
     p.add_argument("--seeds", type=list[int], default=[0, 1], help="supernet seeds per source")
     p.add_argument("--supernet_steps", type=int, default=240, help="training steps of every supernet (equal budget)")
     p.add_argument("--synthesis_config", type=str, default="experiments/fmnist/synthesize.yaml")
-    p.add_argument("--synthetic_sets", type=dict[str, list[str]],
+    p.add_argument("--synthetic_sets", type=dict[str, Variant],
                    default={"default": SHIPPED_DEFAULT, "synthetic": PAPER_METHOD,
                             "synthetic_4x": [*PAPER_METHOD, "--data.init_args.images_per_class", "100"],
                             "plain": PLAIN_INVERSION},
@@ -546,6 +547,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         if missing:
             raise SystemExit(f"Space entry {s} lacks {sorted(missing)}.")
     return RankFidelity(c.run_dir, c.table_dir, spaces, c.sources, c.seeds, c.supernet_steps, c.synthesis_config,
-                        {k: list(v) for k, v in c.synthetic_sets.items()}, c.real_data.as_dict(),
+                        check_variants(dict(c.synthetic_sets), c.synthesis_config, "synthetic set"), c.real_data.as_dict(),
                         [list(p) for p in c.cross], c.noise_images, c.score_images, c.workers,
                         c.threads_per_worker, c.bootstrap_samples, c.table_name, c.curve_steps, c.curve_sources)()

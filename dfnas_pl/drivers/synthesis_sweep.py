@@ -39,6 +39,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from dfnas_pl.drivers.commands import recorded_command, versions
 from dfnas_pl.drivers.groundtruth import _fmt
 from dfnas_pl.drivers.synthetic_sets import make_synthetic_sets, set_dir
+from dfnas_pl.drivers.variants import Variant, check_variants
 from dfnas_pl.stats import t_interval
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json
 from dfnas_pl.utils.locking import one_writer
@@ -364,7 +365,7 @@ def parser() -> ArgumentParser:
     p.add_argument("--table_dir", type=str, default="runs/synthesis_sweep/table",
                    help="per-(variant, seed) records and the table (committed)")
     p.add_argument("--table_name", type=str, default="synthesis_sweep")
-    p.add_argument("--variants", type=dict[str, list[str]], default={"default": []},
+    p.add_argument("--variants", type=dict[str, Variant], default={"default": []},
                    help="name -> extra synthesis CLI arguments ([] = the synthesis config as it is)")
     p.add_argument("--reference", type=str | None, default="default",
                    help="the variant every other one is compared with (overlap of intervals)")
@@ -389,8 +390,11 @@ def parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     c = parser().parse_args(argv)
     check_paths(c)
-    sweep = SynthesisSweep(c.run_dir, c.table_dir, {k: list(v) for k, v in c.variants.items()}, c.seeds,
-                           c.synthesis_config, c.distill_config, c.distill_overrides, c.reference, c.workers,
+    variants = check_variants(dict(c.variants), c.synthesis_config, "variant")
+    distill_overrides = check_variants({"distill_overrides": c.distill_overrides}, c.distill_config,
+                                       "the student's")["distill_overrides"]
+    sweep = SynthesisSweep(c.run_dir, c.table_dir, variants, c.seeds,
+                           c.synthesis_config, c.distill_config, distill_overrides, c.reference, c.workers,
                            c.threads_per_worker, c.table_name, c.set_per_seed,
                            {k: [tuple(p) for p in v] for k, v in c.effects.items()})
     if c.table_only:

@@ -11,6 +11,7 @@ import yaml
 
 from dfnas_pl.drivers import paper_table, rank_fidelity, synthesis_sweep
 from dfnas_pl.drivers.synthetic_sets import PAPER_METHOD, PLAIN_INVERSION, SHIPPED_DEFAULT
+from tests.conftest import run_cli
 
 PINNED = ("--model.init_args.label_calibration", "--model.init_args.regional_update", "--model.init_args.r_feature")
 
@@ -75,3 +76,45 @@ def test_the_shipped_default_set_is_what_the_synthesis_config_ships(capsys, monk
     defaults = {k: p.default for k, p in inspect.signature(ModelInversion.__init__).parameters.items()}
     assert {k: defaults[k] for k in ("label_calibration", "regional_update", "r_feature")} == \
         {k: shipped[k] for k in ("label_calibration", "regional_update", "r_feature")}
+
+
+def test_every_study_variant_names_only_settings_the_stage_has():
+    """A renamed setting of the synthesis must fail every study config that names it, before any run."""
+    from dfnas_pl.drivers.variants import check_variants
+
+    checked = 0
+    for config in sorted(Path("studies").rglob("*.yaml")):
+        text = config.read_text()
+        for key, module in (("variants:", synthesis_sweep), ("synthesis_variants:", paper_table),
+                            ("synthetic_sets:", rank_fidelity)):
+            if f"\n{key}" not in "\n" + text:
+                continue
+            c = module.parser().parse_args(["--config", str(config)])
+            variants = dict(getattr(c, key.rstrip(":")))
+            check_variants(variants, c.synthesis_config, key)
+            checked += len(variants)
+    assert checked >= 20
+
+
+def test_a_misspelt_variant_setting_stops_the_driver_before_any_run(tmp_path):
+    from dfnas_pl.drivers.variants import check_variants
+
+    with pytest.raises(ValueError, match=r"variant 'typo': 'r_featur' is not a setting of "
+                                         r"dfnas_pl.inversion.module.ModelInversion.*did you mean r_feature\?"):
+        check_variants({"ok": {"r_feature": 0.1}, "typo": ["--model.init_args.r_featur", "0.1"]},
+                       "experiments/fmnist/synthesize.yaml", "variant")
+    proc = run_cli("synthesis-sweep", "--config", "studies/synthesis_quality/synthesis_sweep.yaml",
+                   "--variants", '{"typo": {"label_calibraton": true}}', "--run_dir", str(tmp_path / "run"),
+                   "--table_dir", str(tmp_path / "table"), check=False)
+    assert proc.returncode == 2 and "did you mean label_calibration?" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()  # nothing ran, nothing written
+
+
+def test_a_variant_mapping_is_the_same_set_as_its_argument_list():
+    from dfnas_pl.drivers.variants import check_variants
+
+    both = check_variants({"mapping": {"label_calibration": False, "regional_update": "false", "r_feature": 0.1},
+                           "list": ["--model.init_args.label_calibration", "false", "--model.init_args.regional_update",
+                                    "false", "--model.init_args.r_feature", "0.1"]},
+                          "experiments/fmnist/synthesize.yaml", "variant")
+    assert both["mapping"] == both["list"] == SHIPPED_DEFAULT
