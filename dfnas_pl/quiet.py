@@ -13,13 +13,13 @@ import warnings
 # (message pattern, why a dfnas_pl user cannot act on it)
 NOT_ACTIONABLE_WARNINGS: tuple[tuple[str, str], ...] = (
     (r".*`max_epochs` was not set.*", "synthesis and the searches stop themselves (rounds, generations)"),
-    (r".*`configure_optimizers` returned `None`.*", "synthesis optimises images with its own per-batch optimiser"),
+    (r".*configure_optimizers` returned `None`.*", "synthesis optimises images with its own per-batch optimiser"),
     (r".*module\(s\) in eval mode.*", "frozen teachers are in eval mode on purpose"),
     (r".*does not have many workers.*", "in-memory tensors and tiny images: worker processes cost more than they save"),
     (r".*LeafSpec.*", "a deprecation inside torch's pytree that Lightning calls"),
 )
 NOT_ACTIONABLE_INFO: tuple[tuple[str, str], ...] = (
-    (r"💡 Tip: For seamless cloud logging.*", "an advertisement for another logger"),
+    (r"💡 Tip: .*", "advertisements for Lightning's cloud logger and model registry"),
     (r"The following callbacks returned in `LightningModule.configure_callbacks` will override.*",
      "each stage brings its own progress bar in its own unit, on purpose"),
 )
