@@ -7,7 +7,9 @@ teacher top-1, BN distance and diversity from its manifest), then for each seed 
 on it by KD and tested on the real test set (the distillation stage with ``experiments/fmnist/
 distill_check.yaml``, through the CLI as by hand). With ``set_per_seed`` every seed gets a set of its own
 instead (synthesis seed = student seed), so the interval holds the set-to-set variance too, not only
-the student's: one set per variant measures that set, not the setting. Every (variant, seed) writes its
+the student's: one set per variant measures that set, not the setting. With ``real_images`` a row ``real_<N>`` trains
+the same student on N real training images (class-balanced, the teacher's soft labels: it never sees a real
+label) for every seed, the reference a synthetic set of N images is read against. Every (variant, seed) writes its
 own record under ``<table_dir>/records/``, so a killed sweep - or a later session on a fresh clone -
 redoes only what has none. The table (``<table_name>.md/.csv/.json`` and a plot) gives each variant's
 student top-1 as mean, 95 % t-interval over seeds and the per-seed values, says which variants overlap
@@ -36,6 +38,7 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from dfnas_pl.data.vision import VisionDataModule
 from dfnas_pl.drivers.commands import recorded_command, versions
 from dfnas_pl.drivers.groundtruth import _fmt
 from dfnas_pl.drivers.synthetic_sets import make_synthetic_sets, set_dir
@@ -56,15 +59,22 @@ class SynthesisSweep:
                  synthesis_config: str, distill_config: str, distill_overrides: list[str] | None = None,
                  reference: str | None = None, workers: int = 2, threads_per_worker: int = 1,
                  table_name: str = "synthesis_sweep", set_per_seed: bool = False,
-                 effects: dict[str, list[tuple[str, str]]] | None = None) -> None:
+                 effects: dict[str, list[tuple[str, str]]] | None = None, real_images: int | None = None,
+                 real_data: dict[str, Any] | None = None) -> None:
         if not variants:
             raise ValueError("No variants: give at least one (name -> extra synthesis arguments, [] for the config).")
-        if reference is not None and reference not in variants:
+        if reference is not None and reference not in variants and reference != f"real_{real_images}":
             raise ValueError(f"reference '{reference}' is not one of the variants {sorted(variants)}.")
         if not seeds:
             raise ValueError("seeds is empty: give the distillation seeds (3 for an interval).")
         self.run, self.table_dir = Path(run_dir), Path(table_dir)
         self.variants, self.seeds = {k: list(v) for k, v in variants.items()}, list(seeds)
+        self.real_images = real_images
+        self.real_data = real_data or {"class_path": "dfnas_pl.data.FashionMNISTDataModule", "init_args": {"root": "data"}}
+        self.real = {f"real_{real_images}"} if real_images else set()
+        if self.real & set(variants):
+            raise ValueError(f"A variant is named {sorted(self.real)}, the real-data row's name: rename it.")
+        self.variants.update({name: [] for name in self.real})  # a row like the others; it makes no set
         self.synthesis_config, self.distill_config = synthesis_config, distill_config
         self.distill_overrides = list(distill_overrides or [])
         self.reference, self.workers, self.threads, self.table_name = reference, workers, threads_per_worker, table_name
@@ -92,14 +102,36 @@ class SynthesisSweep:
         extra = [*self.variants[variant], "--model.init_args.seed", str(seed), "--seed_everything", str(seed)]
         return make_synthetic_sets(self.run, self.synthesis_config, {name: extra}, [name], 1, self.threads)[name]
 
-    def distill(self, variant: str, seed: int, set_path: str) -> dict[str, Any]:
+    def real_data_args(self, seed: int) -> list[str]:
+        """The real-data row's data: ``real_images`` training images, class-balanced and seeded by the student's
+        seed, at the batch size the check uses for sets."""
+        import yaml
+
+        batch = (yaml.safe_load(Path(self.distill_config).read_text()).get("data", {}).get("init_args", {})
+                 .get("batch_size", 64))
+        pairs = dict(zip(self.distill_overrides[::2], self.distill_overrides[1::2]))
+        batch = int(pairs.get("--data.init_args.batch_size", batch))
+        init = {**self.real_data.get("init_args", {}), "batch_size": batch, "train_images": self.real_images,
+                "split_seed": seed}
+        return ["--data", json.dumps({"class_path": self.real_data["class_path"], "init_args": init})]
+
+    def student_overrides(self, variant: str) -> list[str]:
+        """``distill_overrides`` as given; for the real-data row without the ``--data.`` ones, which address the
+        synthetic set's data module (its batch size is taken over by :meth:`real_data_args`)."""
+        if variant not in self.real:
+            return self.distill_overrides
+        pairs = zip(self.distill_overrides[::2], self.distill_overrides[1::2])
+        return [a for flag, value in pairs if not flag.startswith("--data.") for a in (flag, value)]
+
+    def distill(self, variant: str, seed: int, set_path: str | None) -> dict[str, Any]:
         """Train and test one student (fit, then test on the last checkpoint) through the CLI."""
         out = self.run / "distill" / variant / f"seed{seed}"
         ckpt, metrics = out / "checkpoints", out / "metrics.json"
-        args = ["--config", self.distill_config, "--seed_everything", str(seed), "--data.init_args.path", set_path,
+        data = self.real_data_args(seed) if variant in self.real else ["--data.init_args.path", str(set_path)]
+        args = ["--config", self.distill_config, "--seed_everything", str(seed), *data,
                 "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir", str(out),
                 "--trainer.callbacks.init_args.dirpath", str(ckpt), "--trainer.enable_progress_bar", "false",
-                "--model.init_args.metrics_path", str(metrics), *self.distill_overrides]
+                "--model.init_args.metrics_path", str(metrics), *self.student_overrides(variant)]
         env = {**os.environ, "DFNAS_NUM_THREADS": str(self.threads)}
         out.mkdir(parents=True, exist_ok=True)
         start = time.time()
@@ -113,12 +145,14 @@ class SynthesisSweep:
                                        f"{out / 'distill.log'}. Fix the cause and run the same command again.")
         rec = {"variant": variant, "seed": seed, "test_top1": json.loads(metrics.read_text())["test_top1"],
                "seconds": round(time.time() - start, 1), "synthetic_set": set_path,
-               "set_quality": set_quality(set_path), **self.arguments(variant)}
+               "set_quality": set_quality(set_path) if set_path else None, **self.arguments(variant)}
         atomic_write_json(self.record(variant, seed), rec)
         return rec
 
     def arguments(self, variant: str) -> dict[str, list[str]]:
         """What a record was made with: a record is reused only for the same arguments."""
+        if variant in self.real:
+            return {"real_data": self.real_data, "distill_overrides": self.distill_overrides}
         return {"synthesis_arguments": self.variants[variant], "distill_overrides": self.distill_overrides}
 
     def check_records(self) -> None:
@@ -141,8 +175,8 @@ class SynthesisSweep:
         self.check_records()
         self.run.mkdir(parents=True, exist_ok=True)
         if not self.set_per_seed:  # the variants' sets first, in parallel; every student then reads its variant's
-            make_synthetic_sets(self.run, self.synthesis_config, self.variants, list(self.variants), self.workers,
-                                self.threads)
+            made = [v for v in self.variants if v not in self.real]
+            make_synthetic_sets(self.run, self.synthesis_config, self.variants, made, self.workers, self.threads)
         # seed-major order: a sweep cut short leaves whole seeds of every variant, which the paired difference needs
         todo = [(v, s) for s in self.seeds for v in self.variants if not self.record(v, s).exists()]
         total = len(self.variants) * len(self.seeds)
@@ -151,6 +185,8 @@ class SynthesisSweep:
               f"{len(todo)} to run on {self.workers} worker{'s' if self.workers != 1 else ''}.", flush=True)
 
         def job(v: str, s: int) -> dict[str, Any]:
+            if v in self.real:
+                return self.distill(v, s, None)
             return self.distill(v, s, self.make_set(v, s) if self.set_per_seed else self.set_path(v, s))
 
         with ThreadPoolExecutor(self.workers) as pool:  # each job is its own CLI process (or two: set, student)
@@ -184,6 +220,8 @@ class SynthesisSweep:
         """The quality summary of each of the variant's sets: from its records (committed, so a fresh clone can
         remake the table), else from the set's manifest."""
         by_set: dict[str, dict[str, Any]] = {}
+        if variant in self.real:
+            return []
         for seed, rec in records.items():
             path = self.set_path(variant, seed)
             if path not in by_set:
@@ -237,9 +275,9 @@ class SynthesisSweep:
             lo, hi = t_interval(accs)
 
             def mean_of(key: str, sets: list[dict[str, Any]] = sets) -> float:  # over the variant's sets
-                return statistics.mean(q[key] for q in sets)
+                return statistics.mean(q[key] for q in sets) if sets else math.nan
 
-            rows.append({"variant": variant, "images": sets[0]["images"],
+            rows.append({"variant": variant, "images": sets[0]["images"] if sets else self.real_images,
                          "synthesis_minutes": mean_of("wall_time_s") / 60,
                          "teacher_top1": mean_of("teacher_top1"), "bn_distance": mean_of("bn_distance"),
                          "diversity": mean_of("diversity"), "sets": len(sets),
@@ -373,6 +411,12 @@ def parser() -> ArgumentParser:
     p.add_argument("--synthesis_config", type=str, default="experiments/fmnist/synthesize.yaml")
     p.add_argument("--distill_config", type=str, default="experiments/fmnist/distill_check.yaml")
     p.add_argument("--distill_overrides", type=list[str], default=[], help="extra CLI arguments of every student run")
+    p.add_argument("--real_images", type=int | None, default=None,
+                   help="a row real_<N>: the same student taught on N real training images (class-balanced, the "
+                        "teacher's soft labels), the reference a synthetic set of N images is read against; null: none")
+    p.add_argument("--real_data", type=VisionDataModule, default={"class_path": "dfnas_pl.data.FashionMNISTDataModule",
+                                                      "init_args": {"root": "data"}},
+                   help="the real data of the real_<N> row (a VisionDataModule: class_path + init_args)")
     p.add_argument("--set_per_seed", type=bool, default=False,
                    help="every seed its own synthetic set (synthesis seed = student seed): intervals hold the "
                         "set-to-set variance; false: one set per variant, only the students vary")
@@ -396,7 +440,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     sweep = SynthesisSweep(c.run_dir, c.table_dir, variants, c.seeds,
                            c.synthesis_config, c.distill_config, distill_overrides, c.reference, c.workers,
                            c.threads_per_worker, c.table_name, c.set_per_seed,
-                           {k: [tuple(p) for p in v] for k, v in c.effects.items()})
+                           {k: [tuple(p) for p in v] for k, v in c.effects.items()}, c.real_images,
+                           c.real_data.as_dict())
     if c.table_only:
         sweep.check_records()
         return sweep.write_table()

@@ -134,14 +134,20 @@ def test_sweep_runs_variants_and_seeds_and_resumes(tmp_path, fmnist_root):
     table = tmp_path / "table"
     args = ["synthesis-sweep", "--run_dir", str(tmp_path / "run"), "--table_dir", str(table), "--set_per_seed", "true",
             "--variants", json.dumps({"default": tiny, "window": [*tiny, "--model.init_args.regional_update", "window"]}),
-            "--seeds", "[0, 1]", "--effects", json.dumps({"window": [["window", "default"]]}), "--distill_overrides",
+            "--seeds", "[0, 1]", "--effects", json.dumps({"window": [["window", "default"]]}), "--real_images", "20",
+            "--real_data", json.dumps({"class_path": "dfnas_pl.data.FashionMNISTDataModule",
+                                       "init_args": {"root": str(fmnist_root)}}), "--distill_overrides",
             json.dumps(["--trainer.max_epochs", "1", "--data.init_args.batch_size", "8", "--trainer.limit_test_batches", "2",
                         "--data.init_args.eval_data.init_args.root", str(fmnist_root)])]
     first = run_cli(*args, timeout=900)
-    assert "4 to run" in first.stdout
+    assert "6 to run" in first.stdout
     with open(table / "synthesis_sweep.csv") as f:
         rows = {r["variant"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"default", "window"}
+    assert set(rows) == {"default", "window", "real_20"}
+    real = rows.pop("real_20")  # the same student on 20 real images (2 per class), the teacher's soft labels
+    assert real["images"] == "20" and real["sets"] == "0" and real["seeds"] == "2"
+    real0 = json.loads((table / "records" / "real_20_seed0.json").read_text())
+    assert real0["synthetic_set"] is None and real0["real_data"]["init_args"]["root"] == str(fmnist_root)
     for r in rows.values():
         assert r["images"] == "20" and r["seeds"] == "2" and r["sets"] == "2" and len(r["per_seed"].split(" / ")) == 2
         assert float(r["ci_low"]) <= float(r["student_top1_mean"]) <= float(r["ci_high"])
@@ -164,15 +170,15 @@ def test_sweep_runs_variants_and_seeds_and_resumes(tmp_path, fmnist_root):
         runs / "synthetic_default_seed0")).read_bytes()
     assert (table / "synthesis_sweep.png").stat().st_size > 5_000 and "NaN" not in (table / "synthesis_sweep.json").read_text()
     records = sorted((table / "records").glob("*.json"))
-    assert len(records) == 4
+    assert len(records) == 6
     window0 = json.loads((table / "records" / "window_seed0.json").read_text())
     assert window0["synthesis_arguments"][-1] == "window" and window0["set_quality"]["images"] == 20
     mtimes = [p.stat().st_mtime_ns for p in records]
     again = run_cli(*args, timeout=600)
-    assert "4 done, 0 to run" in again.stdout and [p.stat().st_mtime_ns for p in records] == mtimes
+    assert "6 done, 0 to run" in again.stdout and [p.stat().st_mtime_ns for p in records] == mtimes
     (records[0]).unlink()  # a record lost (or a sweep cut short): --table_only tables the rest, runs nothing
     table_only = run_cli(*args, "--table_only", "true", timeout=600)
-    assert "partial: 3 of 4 (variant, seed) records" in table_only.stdout and not records[0].exists()
+    assert "partial: 5 of 6 (variant, seed) records" in table_only.stdout and not records[0].exists()
 
 
 @pytest.mark.parametrize("sweep", ["synthesis_sweep", "synthesis_sets", "synthesis_bn_weight", "synthesis_budget"])
