@@ -186,7 +186,7 @@ def test_every_shipped_variant_is_a_valid_synthesis_config(capsys, monkeypatch, 
     from dfnas_pl.cli import DFNASCLI
     from dfnas_pl.drivers.synthesis_sweep import parser
 
-    c = parser().parse_args(["--config", f"experiments/fmnist/{sweep}.yaml"])
+    c = parser().parse_args(["--config", f"studies/synthesis_quality/{sweep}.yaml"])
     assert c.reference in c.variants and len(c.seeds) >= 3
     monkeypatch.setattr(sys, "argv", ["dfnas_pl"])  # the CLI parses args=..., not pytest's own argv
     for name, extra in c.variants.items():
