@@ -250,9 +250,9 @@ def plot(path: Path, rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     c = parser().parse_args(argv)
     check_paths(c)
-    variants = check_variants({**c.synthesis_variants, "synthetic": c.synthetic_args}, c.synthesis_config,
-                              "synthesis variant")
-    synthetic_args = variants.pop("synthetic")
+    variants = check_variants(dict(c.synthesis_variants), c.synthesis_config, "synthesis variant")
+    synthetic_args = check_variants({"synthetic_args": c.synthetic_args}, c.synthesis_config,
+                                    "the paper's method")["synthetic_args"]
     return PaperTable(c.run_dir, c.algorithms, c.sources, c.seeds, c.search_images, c.synthesis_config,
                       dict(c.search_configs), c.retrain_config, {k: list(v) for k, v in (c.overrides or {}).items()},
                       variants, dict(c.labels or {}), c.table_name, synthetic_args, c.groundtruth, c.workers)()
