@@ -105,6 +105,8 @@ def summarise(command: str, wall: float) -> dict:
         rows.append({"source": source, "images": n, "steps": steps, "seeds": len(accs), "per_seed": accs,
                      "mean": statistics.mean(accs), "ci_low": lo, "ci_high": hi})
     old = json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").exists() else {}
+    if command.endswith("--table_only") and "command" in old:
+        command = old["command"]  # the table is rewritten; the records were made by the run before
     result = {"rows": rows, "student_seconds": round(sum(r["seconds"] for r in recs), 1),
               "wall_seconds": round(old.get("wall_seconds", 0) + wall, 1), "command": command, "versions": versions()}
     atomic_write_json(HERE / "results.json", result)
@@ -152,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
             for rec in pool.map(run_unit, todo):
                 print(f"{rec['source']} {rec['images']} images, {rec['steps']} steps, seed {rec['seed']}: "
                       f"{100 * rec['test_top1']:.2f} % ({rec['seconds']:.0f} s)", flush=True)
-                summarise(command, 0.0)
+                summarise(command, time.time() - start)  # wall time so far: a killed run keeps what it spent
+                start = time.time()
     summarise(command, time.time() - start)
 
 
