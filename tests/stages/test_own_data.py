@@ -74,7 +74,7 @@ def teacher_file(tmp_path):
 
 
 def teacher_source(path, class_names=CLASSES):
-    return {"path": str(path), "arch": "tests.test_own_data.ColourNet", "in_channels": 3, "image_size": 16,
+    return {"path": str(path), "arch": "tests.stages.test_own_data.ColourNet", "in_channels": 3, "image_size": 16,
             "mean": MEAN, "std": STD, "class_names": list(class_names)}
 
 
@@ -116,7 +116,7 @@ def test_pipeline_on_your_own_teacher_class_and_image_folder(tmp_path, teacher_f
 
     manifest = json.loads((run / "synthetic" / "manifest.json").read_text())
     assert manifest["class_names"] == CLASSES and manifest["images"] == 2 * 2 * 3
-    assert manifest["teacher"]["arch"] == "tests.test_own_data.ColourNet"
+    assert manifest["teacher"]["arch"] == "tests.stages.test_own_data.ColourNet"
     for algorithm in ("darts", "spos"):  # each space sized from the teacher, retrained and tested on the folders
         space = json.loads((run / "search" / algorithm / "architecture.json").read_text())["space_config"]
         assert (space["in_channels"], space["num_classes"]) == (3, 3)

@@ -50,20 +50,20 @@ def same(teacher, model):
 
 def test_state_dict_of_a_custom_class_by_import_path_or_class_path(tmp_path, net):
     torch.save(net.state_dict(), tmp_path / "sd.pt")
-    t = load_teacher({"path": str(tmp_path / "sd.pt"), "arch": "tests.test_teacher_sources.TinyNet", **FACTS})
+    t = load_teacher({"path": str(tmp_path / "sd.pt"), "arch": "tests.stages.test_teacher_sources.TinyNet", **FACTS})
     same(t, net)
     assert t.num_classes == 7 and t.kind == "module" and t.mean == (0.3,)  # classes read off the output
     wide = TinyNet(width=8)
     torch.save(wide.state_dict(), tmp_path / "wide.pt")
-    t = load_teacher({"path": str(tmp_path / "wide.pt"), "arch": {"class_path": "tests.test_teacher_sources.TinyNet",
+    t = load_teacher({"path": str(tmp_path / "wide.pt"), "arch": {"class_path": "tests.stages.test_teacher_sources.TinyNet",
                                                                   "init_args": {"width": 8}}, **FACTS})
     same(t, wide.eval())
     with pytest.raises(ValueError, match="does not say its image_size, mean, std"):
-        load_teacher({"path": str(tmp_path / "sd.pt"), "arch": "tests.test_teacher_sources.TinyNet", "in_channels": 1})
+        load_teacher({"path": str(tmp_path / "sd.pt"), "arch": "tests.stages.test_teacher_sources.TinyNet", "in_channels": 1})
     with pytest.raises(ValueError, match="cannot be imported"):
         load_teacher({"path": str(tmp_path / "sd.pt"), "arch": "tests.nowhere.TinyNet", **FACTS})
     with pytest.raises(ValueError, match="do not fit architecture"):
-        load_teacher({"path": str(tmp_path / "wide.pt"), "arch": "tests.test_teacher_sources.TinyNet", **FACTS})
+        load_teacher({"path": str(tmp_path / "wide.pt"), "arch": "tests.stages.test_teacher_sources.TinyNet", **FACTS})
     with pytest.raises(ValueError, match="Unknown teacher setting"):
         load_teacher({"path": str(tmp_path / "sd.pt"), "arch": "x.Y", "colour": "red"})
 
@@ -84,7 +84,7 @@ def test_torchscript_and_export_archives_load_and_give_input_gradients(tmp_path,
     x = torch.randn(2, 1, 28, 28, requires_grad=True)
     t.model(x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0  # what inversion needs
-    hooked = load_teacher({"path": str(path), "arch": "tests.test_teacher_sources.TinyNet", **FACTS})
+    hooked = load_teacher({"path": str(path), "arch": "tests.stages.test_teacher_sources.TinyNet", **FACTS})
     t.model.train()
     assert not t.model.training  # an archived teacher never switches to batch statistics
     assert hooked.kind == "module" and sum(isinstance(m, nn.BatchNorm2d) for m in hooked.model.modules()) == 2
@@ -115,7 +115,7 @@ def test_synthesis_with_an_archive_teacher_says_how_to_get_the_bn_loss(tmp_path,
 @pytest.mark.slow
 def test_the_cli_takes_a_teacher_mapping_with_a_custom_class(tmp_path, net):
     torch.save(net.state_dict(), tmp_path / "sd.pt")
-    teacher = {"path": str(tmp_path / "sd.pt"), "arch": "tests.test_teacher_sources.TinyNet", **FACTS,
+    teacher = {"path": str(tmp_path / "sd.pt"), "arch": "tests.stages.test_teacher_sources.TinyNet", **FACTS,
                "class_names": [f"c{i}" for i in range(7)]}
     out = tmp_path / "syn"
     proc = run_cli("fit", "--config", "experiments/fmnist/synthesize.yaml", "--model.init_args.teacher", json.dumps(teacher),
@@ -126,6 +126,6 @@ def test_the_cli_takes_a_teacher_mapping_with_a_custom_class(tmp_path, net):
             "--model.init_args.quality_gate", "false",
             "--trainer.callbacks", "[]")
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["teacher"]["arch"] == "tests.test_teacher_sources.TinyNet" and manifest["teacher"]["num_classes"] == 7
+    assert manifest["teacher"]["arch"] == "tests.stages.test_teacher_sources.TinyNet" and manifest["teacher"]["num_classes"] == 7
     assert manifest["images"] == 7 and manifest["class_names"] == [f"c{i}" for i in range(7)]
     assert "deprecated" not in proc.stderr.lower()  # a normal run prints no deprecation warning (e.g. LeafSpec)
