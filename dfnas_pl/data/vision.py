@@ -8,6 +8,7 @@ the official test set, which no stage ever uses for selection.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -243,15 +244,12 @@ class VisionDataModule(L.LightningDataModule):
         targets = getattr(dataset, "targets", None)
         if targets is None:
             return order[:count]
-        labels = [int(targets[i]) for i in order]
-        classes = sorted(set(labels))
-        per_class = {c: [i for i, y in zip(order, labels) if y == c] for c in classes}
-        picked: list[int] = []
-        while len(picked) < count:  # round-robin over the classes: differs by at most one per class
-            for c in classes:
-                if per_class[c] and len(picked) < count:
-                    picked.append(per_class[c].pop(0))
-        return picked
+        per_class: dict[int, list[int]] = {}
+        for i in order:  # one pass; each class keeps the seeded order
+            per_class.setdefault(int(targets[i]), []).append(i)
+        # round-robin over the classes in label order: the counts differ by at most one per class
+        rounds = itertools.zip_longest(*(per_class[c] for c in sorted(per_class)))
+        return [i for r in rounds for i in r if i is not None][:count]
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return make_loader(dataset, self.hparams.batch_size, shuffle, self.hparams.num_workers)

@@ -63,20 +63,28 @@ class SynthesisSweep:
                  real_data: dict[str, Any] | None = None) -> None:
         if not variants:
             raise ValueError("No variants: give at least one (name -> extra synthesis arguments, [] for the config).")
-        if reference is not None and reference not in variants and reference != f"real_{real_images}":
-            raise ValueError(f"reference '{reference}' is not one of the variants {sorted(variants)}.")
+        real = {f"real_{real_images}"} if real_images else set()  # the real-data row's name
+        if reference is not None and reference not in {*variants, *real}:
+            raise ValueError(f"reference '{reference}' is not one of the variants {sorted({*variants, *real})}.")
         if not seeds:
             raise ValueError("seeds is empty: give the distillation seeds (3 for an interval).")
         self.run, self.table_dir = Path(run_dir), Path(table_dir)
         self.variants, self.seeds = {k: list(v) for k, v in variants.items()}, list(seeds)
-        self.real_images = real_images
+        self.real_images, self.real = real_images, real
         self.real_data = real_data or {"class_path": "dfnas_pl.data.FashionMNISTDataModule", "init_args": {"root": "data"}}
-        self.real = {f"real_{real_images}"} if real_images else set()
         if self.real & set(variants):
             raise ValueError(f"A variant is named {sorted(self.real)}, the real-data row's name: rename it.")
         self.variants.update({name: [] for name in self.real})  # a row like the others; it makes no set
         self.synthesis_config, self.distill_config = synthesis_config, distill_config
         self.distill_overrides = list(distill_overrides or [])
+        if self.real:  # the real row's student: the set's batch size, not the set's data overrides
+            import yaml
+
+            pairs = list(zip(self.distill_overrides[::2], self.distill_overrides[1::2]))
+            config_batch = (yaml.safe_load(Path(distill_config).read_text()).get("data", {}).get("init_args", {})
+                            .get("batch_size", 64))
+            self.real_batch = int(dict(pairs).get("--data.init_args.batch_size", config_batch))
+            self.real_overrides = [a for flag, value in pairs if not flag.startswith("--data.") for a in (flag, value)]
         self.reference, self.workers, self.threads, self.table_name = reference, workers, threads_per_worker, table_name
         self.set_per_seed = set_per_seed
         self.effects = {name: [tuple(pair) for pair in pairs] for name, pairs in (effects or {}).items()}
@@ -105,23 +113,14 @@ class SynthesisSweep:
     def real_data_args(self, seed: int) -> list[str]:
         """The real-data row's data: ``real_images`` training images, class-balanced and seeded by the student's
         seed, at the batch size the check uses for sets."""
-        import yaml
-
-        batch = (yaml.safe_load(Path(self.distill_config).read_text()).get("data", {}).get("init_args", {})
-                 .get("batch_size", 64))
-        pairs = dict(zip(self.distill_overrides[::2], self.distill_overrides[1::2]))
-        batch = int(pairs.get("--data.init_args.batch_size", batch))
-        init = {**self.real_data.get("init_args", {}), "batch_size": batch, "train_images": self.real_images,
+        init = {**self.real_data.get("init_args", {}), "batch_size": self.real_batch, "train_images": self.real_images,
                 "split_seed": seed}
         return ["--data", json.dumps({"class_path": self.real_data["class_path"], "init_args": init})]
 
     def student_overrides(self, variant: str) -> list[str]:
         """``distill_overrides`` as given; for the real-data row without the ``--data.`` ones, which address the
         synthetic set's data module (its batch size is taken over by :meth:`real_data_args`)."""
-        if variant not in self.real:
-            return self.distill_overrides
-        pairs = zip(self.distill_overrides[::2], self.distill_overrides[1::2])
-        return [a for flag, value in pairs if not flag.startswith("--data.") for a in (flag, value)]
+        return self.real_overrides if variant in self.real else self.distill_overrides
 
     def distill(self, variant: str, seed: int, set_path: str | None) -> dict[str, Any]:
         """Train and test one student (fit, then test on the last checkpoint) through the CLI."""
