@@ -145,7 +145,9 @@ def main(args: list[str] | None = None):
 
 
 # The commands beside LightningCLI's subcommands: name -> the module whose ``main(argv)`` runs it. A new
-# driver is a module with a ``main`` and one line here (imported only when named, so ``fit`` stays lean).
+# driver is a class whose constructor signature is its command line (``driver_from_args`` in
+# dfnas_pl/drivers/commands.py builds one from it), a ``main`` and one line here (imported only when named,
+# so ``fit`` stays lean).
 COMMANDS = {
     "pipeline": "dfnas_pl.drivers.pipeline",            # all stages in order
     "paper-table": "dfnas_pl.drivers.paper_table",      # the paper's comparison of search-data sources

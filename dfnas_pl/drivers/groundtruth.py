@@ -36,17 +36,23 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Literal
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 
 from dfnas_pl.data.vision import VisionDataModule
-from dfnas_pl.drivers.commands import recorded_command, versions
+from dfnas_pl.drivers.commands import (
+    REAL_DATA,
+    as_dataclass,
+    driver_from_args,
+    driver_parser,
+    recorded_command,
+    versions,
+)
 from dfnas_pl.drivers.rank_signal import signal_report
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
 from dfnas_pl.search.space_registry import Sampler, space_sampler
 from dfnas_pl.stats import bootstrap_interval, kendall_tau, spearman_rho
 from dfnas_pl.utils.io import atomic_write_json
 from dfnas_pl.utils.locking import one_writer
-from dfnas_pl.utils.settings import check_paths
 
 GROUNDTRUTH_FORMAT = "dfnas_pl.groundtruth/1"
 
@@ -302,9 +308,31 @@ def check_accelerator(accelerator: str) -> None:
 # -- the driver ---------------------------------------------------------------------------------------
 
 class GroundTruth:
-    def __init__(self, space: LayerwiseSpaceConfig, output: str, work_dir: str, data: dict[str, Any],
-                 recipe: TrainingRecipe, selection: Selection, seeds: list[int], workers: int = 2,
-                 threads_per_worker: int = 1, limit: int | None = None, accelerator: str = "cpu") -> None:
+    """Real-data top-1 of fixed architectures of one space, each trained with one recipe and several seeds."""
+
+    def __init__(self, space: LayerwiseSpaceConfig = LayerwiseSpaceConfig(),
+                 output: str = "runs/groundtruth/groundtruth.json", work_dir: str = "runs/groundtruth/jobs",
+                 data: VisionDataModule = REAL_DATA, recipe: TrainingRecipe = TrainingRecipe(),
+                 selection: Selection = Selection(), seeds: list[int] = [0, 1], workers: int = 2,
+                 threads_per_worker: int = 1, limit: int | None = None,
+                 accelerator: Literal["cpu", "gpu", "auto"] = "cpu") -> None:
+        """
+        Args:
+            space: the layer-wise search space (as in the search config)
+            output: the ground-truth JSON (rewritten after every finished job)
+            work_dir: per-job records and architecture files (the unit of resume)
+            data: real data: a VisionDataModule (class_path + init_args; its training split and test set),
+                kept as that mapping: each job's process builds its own
+            recipe: the one training recipe
+            selection: which architectures
+            seeds: training seeds per architecture (>= 2)
+            workers: parallel training processes
+            threads_per_worker: torch threads per process
+            limit: run at most this many new jobs, then stop
+            accelerator: where each job trains (Lightning's accelerator, one device per job; several workers
+                may share one GPU). Not part of the recipe: records of one recipe may come from CPU and GPU;
+                each record names its device
+        """
         if len(seeds) < 2:
             raise ValueError(f"seeds {seeds}: the noise ceiling needs at least 2 seeds per architecture.")
         self.space = dataclasses.asdict(space)
@@ -334,7 +362,9 @@ class GroundTruth:
             # fields added since the directory was made: their defaults, which is what it was made with
             for key, cls in (("space", LayerwiseSpaceConfig), ("recipe", TrainingRecipe), ("selection", Selection)):
                 if isinstance(saved, dict) and isinstance(saved.get(key), dict):
-                    saved[key] = json.loads(json.dumps(dataclasses.asdict(dataclass_of(cls, saved[key]))))
+                    saved[key] = json.loads(json.dumps(dataclasses.asdict(as_dataclass(cls, saved[key]))))
+            if isinstance(saved, dict) and isinstance(saved.get("data"), dict):
+                saved["data"] = _new_arguments_at_default(saved["data"], mine["data"])
             if _more_seeds(saved, mine):  # a seed added: every record made so far is still valid
                 print(f"Ground truth: seeds {saved['seeds']} -> {mine['seeds']} (the records made so far are kept).",
                       flush=True)
@@ -530,39 +560,16 @@ def load_groundtruth(path: str | Path) -> dict[str, Any]:
 
 
 def parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m dfnas_pl groundtruth", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", action=ActionConfigFile, help="studies/layerwise_groundtruth/groundtruth_<space>.yaml")
-    p.add_argument("--space", type=LayerwiseSpaceConfig, default=LayerwiseSpaceConfig(),
-                   help="the layer-wise search space (as in the search config)")
-    p.add_argument("--output", type=str, default="runs/groundtruth/groundtruth.json",
-                   help="the ground-truth JSON (rewritten after every finished job)")
-    p.add_argument("--work_dir", type=str, default="runs/groundtruth/jobs",
-                   help="per-job records and architecture files (the unit of resume)")
-    p.add_argument("--data", type=VisionDataModule, default={"class_path": "dfnas_pl.data.FashionMNISTDataModule",
-                                                             "init_args": {"root": "data"}},
-                   help="real data: a VisionDataModule (class_path + init_args; its training split and test set)")
-    p.add_argument("--recipe", type=TrainingRecipe, default=TrainingRecipe(), help="the one training recipe")
-    p.add_argument("--selection", type=Selection, default=Selection(), help="which architectures")
-    p.add_argument("--seeds", type=list[int], default=[0, 1], help="training seeds per architecture (>= 2)")
-    p.add_argument("--workers", type=int, default=2, help="parallel training processes")
-    p.add_argument("--threads_per_worker", type=int, default=1, help="torch threads per process")
-    p.add_argument("--limit", type=int | None, default=None, help="run at most this many new jobs, then stop")
-    p.add_argument("--accelerator", type=Literal["cpu", "gpu", "auto"], default="cpu",
-                   help="where each job trains (Lightning's accelerator, one device per job; several workers may "
-                        "share one GPU). Not part of the recipe: records of one recipe may come from CPU and GPU; "
-                        "each record names its device")
-    return p
+    return driver_parser(GroundTruth, "python -m dfnas_pl groundtruth",
+                         "studies/layerwise_groundtruth/groundtruth_<space>.yaml")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    c = parser().parse_args(argv)
-    check_paths(c)
-    result = GroundTruth(dataclass_of(LayerwiseSpaceConfig, c.space), c.output, c.work_dir, c.data.as_dict(),
-                         dataclass_of(TrainingRecipe, c.recipe), dataclass_of(Selection, c.selection), c.seeds,
-                         c.workers, c.threads_per_worker, c.limit, c.accelerator)()
+    driver = driver_from_args(GroundTruth, argv, "python -m dfnas_pl groundtruth")
+    result = driver()
     ceiling = result["noise_ceiling"]
     done = sum(len(a["top1"]) for a in result["architectures"])
-    print(f"\nGround truth written to {c.output} ({done} of {len(result['architectures']) * len(c.seeds)} jobs; "
+    print(f"\nGround truth written to {driver.output} ({done} of {len(result['architectures']) * len(driver.seeds)} jobs; "
           f"complete: {result['complete']}). Noise ceiling (seed {ceiling['seeds'][0]} vs {ceiling['seeds'][1]}, "
           f"{ceiling['n']} architectures): Kendall tau {_fmt(ceiling['kendall_tau'])} [95 % CI "
           f"{_fmt(ceiling.get('tau_ci_low'))}, {_fmt(ceiling.get('tau_ci_high'))}], Spearman rho "
@@ -572,16 +579,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
-def dataclass_of(cls: type, value: Any) -> Any:
-    """A parsed dataclass argument (a jsonargparse Namespace) as the dataclass itself."""
-    if isinstance(value, cls):
-        return value
-    fields = value if isinstance(value, dict) else value.as_dict()
-    return cls(**{k: _tuples(v) for k, v in fields.items()})
+def _new_arguments_at_default(saved: dict[str, Any], mine: dict[str, Any]) -> dict[str, Any]:
+    """A saved data module spec with the arguments its class gained since (``train_images``, say) added at
+    the value this run gives them when that is the class's default: what the records were made with."""
+    if saved.get("class_path") != mine.get("class_path"):
+        return saved
+    import importlib
+    import inspect
 
-
-def _tuples(v: Any) -> Any:
-    return tuple(_tuples(x) for x in v) if isinstance(v, list | tuple) else v
+    module, name = mine["class_path"].rsplit(".", 1)
+    params = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
+    old, new = dict(saved.get("init_args") or {}), mine.get("init_args") or {}
+    for key, value in new.items():
+        if key not in old and key in params and params[key].default is not inspect.Parameter.empty \
+                and json.loads(json.dumps(params[key].default)) == value:
+            old[key] = value
+    return {**saved, "init_args": old}
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:

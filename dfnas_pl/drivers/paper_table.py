@@ -27,10 +27,11 @@ import json
 import statistics
 from pathlib import Path
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 
+from dfnas_pl.drivers.commands import driver_from_args, driver_parser
 from dfnas_pl.drivers.groundtruth import GroundTruth, Selection, TrainingRecipe, load_groundtruth
-from dfnas_pl.drivers.pipeline import ALGORITHMS, REGISTERED, Pipeline, set_is_sound
+from dfnas_pl.drivers.pipeline import ALGORITHMS, SEARCH_CONFIGS, Pipeline, set_is_sound
 from dfnas_pl.drivers.synthetic_sets import PAPER_METHOD, PLAIN_INVERSION, SHIPPED_DEFAULT, set_dir
 from dfnas_pl.drivers.variants import Variant, check_variants
 from dfnas_pl.search.export import write_architecture
@@ -38,7 +39,6 @@ from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
 from dfnas_pl.search.random_arch import random_like
 from dfnas_pl.utils.io import atomic_write_bytes, readable_json
 from dfnas_pl.utils.locking import one_writer
-from dfnas_pl.utils.settings import check_paths
 
 SOURCES = {"real": "(a) real data", "synthetic": "(b) the paper's method: calibration + regional",
            "plain": "(c) plain inversion", "noise": "(d) Gaussian noise", "random": "(e) random architecture"}
@@ -46,49 +46,55 @@ SYNTHESIS_VARIANTS = {"plain": PLAIN_INVERSION, "default": SHIPPED_DEFAULT}  # (
 
 
 def parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m dfnas_pl paper-table", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", action=ActionConfigFile)
-    p.add_argument("--run_dir", type=str, default="runs/fmnist_paper_table")
-    p.add_argument("--algorithms", type=list[str], default=list(ALGORITHMS))
-    p.add_argument("--sources", type=list[str], default=list(SOURCES))
-    p.add_argument("--seeds", type=list[int], default=[0, 1, 2], help="retraining seeds per architecture")
-    p.add_argument("--search_images", type=int, default=500, help="images every search source gets")
-    p.add_argument("--synthesis_config", type=str, default="experiments/fmnist/synthesize.yaml")
-    p.add_argument("--search_configs", type=dict[str, str],
-                   default={name: algorithm.config for name, algorithm in REGISTERED.items()})
-    p.add_argument("--retrain_config", type=str, default="experiments/fmnist/retrain.yaml")
-    p.add_argument("--overrides", type=dict[str, list[str]], default={})
-    p.add_argument("--synthesis_variants", type=dict[str, Variant], default=SYNTHESIS_VARIANTS,
-                   help="synthetic sets made with extra synthesis CLI arguments, each usable as a source")
-    p.add_argument("--synthetic_args", type=Variant, default=PAPER_METHOD,
-                   help="extra synthesis CLI arguments of the 'synthetic' source (b): the paper's method whatever "
-                        "the synthesis config's own default is (the shipped default is plain inversion with 10x the "
-                        "BN-loss weight: README)")
-    p.add_argument("--labels", type=dict[str, str], default={}, help="table labels of the sources (variants)")
-    p.add_argument("--table_name", type=str, default="paper_table", help="<run_dir>/<table_name>.md/.csv/.png")
-    p.add_argument("--groundtruth", type=str | None, default=None,
-                   help="a ground-truth JSON of the searched space: train every found architecture with its recipe "
-                        "and seeds (reusing its records) instead of retrain_config")
-    p.add_argument("--workers", type=int, default=2, help="parallel ground-truth training jobs (with groundtruth)")
-    return p
+    return driver_parser(PaperTable, "python -m dfnas_pl paper-table", "studies/paper_table/paper_table.yaml")
 
 
 class PaperTable(Pipeline):
-    def __init__(self, run_dir: str, algorithms: list[str], sources: list[str], seeds: list[int], search_images: int,
-                 synthesis_config: str, search_configs: dict[str, str], retrain_config: str,
-                 overrides: dict[str, list[str]], synthesis_variants: dict[str, list[str]] | None = None,
-                 labels: dict[str, str] | None = None, table_name: str = "paper_table",
-                 synthetic_args: list[str] | None = None, groundtruth: str | None = None, workers: int = 2) -> None:
+    """The paper's comparison of search-data sources, each architecture retrained with several seeds."""
+
+    def __init__(self, run_dir: str = "runs/fmnist_paper_table", algorithms: list[str] = list(ALGORITHMS),
+                 sources: list[str] = list(SOURCES), seeds: list[int] = [0, 1, 2], search_images: int = 500,
+                 synthesis_config: str = "experiments/fmnist/synthesize.yaml",
+                 search_configs: dict[str, str] = SEARCH_CONFIGS,
+                 retrain_config: str = "experiments/fmnist/retrain.yaml", overrides: dict[str, list[str]] = {},
+                 synthesis_variants: dict[str, Variant] = SYNTHESIS_VARIANTS, labels: dict[str, str] = {},
+                 table_name: str = "paper_table", synthetic_args: Variant = PAPER_METHOD,
+                 groundtruth: str | None = None, workers: int = 2) -> None:
+        """
+        Args:
+            run_dir: where every search, retraining and synthetic set is written
+            algorithms: the searches (registered search algorithms)
+            sources: the search-data sources (rows): real, synthetic, plain, noise, random, or a synthesis variant
+            seeds: retraining seeds per architecture
+            search_images: images every search source gets
+            synthesis_config: the synthesis stage's config
+            search_configs: each search's config, by algorithm
+            retrain_config: the retraining stage's config (unused with groundtruth)
+            overrides: extra CLI arguments per stage (as in the pipeline)
+            synthesis_variants: synthetic sets made with extra synthesis settings (a mapping of its constructor
+                arguments, or CLI arguments), each usable as a source
+            labels: table labels of the sources (variants)
+            table_name: the table is <run_dir>/<table_name>.md/.csv/.png
+            synthetic_args: extra synthesis settings of the 'synthetic' source (b): the paper's method whatever
+                the synthesis config's own default is (the shipped default is plain inversion with 10x the BN-loss
+                weight: README)
+            groundtruth: a ground-truth JSON of the searched space: train every found architecture with its
+                recipe and seeds (reusing its records) instead of retrain_config
+            workers: parallel ground-truth training jobs (with groundtruth)
+        """
+        synthesis_variants = check_variants(dict(synthesis_variants), synthesis_config, "synthesis variant")
+        synthetic_args = check_variants({"synthetic_args": synthetic_args}, synthesis_config,
+                                        "the paper's method")["synthetic_args"]
         super().__init__(run_dir, algorithms, synthesis_config, search_configs, retrain_config, overrides)
         self.groundtruth, self.workers = groundtruth, workers
         if groundtruth is not None:
             load_groundtruth(groundtruth)  # a missing or foreign file is refused before any stage runs
-        self.synthesis_args = list(synthetic_args or [])
-        self.variants = dict(SYNTHESIS_VARIANTS if synthesis_variants is None else synthesis_variants)
+        self.synthesis_args = synthetic_args
+        self.variants = synthesis_variants
         clash = sorted(set(self.variants) & (set(SOURCES) - {"plain"}))
         if clash:
             raise ValueError(f"Synthesis variant name(s) {clash} are built-in sources; rename the variant(s).")
-        self.labels = {**SOURCES, **{v: v for v in self.variants if v not in SOURCES}, **(labels or {})}
+        self.labels = {**SOURCES, **{v: v for v in self.variants if v not in SOURCES}, **labels}
         known = set(SOURCES) - {"plain"} | set(self.variants)
         unknown = sorted(set(sources) - known)
         if unknown:
@@ -248,11 +254,4 @@ def plot(path: Path, rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    c = parser().parse_args(argv)
-    check_paths(c)
-    variants = check_variants(dict(c.synthesis_variants), c.synthesis_config, "synthesis variant")
-    synthetic_args = check_variants({"synthetic_args": c.synthetic_args}, c.synthesis_config,
-                                    "the paper's method")["synthetic_args"]
-    return PaperTable(c.run_dir, c.algorithms, c.sources, c.seeds, c.search_images, c.synthesis_config,
-                      dict(c.search_configs), c.retrain_config, {k: list(v) for k, v in (c.overrides or {}).items()},
-                      variants, dict(c.labels or {}), c.table_name, synthetic_args, c.groundtruth, c.workers)()
+    return driver_from_args(PaperTable, argv, "python -m dfnas_pl paper-table")()

@@ -20,51 +20,54 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 
 from dfnas_pl.data.vision import VisionDataModule
+from dfnas_pl.drivers.commands import driver_from_args, driver_parser
 from dfnas_pl.search.registry import search_algorithms
 from dfnas_pl.teachers.loading import TeacherSource
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json, readable_json
 from dfnas_pl.utils.locking import one_writer
-from dfnas_pl.utils.settings import check_paths
 from dfnas_pl.wandb_setup import pipeline_group
 
 REGISTERED = search_algorithms()
 ALGORITHMS = tuple(REGISTERED)  # the registered search algorithms, in registration order
+SEARCH_CONFIGS = {name: algorithm.config for name, algorithm in REGISTERED.items()}
+# Defaults below are shared objects that the drivers only read (each constructor copies what it keeps).
 
 
 def parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m dfnas_pl pipeline", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", action=ActionConfigFile, help="pipeline YAML (experiments/fmnist/pipeline.yaml)")
-    p.add_argument("--run_dir", type=str, default="runs/fmnist", help="where every stage writes")
-    p.add_argument("--algorithms", type=list[str], default=list(ALGORITHMS), help="searches to run")
-    p.add_argument("--synthesis_config", type=str, default="experiments/fmnist/synthesize.yaml")
-    p.add_argument("--search_configs", type=dict[str, str],
-                   default={name: algorithm.config for name, algorithm in REGISTERED.items()})
-    p.add_argument("--retrain_config", type=str, default="experiments/fmnist/retrain.yaml")
-    p.add_argument("--overrides", type=dict[str, list[str]], default={},
-                   help="extra CLI arguments per stage: all, synthesis, search, darts, proxylessnas, spos, retrain")
-    p.add_argument("--teacher", type=TeacherSource | None, default=None,
-                   help="your teacher for every stage that takes one (synthesis, searches): a path or a mapping "
-                        "{path, arch, in_channels, image_size, mean, std, class_names, trust_checkpoint}; the "
-                        "search spaces and the synthesis' class count are sized from it. null: each stage "
-                        "config's own (the embedded Fashion-MNIST teacher)")
-    p.add_argument("--real_data", type=VisionDataModule | None, default=None,
-                   help="your real data (class_path + init_args, e.g. VisionDataModule with dataset: ImageFolder) "
-                        "for the searches' test set and the retraining; null: each stage config's own")
-    p.add_argument("--launcher", type=list[str] | None, default=None,
-                   help="what runs `-m dfnas_pl <stage>`: default this Python; [srun, python] in a SLURM batch "
-                        "script; [torchrun, --nproc_per_node, '2'] for several processes on one machine")
-    return p
+    return driver_parser(Pipeline, "python -m dfnas_pl pipeline", "pipeline YAML (experiments/fmnist/pipeline.yaml)")
 
 
 class Pipeline:
-    def __init__(self, run_dir: str, algorithms: list[str], synthesis_config: str, search_configs: dict[str, str],
-                 retrain_config: str, overrides: dict[str, list[str]], launcher: list[str] | None = None,
-                 teacher: TeacherSource | None = None, real_data: dict[str, Any] | None = None) -> None:
+    """synthesis -> search -> retraining, each stage a LightningCLI run of its own config."""
+
+    def __init__(self, run_dir: str = "runs/fmnist", algorithms: list[str] = list(ALGORITHMS),
+                 synthesis_config: str = "experiments/fmnist/synthesize.yaml",
+                 search_configs: dict[str, str] = SEARCH_CONFIGS,
+                 retrain_config: str = "experiments/fmnist/retrain.yaml",
+                 overrides: dict[str, list[str]] = {}, launcher: list[str] | None = None,
+                 teacher: TeacherSource | None = None, real_data: VisionDataModule | None = None) -> None:
+        """
+        Args:
+            run_dir: where every stage writes
+            algorithms: the searches to run (registered search algorithms)
+            synthesis_config: the synthesis stage's config
+            search_configs: each search's config, by algorithm
+            retrain_config: the retraining stage's config
+            overrides: extra CLI arguments per stage: all, synthesis, search, darts, proxylessnas, spos, retrain
+            launcher: what runs `-m dfnas_pl <stage>`: default this Python; [srun, python] in a SLURM batch
+                script; [torchrun, --nproc_per_node, '2'] for several processes on one machine
+            teacher: your teacher for every stage that takes one (synthesis, searches): a path or a mapping
+                {path, arch, in_channels, image_size, mean, std, class_names, trust_checkpoint}; the search spaces
+                and the synthesis' class count are sized from it. null: each stage config's own (the embedded
+                Fashion-MNIST teacher)
+            real_data: your real data (class_path + init_args, e.g. VisionDataModule with dataset: ImageFolder)
+                for the searches' test set and the retraining; null: each stage config's own. Checked as that
+                class on the command line and kept as the mapping: each stage's process builds its own.
+        """
         unknown = sorted(set(algorithms) - set(ALGORITHMS))
         if unknown:
             raise ValueError(f"Unknown search algorithm(s) {unknown}; choose from {list(ALGORITHMS)}.")
@@ -73,7 +76,8 @@ class Pipeline:
             raise ValueError(f"No search config for {missing}: add them to search_configs.")
         self.run = Path(run_dir)
         self.algorithms, self.synthesis_config = list(algorithms), synthesis_config
-        self.search_configs, self.retrain_config, self.overrides = search_configs, retrain_config, overrides
+        self.search_configs, self.retrain_config = dict(search_configs), retrain_config
+        self.overrides = {k: list(v) for k, v in overrides.items()}
         self.timings: dict[str, float] = {}  # seconds per stage in this invocation
         self.launcher = list(launcher) if launcher else [sys.executable]
         self.group: str | None = None  # the W&B group, made when the first stage runs
@@ -239,16 +243,7 @@ def summarise(choices) -> str:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    cfg = parser().parse_args(argv)
-    check_paths(cfg)
-    return Pipeline(cfg.run_dir, cfg.algorithms, cfg.synthesis_config, dict(cfg.search_configs), cfg.retrain_config,
-                    {k: list(v) for k, v in (cfg.overrides or {}).items()}, cfg.launcher, _plain(cfg.teacher),
-                    cfg.real_data.as_dict() if cfg.real_data is not None else None)()
-
-
-def _plain(value: Any) -> Any:
-    """A parsed teacher source (a string, or a jsonargparse Namespace for a mapping) as plain data."""
-    return value.as_dict() if hasattr(value, "as_dict") else value
+    return driver_from_args(Pipeline, argv, "python -m dfnas_pl pipeline")()
 
 
 def set_is_sound(root: Path) -> bool:

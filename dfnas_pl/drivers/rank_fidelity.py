@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 
 from dfnas_pl.data.vision import VisionDataModule
-from dfnas_pl.drivers.commands import recorded_command, versions
+from dfnas_pl.drivers.commands import REAL_DATA, driver_from_args, driver_parser, recorded_command, versions
 from dfnas_pl.drivers.groundtruth import _fmt, load_groundtruth
 from dfnas_pl.drivers.synthetic_sets import (
     PAPER_METHOD,
@@ -53,9 +53,11 @@ from dfnas_pl.drivers.variants import Variant, check_variants
 from dfnas_pl.search.ranking import fidelity, kendall_tau
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json, strict_json
 from dfnas_pl.utils.locking import one_writer
-from dfnas_pl.utils.settings import check_paths
 from dfnas_pl.wandb_setup import pipeline_group
 
+SOURCES = ["real_500", "real_full", "default", "synthetic", "synthetic_4x", "plain", "noise"]
+SYNTHETIC_SETS = {"default": SHIPPED_DEFAULT, "synthetic": PAPER_METHOD,
+                  "synthetic_4x": [*PAPER_METHOD, "--data.init_args.images_per_class", "100"], "plain": PLAIN_INVERSION}
 CSV_COLUMNS = ["space", "source", "scored_on", "seed", "supernet_steps", "n", "kendall_tau", "spearman_rho",
                "tau_ci_low", "tau_ci_high", "tau_minus_flops_ci_low", "tau_minus_flops_ci_high", "band_n",
                "band_tau", "within_band_tau", "top25_recall", "best_scored_top1", "regret", "train_seconds", "score_seconds"]
@@ -170,12 +172,50 @@ def scored(unit: dict[str, Any]) -> bool:
 # -- the driver -------------------------------------------------------------------------------------------
 
 class RankFidelity:
-    def __init__(self, run_dir: str, table_dir: str, spaces: list[dict[str, Any]], sources: list[str], seeds: list[int],
-                 supernet_steps: int, synthesis_config: str, synthetic_sets: dict[str, list[str]],
-                 real_data: dict[str, Any], cross: list[list[str]], noise_images: int = 500,
-                 score_images: int | None = 2000, workers: int = 2, threads_per_worker: int = 1,
-                 bootstrap_samples: int = 1000, table_name: str = "rank_fidelity",
-                 curve_steps: list[int] | None = None, curve_sources: list[str] | None = None) -> None:
+    """How a supernet trained on each data source ranks fixed architectures whose real accuracy a ground truth
+    holds (Kendall tau with a bootstrap interval, per space, source and seed)."""
+
+    def __init__(self, run_dir: str = "runs/fmnist_rank_fidelity", table_dir: str = "runs/rank_fidelity/table",
+                 spaces: list[dict[str, Any]] = [], sources: list[str] = SOURCES, seeds: list[int] = [0, 1],
+                 supernet_steps: int = 240, synthesis_config: str = "experiments/fmnist/synthesize.yaml",
+                 synthetic_sets: dict[str, Variant] = SYNTHETIC_SETS, real_data: VisionDataModule = REAL_DATA,
+                 cross: list[list[str]] = [["real_500", "synthetic"], ["synthetic", "real_500"]],
+                 noise_images: int = 500, score_images: int | None = 2000, workers: int = 2,
+                 threads_per_worker: int = 1, bootstrap_samples: int = 1000, table_name: str = "rank_fidelity",
+                 curve_steps: list[int] = [], curve_sources: list[str] = ["real_500"]) -> None:
+        """
+        Args:
+            run_dir: synthetic sets, supernets, logs
+            table_dir: score files per unit, <table_name>.md/.csv/.json and the scatter plots
+            spaces: per space: name, groundtruth (JSON), train_config (search YAML), overrides (CLI args), teacher
+                (labels synthetic/noise data when scoring; default: the train config's)
+            sources: real_<count>, real_full, noise, or a name in synthetic_sets
+            seeds: supernet seeds per source
+            supernet_steps: training steps of every supernet (equal budget)
+            synthesis_config: the synthesis stage's config
+            synthetic_sets: synthetic sources: name -> extra synthesis settings (a mapping of its constructor
+                arguments, or CLI arguments)
+            real_data: real data (a VisionDataModule, kept as its class_path + init_args mapping): the real sources
+                and the real half of the 2x2
+            cross: [trained on, also scored on] pairs: the 2x2 of supernet data vs ranking data
+            noise_images: images of the noise source
+            score_images: search-val images scored at most
+            workers: units trained and scored in parallel
+            threads_per_worker: torch threads per process
+            bootstrap_samples: resamples of every interval
+            table_name: the table's file name
+            curve_steps: other supernet budgets for a tau-vs-steps curve (e.g. [960, 2400]); empty: none
+            curve_sources: sources the curve is measured for
+        """
+        if not spaces:
+            raise ValueError("No spaces: give --spaces (or a config such as "
+                             "studies/layerwise_groundtruth/rank_fidelity.yaml).")
+        spaces = [dict(space) for space in spaces]
+        for space in spaces:
+            missing = {"name", "groundtruth", "train_config"} - set(space)
+            if missing:
+                raise ValueError(f"Space entry {space} lacks {sorted(missing)}.")
+        synthetic_sets = check_variants(dict(synthetic_sets), synthesis_config, "synthetic set")
         self.run, self.table_dir = Path(run_dir), Path(table_dir)
         self.spaces, self.sources, self.seeds, self.steps = spaces, list(sources), list(seeds), supernet_steps
         self.synthesis_config, self.synthetic_sets, self.real_data = synthesis_config, synthetic_sets, real_data
@@ -501,52 +541,8 @@ def log_wandb(run_dir: Path, rows: list[dict[str, Any]], pngs: list[Path]) -> No
 
 
 def parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m dfnas_pl rank-fidelity", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", action=ActionConfigFile, help="studies/layerwise_groundtruth/rank_fidelity.yaml")
-    p.add_argument("--run_dir", type=str, default="runs/fmnist_rank_fidelity", help="synthetic sets, supernets, logs")
-    p.add_argument("--table_dir", type=str, default="runs/rank_fidelity/table",
-                   help="score files per unit, rank_fidelity.md/.csv/.json and the scatter plots")
-    p.add_argument("--table_name", type=str, default="rank_fidelity")
-    p.add_argument("--spaces", type=list[dict], default=[],
-                   help="per space: name, groundtruth (JSON), train_config (search YAML), overrides (CLI args), "
-                        "teacher (labels synthetic/noise data when scoring; default: the train config's)")
-    p.add_argument("--sources", type=list[str], default=["real_500", "real_full", "default", "synthetic", "synthetic_4x",
-                                                         "plain", "noise"])
-    p.add_argument("--seeds", type=list[int], default=[0, 1], help="supernet seeds per source")
-    p.add_argument("--supernet_steps", type=int, default=240, help="training steps of every supernet (equal budget)")
-    p.add_argument("--synthesis_config", type=str, default="experiments/fmnist/synthesize.yaml")
-    p.add_argument("--synthetic_sets", type=dict[str, Variant],
-                   default={"default": SHIPPED_DEFAULT, "synthetic": PAPER_METHOD,
-                            "synthetic_4x": [*PAPER_METHOD, "--data.init_args.images_per_class", "100"],
-                            "plain": PLAIN_INVERSION},
-                   help="synthetic sources: name -> extra synthesis CLI arguments")
-    p.add_argument("--real_data", type=VisionDataModule,
-                   default={"class_path": "dfnas_pl.data.FashionMNISTDataModule", "init_args": {"root": "data"}},
-                   help="real data (a VisionDataModule): the real sources and the real half of the 2x2")
-    p.add_argument("--cross", type=list[list[str]], default=[["real_500", "synthetic"], ["synthetic", "real_500"]],
-                   help="[trained on, also scored on] pairs: the 2x2 of supernet data vs ranking data")
-    p.add_argument("--noise_images", type=int, default=500)
-    p.add_argument("--score_images", type=int | None, default=2000, help="search-val images scored at most")
-    p.add_argument("--workers", type=int, default=2, help="units trained and scored in parallel")
-    p.add_argument("--threads_per_worker", type=int, default=1)
-    p.add_argument("--bootstrap_samples", type=int, default=1000)
-    p.add_argument("--curve_steps", type=list[int], default=[],
-                   help="other supernet budgets for a tau-vs-steps curve (e.g. [960, 2400]); empty: none")
-    p.add_argument("--curve_sources", type=list[str], default=["real_500"], help="sources the curve is measured for")
-    return p
+    return driver_parser(RankFidelity, "python -m dfnas_pl rank-fidelity", "studies/layerwise_groundtruth/rank_fidelity.yaml")
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    c = parser().parse_args(argv)
-    check_paths(c)
-    if not c.spaces:
-        raise SystemExit("No spaces: give --spaces (or a config such as studies/layerwise_groundtruth/rank_fidelity.yaml).")
-    spaces = [dict(s) for s in c.spaces]
-    for s in spaces:
-        missing = {"name", "groundtruth", "train_config"} - set(s)
-        if missing:
-            raise SystemExit(f"Space entry {s} lacks {sorted(missing)}.")
-    return RankFidelity(c.run_dir, c.table_dir, spaces, c.sources, c.seeds, c.supernet_steps, c.synthesis_config,
-                        check_variants(dict(c.synthetic_sets), c.synthesis_config, "synthetic set"), c.real_data.as_dict(),
-                        [list(p) for p in c.cross], c.noise_images, c.score_images, c.workers,
-                        c.threads_per_worker, c.bootstrap_samples, c.table_name, c.curve_steps, c.curve_sources)()
+    return driver_from_args(RankFidelity, argv, "python -m dfnas_pl rank-fidelity")()

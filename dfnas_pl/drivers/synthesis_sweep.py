@@ -36,17 +36,16 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 
 from dfnas_pl.data.vision import VisionDataModule
-from dfnas_pl.drivers.commands import recorded_command, versions
+from dfnas_pl.drivers.commands import REAL_DATA, driver_from_args, driver_parser, recorded_command, versions
 from dfnas_pl.drivers.groundtruth import _fmt
 from dfnas_pl.drivers.synthetic_sets import make_synthetic_sets, set_dir
 from dfnas_pl.drivers.variants import Variant, check_variants
 from dfnas_pl.stats import t_interval
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json
 from dfnas_pl.utils.locking import one_writer
-from dfnas_pl.utils.settings import check_paths
 
 EFFECT_COLUMNS = ["effect", "pairs", "seeds", "difference", "ci_low", "ci_high", "per_seed", "verdict"]
 CSV_COLUMNS = ["variant", "images", "synthesis_minutes", "teacher_top1", "bn_distance", "diversity", "sets", "seeds",
@@ -55,28 +54,61 @@ CSV_COLUMNS = ["variant", "images", "synthesis_minutes", "teacher_top1", "bn_dis
 
 
 class SynthesisSweep:
-    def __init__(self, run_dir: str, table_dir: str, variants: dict[str, list[str]], seeds: list[int],
-                 synthesis_config: str, distill_config: str, distill_overrides: list[str] | None = None,
-                 reference: str | None = None, workers: int = 2, threads_per_worker: int = 1,
+    """The distillation check (a student taught by the teacher on the set, tested on real data) over synthesis
+    variants, seeds and an optional real-data row, with t-intervals and paired effects."""
+
+    def __init__(self, run_dir: str = "runs/fmnist_synthesis_sweep", table_dir: str = "runs/synthesis_sweep/table",
+                 variants: dict[str, Variant] = {"default": []}, seeds: list[int] = [0, 1, 2],
+                 synthesis_config: str = "experiments/fmnist/synthesize.yaml",
+                 distill_config: str = "experiments/fmnist/distill_check.yaml", distill_overrides: list[str] = [],
+                 reference: str | None = "default", workers: int = 2, threads_per_worker: int = 1,
                  table_name: str = "synthesis_sweep", set_per_seed: bool = False,
-                 effects: dict[str, list[tuple[str, str]]] | None = None, real_images: int | None = None,
-                 real_data: dict[str, Any] | None = None) -> None:
+                 effects: dict[str, list[list[str]]] = {}, real_images: int | None = None,
+                 real_data: VisionDataModule = REAL_DATA, table_only: bool = False) -> None:
+        """
+        Args:
+            run_dir: sets, students, logs
+            table_dir: per-(variant, seed) records and the table (committed)
+            variants: name -> extra synthesis settings (a mapping of its constructor arguments, or CLI arguments;
+                [] = the synthesis config as it is)
+            seeds: distillation (student) seeds per variant
+            synthesis_config: the synthesis stage's config
+            distill_config: the student's config (the distillation check)
+            distill_overrides: extra CLI arguments of every student run
+            reference: the variant every other one is compared with (overlap of intervals)
+            workers: syntheses / students run in parallel
+            threads_per_worker: torch threads per process
+            table_name: the table's file name
+            set_per_seed: every seed its own synthetic set (synthesis seed = student seed): intervals hold the
+                set-to-set variance; false: one set per variant, only the students vary
+            effects: factor name -> [with, without] variant pairs; the table adds each factor's difference
+                averaged over its pairs per seed, with a t-interval over seeds
+            real_images: a row real_<N>: the same student taught on N real training images (class-balanced, the
+                teacher's soft labels), the reference a synthetic set of N images is read against; null: none
+            real_data: the real data of the real_<N> row (a VisionDataModule, kept as its class_path + init_args
+                mapping)
+            table_only: rewrite the table from the records there are and run nothing (a sweep still running, or
+                one to be continued later)
+        """
         if not variants:
             raise ValueError("No variants: give at least one (name -> extra synthesis arguments, [] for the config).")
+        variants = check_variants(dict(variants), synthesis_config, "variant")  # a misspelt setting first
         real = {f"real_{real_images}"} if real_images else set()  # the real-data row's name
         if reference is not None and reference not in {*variants, *real}:
             raise ValueError(f"reference '{reference}' is not one of the variants {sorted({*variants, *real})}.")
         if not seeds:
             raise ValueError("seeds is empty: give the distillation seeds (3 for an interval).")
         self.run, self.table_dir = Path(run_dir), Path(table_dir)
-        self.variants, self.seeds = {k: list(v) for k, v in variants.items()}, list(seeds)
+        self.variants = variants
+        self.seeds, self.table_only = list(seeds), table_only
         self.real_images, self.real = real_images, real
-        self.real_data = real_data or {"class_path": "dfnas_pl.data.FashionMNISTDataModule", "init_args": {"root": "data"}}
+        self.real_data = real_data
         if self.real & set(variants):
             raise ValueError(f"A variant is named {sorted(self.real)}, the real-data row's name: rename it.")
         self.variants.update({name: [] for name in self.real})  # a row like the others; it makes no set
         self.synthesis_config, self.distill_config = synthesis_config, distill_config
-        self.distill_overrides = list(distill_overrides or [])
+        self.distill_overrides = check_variants({"distill_overrides": distill_overrides}, distill_config,
+                                                "the student's")["distill_overrides"]
         if self.real:  # the real row's student: the set's batch size, not the set's data overrides
             import yaml
 
@@ -87,7 +119,7 @@ class SynthesisSweep:
             self.real_overrides = [a for flag, value in pairs if not flag.startswith("--data.") for a in (flag, value)]
         self.reference, self.workers, self.threads, self.table_name = reference, workers, threads_per_worker, table_name
         self.set_per_seed = set_per_seed
-        self.effects = {name: [tuple(pair) for pair in pairs] for name, pairs in (effects or {}).items()}
+        self.effects = {name: [tuple(pair) for pair in pairs] for name, pairs in effects.items()}
         for name, pairs in self.effects.items():
             unknown = sorted({v for pair in pairs for v in pair} - set(variants))
             if not pairs or unknown or any(len(pair) != 2 for pair in pairs):
@@ -172,6 +204,8 @@ class SynthesisSweep:
     @one_writer("run", "synthesis-sweep run")
     def __call__(self) -> list[dict[str, Any]]:
         self.check_records()
+        if self.table_only:
+            return self.write_table()
         self.run.mkdir(parents=True, exist_ok=True)
         if not self.set_per_seed:  # the variants' sets first, in parallel; every student then reads its variant's
             made = [v for v in self.variants if v not in self.real]
@@ -396,52 +430,8 @@ def plot(path: Path, rows: list[dict[str, Any]], reference: str | None, effects:
 
 
 def parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m dfnas_pl synthesis-sweep", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", action=ActionConfigFile, help="studies/synthesis_quality/synthesis_sweep.yaml")
-    p.add_argument("--run_dir", type=str, default="runs/fmnist_synthesis_sweep", help="sets, students, logs")
-    p.add_argument("--table_dir", type=str, default="runs/synthesis_sweep/table",
-                   help="per-(variant, seed) records and the table (committed)")
-    p.add_argument("--table_name", type=str, default="synthesis_sweep")
-    p.add_argument("--variants", type=dict[str, Variant], default={"default": []},
-                   help="name -> extra synthesis CLI arguments ([] = the synthesis config as it is)")
-    p.add_argument("--reference", type=str | None, default="default",
-                   help="the variant every other one is compared with (overlap of intervals)")
-    p.add_argument("--seeds", type=list[int], default=[0, 1, 2], help="distillation (student) seeds per variant")
-    p.add_argument("--synthesis_config", type=str, default="experiments/fmnist/synthesize.yaml")
-    p.add_argument("--distill_config", type=str, default="experiments/fmnist/distill_check.yaml")
-    p.add_argument("--distill_overrides", type=list[str], default=[], help="extra CLI arguments of every student run")
-    p.add_argument("--real_images", type=int | None, default=None,
-                   help="a row real_<N>: the same student taught on N real training images (class-balanced, the "
-                        "teacher's soft labels), the reference a synthetic set of N images is read against; null: none")
-    p.add_argument("--real_data", type=VisionDataModule, default={"class_path": "dfnas_pl.data.FashionMNISTDataModule",
-                                                      "init_args": {"root": "data"}},
-                   help="the real data of the real_<N> row (a VisionDataModule: class_path + init_args)")
-    p.add_argument("--set_per_seed", type=bool, default=False,
-                   help="every seed its own synthetic set (synthesis seed = student seed): intervals hold the "
-                        "set-to-set variance; false: one set per variant, only the students vary")
-    p.add_argument("--effects", type=dict[str, list[list[str]]], default={},
-                   help="factor name -> [with, without] variant pairs; the table adds each factor's difference "
-                        "averaged over its pairs per seed, with a t-interval over seeds")
-    p.add_argument("--table_only", type=bool, default=False,
-                   help="rewrite the table from the records there are and run nothing (a sweep still running, or "
-                        "one to be continued later)")
-    p.add_argument("--workers", type=int, default=2, help="syntheses / students run in parallel")
-    p.add_argument("--threads_per_worker", type=int, default=1)
-    return p
+    return driver_parser(SynthesisSweep, "python -m dfnas_pl synthesis-sweep", "studies/synthesis_quality/synthesis_sweep.yaml")
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    c = parser().parse_args(argv)
-    check_paths(c)
-    variants = check_variants(dict(c.variants), c.synthesis_config, "variant")
-    distill_overrides = check_variants({"distill_overrides": c.distill_overrides}, c.distill_config,
-                                       "the student's")["distill_overrides"]
-    sweep = SynthesisSweep(c.run_dir, c.table_dir, variants, c.seeds,
-                           c.synthesis_config, c.distill_config, distill_overrides, c.reference, c.workers,
-                           c.threads_per_worker, c.table_name, c.set_per_seed,
-                           {k: [tuple(p) for p in v] for k, v in c.effects.items()}, c.real_images,
-                           c.real_data.as_dict())
-    if c.table_only:
-        sweep.check_records()
-        return sweep.write_table()
-    return sweep()
+    return driver_from_args(SynthesisSweep, argv, "python -m dfnas_pl synthesis-sweep")()

@@ -14,6 +14,7 @@ import time
 import pytest
 import torch
 
+from dfnas_pl.drivers.commands import as_dataclass
 from dfnas_pl.drivers.groundtruth import Selection, load_groundtruth, select_architectures
 from tests.conftest import REPO, run_cli
 
@@ -155,7 +156,7 @@ def test_the_shipped_configs_parse_and_match_the_search_spaces(space):
     searched = yaml.safe_load((REPO / f"experiments/fmnist/{search}.yaml").read_text())["model"]["init_args"]["space"]
     from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
 
-    assert groundtruth.dataclass_of(LayerwiseSpaceConfig, c.space) == LayerwiseSpaceConfig.from_dict(searched)
+    assert as_dataclass(LayerwiseSpaceConfig, c.space) == LayerwiseSpaceConfig.from_dict(searched)
     assert c.selection.stratified >= 24 and c.selection.median_band >= 8 and len(c.seeds) >= 2
     assert c.output == f"studies/layerwise_groundtruth/{space}.json"
     rf = rank_fidelity.parser().parse_args(["--config", "studies/layerwise_groundtruth/rank_fidelity.yaml"])
@@ -170,3 +171,22 @@ def test_the_recorded_command_leaves_out_limit(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["dfnas_pl", "groundtruth", "--config", "x.yaml", "--limit", "0", "--workers", "2",
                                       "--limit=3"])
     assert recorded_command("groundtruth", "--limit") == "python -m dfnas_pl groundtruth --config x.yaml --workers 2"
+
+
+def test_a_data_argument_added_since_at_its_default_keeps_the_records(tmp_path):
+    """A data module that gained an argument (``train_images``) after a ground truth was made: its records were
+    made with the argument's default, so the saved settings still match; any other value is another truth."""
+    from dfnas_pl.drivers.commands import driver_from_args
+    from dfnas_pl.drivers.groundtruth import GroundTruth
+    from dfnas_pl.utils.io import atomic_write_json
+
+    args = ["--config", "studies/macro_groundtruth/groundtruth_macro.yaml", "--work_dir", str(tmp_path / "work"),
+            "--output", str(tmp_path / "gt.json")]
+    gt = driver_from_args(GroundTruth, args, "groundtruth")
+    old = gt.settings()
+    del old["data"]["init_args"]["train_images"]  # as a directory made before the argument existed
+    atomic_write_json(tmp_path / "work" / "settings.json", old)
+    gt.check_settings()  # accepted
+    subset = driver_from_args(GroundTruth, [*args, "--data.init_args.train_images", "500"], "groundtruth")
+    with pytest.raises(ValueError, match="other settings.*train_images"):
+        subset.check_settings()

@@ -15,7 +15,10 @@ import pytest
 from dfnas_pl.drivers.synthesis_sweep import SynthesisSweep, sweep_command
 from dfnas_pl.stats import t_interval
 from dfnas_pl.utils.io import atomic_write_json
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
+
+# the stage configs the sweep checks its variants against (no stage runs in these table tests)
+SYNTHESIS, DISTILL = str(REPO / "experiments/fmnist/synthesize.yaml"), str(REPO / "experiments/fmnist/distill_check.yaml")
 
 
 def test_t_interval_matches_the_textbook_value():
@@ -29,8 +32,8 @@ def test_t_interval_matches_the_textbook_value():
 @pytest.mark.parametrize("set_per_seed", [True, False])
 def test_table_pairs_seeds_and_averages_the_quality_of_each_variants_sets(tmp_path, set_per_seed):
     sweep = SynthesisSweep(str(tmp_path / "run"), str(tmp_path / "table"),
-                           {"plain": [], "calibration": [], "zoom": [], "calibration_zoom": []}, [0, 1, 2], "s.yaml",
-                           "d.yaml", reference="plain", set_per_seed=set_per_seed,
+                           {"plain": [], "calibration": [], "zoom": [], "calibration_zoom": []}, [0, 1, 2], SYNTHESIS,
+                           DISTILL, reference="plain", set_per_seed=set_per_seed,
                            effects={"calibration": [("calibration", "plain"), ("calibration_zoom", "zoom")],
                                     "zoom": [("zoom", "plain"), ("calibration_zoom", "calibration")]})
     # calibration is 1 point better on every seed although the seeds spread by 10 points: a paired difference
@@ -65,7 +68,7 @@ def test_records_carry_what_they_were_made_with(tmp_path):
     """The table is remade from the committed records alone (the sets under runs/ are gone on a fresh
     clone), and a record made with other arguments is not reused under an edited variant's name."""
     variants = {"plain": ["--model.init_args.r_feature", "0.01"], "bn10": ["--model.init_args.r_feature", "0.1"]}
-    sweep = SynthesisSweep(str(tmp_path / "run"), str(tmp_path / "table"), variants, [0, 1], "s.yaml", "d.yaml",
+    sweep = SynthesisSweep(str(tmp_path / "run"), str(tmp_path / "table"), variants, [0, 1], SYNTHESIS, DISTILL,
                            reference="plain", set_per_seed=True)
     for variant, accs in {"plain": [0.5, 0.6], "bn10": [0.55, 0.62]}.items():
         for seed, acc in enumerate(accs):
@@ -80,20 +83,21 @@ def test_records_carry_what_they_were_made_with(tmp_path):
     sweep.check_records()  # the same arguments: reused
 
     edited = SynthesisSweep(str(tmp_path / "run"), str(tmp_path / "table"),
-                            {**variants, "bn10": ["--model.init_args.r_feature", "1.0"]}, [0, 1], "s.yaml", "d.yaml")
+                            {**variants, "bn10": ["--model.init_args.r_feature", "1.0"]}, [0, 1], SYNTHESIS, DISTILL,
+                            reference="plain")
     with pytest.raises(ValueError, match=r"bn10_seed0.json was made with other synthesis_arguments.*r_feature', '0.1'"
                                          r".*new name, or delete its records"):
         edited.check_records()
     with pytest.raises(ValueError, match="distill_overrides"):
-        SynthesisSweep(str(tmp_path / "run"), str(tmp_path / "table"), variants, [0, 1], "s.yaml", "d.yaml",
-                       distill_overrides=["--trainer.max_steps", "320"]).check_records()
+        SynthesisSweep(str(tmp_path / "run"), str(tmp_path / "table"), variants, [0, 1], SYNTHESIS, DISTILL,
+                       distill_overrides=["--trainer.max_steps", "320"], reference="plain").check_records()
 
 
 def test_a_sweep_cut_short_tables_the_seeds_it_finished(tmp_path):
     """A new variant added to a finished sweep (or one still running) has fewer seeds: its paired difference
     and the effects use the seeds both sides have, and the table says it is partial."""
     sweep = SynthesisSweep(str(tmp_path / "run"), str(tmp_path / "table"), {"plain": [], "bn10": [], "bn0": []},
-                           [0, 1, 2], "s.yaml", "d.yaml", reference="plain", set_per_seed=True,
+                           [0, 1, 2], SYNTHESIS, DISTILL, reference="plain", set_per_seed=True,
                            effects={"BN weight": [("bn10", "plain")], "BN loss": [("plain", "bn0")]})
     quality = {"images": 500, "wall_time_s": 60.0, "teacher_top1": 1.0, "bn_distance": 0.4, "diversity": 0.06}
     done = {"plain": [0.50, 0.60, 0.70], "bn10": [0.55, 0.62], "bn0": []}  # bn10: seeds 0, 1; bn0: not started
@@ -122,8 +126,8 @@ def test_the_recorded_command_is_the_one_that_makes_the_records():
 
 def test_an_effect_naming_an_unknown_variant_is_refused(tmp_path):
     with pytest.raises(ValueError, match="effect 'calibration'.*unknown: calibrated"):
-        SynthesisSweep(str(tmp_path), str(tmp_path), {"plain": [], "calibration": []}, [0], "s.yaml", "d.yaml",
-                       effects={"calibration": [("calibrated", "plain")]})
+        SynthesisSweep(str(tmp_path), str(tmp_path), {"plain": [], "calibration": []}, [0], SYNTHESIS, DISTILL,
+                       reference="plain", effects={"calibration": [("calibrated", "plain")]})
 
 
 @pytest.mark.slow
