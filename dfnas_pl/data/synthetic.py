@@ -148,6 +148,20 @@ class SyntheticSetWriter:
         atomic_torch_save(self.record_path(round_, int(slots.min())),
                           {"round": round_, "slots": slots.cpu(), "ids": ids, "files": files, **record})
 
+    def saved_images(self, rounds: Iterable[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The uint8 images and teacher logits of every finished batch of ``rounds``, in (round, slot) order:
+        read from disk, so every process and every restart sees the same ones."""
+        images, logits = [], []
+        for round_ in rounds:
+            for rec in self.records(round_):
+                for i, image in enumerate(rec["ids"]):
+                    data = (self.root / rec["files"][image][0]).read_bytes()
+                    images.append(decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8)))
+                    logits.append(rec["logits"][i])
+        if not images:
+            return torch.empty(0, dtype=torch.uint8), torch.empty(0)
+        return torch.stack(images), torch.stack(logits)
+
     # -- verification and repair ----------------------------------------------------------------
     def verify(self, hashes: bool | int = True) -> tuple[list[str], list[Path]]:
         """Problems of the finished batches (each naming the file), and the records of the batches that

@@ -96,3 +96,30 @@ def image_l2(x: torch.Tensor) -> torch.Tensor:
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
     """-sum_k p_k log softmax(z)_k, averaged over the batch (= CE to one-hot targets for hard labels)."""
     return -(target_probs * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def same_class_similarity(features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity between the teacher's penultimate features of the batch's images that share a
+    target class (each pair once). A diversity weight pushes it down, so images of one class spread out in the
+    teacher's feature space instead of collapsing onto one mode: a per-batch form of the feature-distance
+    diversity that contrastive model inversion (CMI) draws across a memory of past batches. Zero when no class
+    has two images in the batch (the term then has no gradient)."""
+    f = F.normalize(features.flatten(1), dim=1)
+    same = classes[:, None] == classes[None, :]
+    same.fill_diagonal_(False)
+    if not same.any():
+        return features.new_zeros(())
+    return (f @ f.T)[same].mean()
+
+
+def competition(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 3.0) -> torch.Tensor:
+    """Adaptive DeepInversion's competition term: 1 - JS(student, teacher) on the softened outputs, so that
+    minimising it pushes images toward where a student trained on the set so far still disagrees with the
+    teacher. As the reference DeepInversion code computes it: probabilities at T = 3 clipped to [0.01, 0.99],
+    the divergence as 0.5 KL(M||P) + 0.5 KL(M||Q) with M their mean, itself clipped to [0, 1]."""
+    p = F.softmax(student_logits / temperature, dim=1)
+    q = F.softmax(teacher_logits / temperature, dim=1)
+    m = (0.5 * (p + q)).clamp(0.01, 0.99)
+    p, q = p.clamp(0.01, 0.99), q.clamp(0.01, 0.99)
+    kl = F.kl_div(p.log(), m, reduction="batchmean") + F.kl_div(q.log(), m, reduction="batchmean")
+    return 1.0 - (0.5 * kl).clamp(0.0, 1.0)

@@ -26,7 +26,15 @@ from torch import nn
 
 from dfnas_pl import __version__
 from dfnas_pl.data.synthetic import SyntheticSetWriter, batch_weighted_mean, foreign_files
-from dfnas_pl.inversion.losses import BNStatisticsLoss, image_l2, soft_cross_entropy, total_variation
+from dfnas_pl.inversion.competition import train_competition_student
+from dfnas_pl.inversion.losses import (
+    BNStatisticsLoss,
+    competition,
+    image_l2,
+    same_class_similarity,
+    soft_cross_entropy,
+    total_variation,
+)
 from dfnas_pl.inversion.views import (
     all_windows,
     centre_window,
@@ -50,6 +58,8 @@ _IMAGE_SETTINGS = ("teacher", "rounds", "label_calibration", "label_temperature"
                    "region_scale", "region_ratio", "seed")
 # Settings of regional_update: window only (kept out of older sets' run.json, which stay resumable).
 _WINDOW_SETTINGS = ("canvas_ratio", "window_per_image", "window_labels")
+# Diversity terms: recorded only when switched on, for the same reason.
+_DIVERSITY_SETTINGS = {"r_diversity": (), "r_competition": ("competition_student", "competition_steps")}
 REGIONAL_MODES = ("off", "zoom", "window")
 
 
@@ -57,7 +67,8 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
     """Synthesise a labelled image set from a teacher (DeepInversion + Data-Free NAS's calibration).
 
     Loss per step, on the view v the teacher sees (names of the official code):
-    ``main_loss_multiplier * CE(f(v), target) + r_feature * R_BN + tv_l2 * R_TV2 + tv_l1 * R_TV1 + l2_scale * R_l2``.
+    ``main_loss_multiplier * CE(f(v), target) + r_feature * R_BN + tv_l2 * R_TV2 + tv_l1 * R_TV1 + l2_scale * R_l2
+    + r_diversity * R_div + r_competition * R_comp`` (the last two are off by default).
 
     Args:
         teacher: the teacher source: a path, ``embedded:<name>`` or a mapping ``{path, arch, in_channels, image_size, mean, std, class_names, trust_checkpoint}``: a teacher file, a Lightning checkpoint, a state dict with its arch (registry name, torchvision:/timm: name, or an nn.Module import path / class_path + init_args), a TorchScript or torch.export archive, or a pickled module (trusted only).
@@ -99,6 +110,15 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
             offset and flip for the whole batch, as the official code's batch-wide crop).
         window_labels: ``window`` only: the stored soft labels (and the next round's targets) are the
             teacher's prediction on the ``centre`` window, or the ``mean`` of its softmax over every window.
+        r_diversity: weight of a diversity term: the mean cosine similarity of the teacher's penultimate
+            features between the batch's images of the same target class, pushed down (a per-batch form of
+            CMI's feature-distance diversity). 0 switches it off (the default).
+        r_competition: weight of Adaptive DeepInversion's competition term, 1 - JS(student, teacher): from
+            round 1 on, images are drawn toward where a student distilled on the earlier rounds' images
+            disagrees with the teacher. 0 switches it off (the default); it needs rounds >= 2.
+        competition_student: the competition student's architecture (a registry name, as the distillation
+            check's student).
+        competition_steps: KD steps (batch 64) that train the competition student at the start of each round.
         seed: images and views of slot batch b of round r depend only on (seed, r, b).
         quality_gate: after each round, stop with an error naming the round, its numbers and the likely
             cause if the teacher's top-1 on the saved images (against the round's targets) is below
@@ -135,6 +155,10 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
         canvas_ratio: float = 256 / 224,
         window_per_image: bool = True,
         window_labels: Literal["centre", "mean"] = "centre",
+        r_diversity: float = 0.0,
+        r_competition: float = 0.0,
+        competition_student: str = "resnet8",
+        competition_steps: int = 200,
         seed: int = 0,
         quality_gate: bool = True,
         min_teacher_top1: float = 0.9,
@@ -152,6 +176,8 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
                    ("tv_l1", tv_l1, 0, None), ("tv_l2", tv_l2, 0, None), ("l2_scale", l2_scale, 0, None),
                    ("jitter", jitter, 0, None), ("flip_prob", flip_prob, 0, 1),
                    ("min_teacher_top1", min_teacher_top1, 0, 1), ("canvas_ratio", canvas_ratio, 1, 4),
+                   ("r_diversity", r_diversity, 0, None), ("r_competition", r_competition, 0, None),
+                   ("competition_steps", competition_steps, 1, None),
                    *[(f"betas[{i}]", b, 0, 1, False, True) for i, b in enumerate(betas)],
                    *[(f"region_scale[{i}]", v, 0, 1, True) for i, v in enumerate(region_scale)],
                    *[(f"region_ratio[{i}]", v, 0, None, True) for i, v in enumerate(region_ratio)]])
@@ -172,8 +198,17 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
         if n_bn == 0 and r_feature > 0:
             raise ValueError(f"Teacher '{self.spec.source}' has no BatchNorm layers, so there are no feature statistics "
                              f"to match. Use a teacher with BatchNorm, or switch the loss off with r_feature: 0.")
+        if r_diversity > 0 and self.teacher_last_linear() is None:
+            raise ValueError(f"r_diversity needs the teacher's penultimate features, read at the input of its last "
+                             f"nn.Linear, and teacher '{self.spec.source}' ({self.spec.kind}) shows none. Give its "
+                             f"architecture as an nn.Module, or set r_diversity: 0.")
+        if r_competition > 0 and rounds < 2:
+            raise ValueError(f"r_competition {r_competition} with rounds {rounds}: the competition student learns from "
+                             f"the earlier rounds' images, so round 0 has none. Set rounds >= 2, or r_competition: 0.")
         self.writer = SyntheticSetWriter(output_dir, self.spec.num_classes)
         self._features: torch.Tensor | None = None
+        self._student: nn.Module | None = None  # the competition student of the current round
+        self._feature_hook = None
         self._done: set[int] = set()
         self._started = time.time()
 
@@ -218,6 +253,9 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
         out["regional_update"] = {"zoom": True, "off": False}.get(self.regional_mode, self.regional_mode)
         if self.regional_mode == "window":
             out.update({k: self.hparams[k] for k in _WINDOW_SETTINGS})
+        for weight, companions in _DIVERSITY_SETTINGS.items():
+            if self.hparams[weight] > 0:
+                out.update({k: self.hparams[k] for k in (weight, *companions)})
         return out
 
     def wandb_artifacts(self) -> list[tuple[str, str, Path]]:
@@ -259,9 +297,15 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
                       + ").")
         self.trainer.strategy.barrier("synthesis-setup")
         self.trainer.fit_loop.max_epochs = self.hparams.rounds  # one epoch per calibration round
+        self.hook_features()
+
+    def hook_features(self) -> None:
+        """Keep the input of the teacher's last Linear (its penultimate features) of every forward in
+        ``_features``: the set's diversity metric and the diversity term read it. Hooked once, in the
+        process that runs the synthesis (a hook is not picklable for spawned DDP workers)."""
         last = self.teacher_last_linear()
-        if last is not None:
-            last.register_forward_hook(lambda m, inp, out: setattr(self, "_features", inp[0]))
+        if last is not None and self._feature_hook is None:
+            self._feature_hook = last.register_forward_hook(lambda m, inp, out: setattr(self, "_features", inp[0]))
 
     def teacher_last_linear(self) -> nn.Linear | None:
         linears = [m for m in self.teacher.modules() if isinstance(m, nn.Linear)]
@@ -269,6 +313,16 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._done = self.writer.done_slots(self.current_epoch)
+        self._student = None
+        if self.hparams.r_competition > 0 and self.current_epoch > 0:
+            images, _ = self.writer.saved_images(range(self.current_epoch))
+            if len(images) == 0:
+                raise RuntimeError(f"Round {self.current_epoch} of '{self.output_dir}' has no earlier images to train "
+                                   f"the competition student on: rerun the same command to finish the earlier rounds.")
+            self._student = train_competition_student(
+                self.teacher, self.normalize(images.to(self.device)), self.hparams.competition_student,
+                self.spec.in_channels, self.spec.num_classes, self.hparams.competition_steps,
+                _seed(self.hparams.seed, self.current_epoch, -1))
 
     def on_train_epoch_end(self) -> None:
         """The quality gate, on the round's saved images (every rank reads the same records)."""
@@ -348,6 +402,7 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
         images are the parameters, so bf16 rounding would stall the optimisation.
         """
         hp = self.hparams
+        self.hook_features()
         n, c, s = len(targets), self.spec.in_channels, self.canvas_size
         x = torch.randn(n, c, s, s, generator=gen).to(self.device).requires_grad_(True)
         lo, hi = self.pixel_bounds()
@@ -369,6 +424,12 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
                     terms["l2"] = image_l2(view)
                     loss = (hp.main_loss_multiplier * terms["main"] + hp.r_feature * terms["bn"]
                             + hp.tv_l2 * terms["tv_l2"] + hp.tv_l1 * terms["tv_l1"] + hp.l2_scale * terms["l2"])
+                    if hp.r_diversity > 0:  # features: the teacher's last Linear's input, hooked in setup()
+                        terms["diversity"] = same_class_similarity(self._features, targets.argmax(1))
+                        loss = loss + hp.r_diversity * terms["diversity"]
+                    if hp.r_competition > 0 and self._student is not None:
+                        terms["competition"] = competition(self._student(view), logits)
+                        loss = loss + hp.r_competition * terms["competition"]
                     if not torch.isfinite(loss):
                         bad = [k for k, v in terms.items() if not torch.isfinite(v)]
                         fix = ("The teacher gives non-finite outputs on fresh noise: check its weights."

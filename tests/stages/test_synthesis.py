@@ -188,3 +188,41 @@ def test_manifest_is_strict_json_and_names_non_finite_numbers(tmp_path):
     manifest = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert manifest["quality"]["diversity"] is None and manifest["quality"]["non_finite"] == ["diversity"]
     assert manifest["quality"]["teacher_top1"] is not None
+
+
+def test_diversity_term_spreads_each_class_in_the_teachers_features(tmp_path):
+    """r_diversity > 0 lowers the same-class feature similarity of the saved images (the term's aim); at 0
+    the images are those of a run that never computes it (the term is off, not merely small)."""
+    kwargs = dict(rounds=1, images_per_class=3, batch_size=30, iterations=20, label_calibration=False,
+                  regional_update=False, r_feature=0.1)
+    off = synthesize(tmp_path / "off", **kwargs)
+    zero = synthesize(tmp_path / "zero", r_diversity=0.0, **kwargs)
+    on = synthesize(tmp_path / "on", r_diversity=2.0, **kwargs)
+    png = lambda m: sorted(p.read_bytes() for p in m.output_dir.glob("images/*/*.png"))  # noqa: E731
+    assert png(off) == png(zero)
+    div = lambda m: json.loads((m.output_dir / "manifest.json").read_text())["quality"]["diversity"]  # noqa: E731
+    assert div(on) > div(off) + 0.02, (div(on), div(off))
+    assert json.loads((on.output_dir / "run.json").read_text())["r_diversity"] == 2.0
+    assert "r_diversity" not in json.loads((off.output_dir / "run.json").read_text())  # older sets stay resumable
+
+
+def test_competition_term_draws_images_where_the_student_disagrees(tmp_path):
+    """Round 1's images with the competition term: the student trained on round 0 agrees less with the
+    teacher on them than on round 1's images made without it (same seed, same targets)."""
+    from dfnas_pl.inversion.competition import train_competition_student
+    from dfnas_pl.inversion.losses import competition
+
+    kwargs = dict(rounds=2, images_per_class=2, batch_size=20, iterations=20, label_calibration=False,
+                  regional_update=False, r_feature=0.1, competition_steps=30)
+    on = synthesize(tmp_path / "on", r_competition=5.0, **kwargs)
+    off = synthesize(tmp_path / "off", **kwargs)
+    teacher = load_teacher(TEACHER).model
+    images, _ = on.writer.saved_images([0])
+    student = train_competition_student(teacher, on.normalize(images), "resnet8", 1, 10, 30, 0)  # another seed
+    term = {}
+    for name, m in (("on", on), ("off", off)):
+        x = m.normalize(m.writer.saved_images([1])[0])
+        with torch.no_grad():
+            term[name] = competition(student(x), teacher(x)).item()
+    assert term["on"] < term["off"] - 0.01, term
+    assert json.loads((on.output_dir / "run.json").read_text())["competition_steps"] == 30

@@ -6,7 +6,9 @@ from torch import nn
 from dfnas_pl.inversion.losses import (
     BNStatisticsLoss,
     channel_var_mean,
+    competition,
     image_l2,
+    same_class_similarity,
     soft_cross_entropy,
     total_variation,
 )
@@ -83,3 +85,31 @@ def test_kd_t_squared_keeps_the_logit_gradient_at_hintons_high_temperature_limit
         student = s.clone().requires_grad_(True)
         kd_loss(student, t, temperature, t_squared=t_squared).backward()
         torch.testing.assert_close(student.grad, limit * scale, rtol=0.05, atol=5e-4 * scale)
+
+
+def test_same_class_similarity_pushes_only_same_class_features_apart():
+    torch.manual_seed(0)
+    base = torch.randn(1, 16)
+    features = (base + 0.01 * torch.randn(4, 16)).requires_grad_(True)  # four near-copies of one image
+    classes = torch.tensor([0, 0, 1, 2])
+    sim = same_class_similarity(features, classes)
+    assert sim.item() == pytest.approx(1.0, abs=1e-3)  # one same-class pair, nearly identical
+    sim.backward()
+    assert features.grad[2:].abs().max() == 0  # images without a same-class partner get no push
+    stepped = (features - 10.0 * features.grad).detach()  # a descent step moves the pair apart
+    assert same_class_similarity(stepped, classes) < sim.item() - 1e-4
+    lone = torch.randn(3, 16, requires_grad=True)
+    zero = same_class_similarity(lone, torch.tensor([0, 1, 2]))
+    assert zero.item() == 0.0 and not zero.requires_grad  # no pair: no term, no gradient
+
+
+def test_competition_is_one_where_student_agrees_and_descends_toward_disagreement():
+    torch.manual_seed(0)
+    teacher = torch.randn(8, 10) * 3
+    assert competition(teacher.clone(), teacher).item() == pytest.approx(1.0, abs=1e-6)  # JS 0: full agreement
+    student_far = torch.randn(8, 10) * 3
+    assert competition(student_far, teacher).item() < 1.0  # disagreement lowers the term
+    x = (teacher + 0.5 * torch.randn(8, 10)).requires_grad_(True)  # images' logits under the student
+    term = competition(x, teacher)
+    term.backward()
+    assert competition((x - 20.0 * x.grad).detach(), teacher) < term.item()  # descent: more disagreement
