@@ -38,8 +38,9 @@ MANIFEST_FORMAT = "dfnas_pl.synthetic/1"
 
 
 # The files a synthesis writes under its set's folders (anything else there is the user's, never deleted).
-OWN_FILES = re.compile(r"images/\d{3,}/r\d{2}_\d{6}\.png|records/round_\d{2}/batch_\d{6}\.pt|grids/round_\d{2}\.png")
-SET_FOLDERS = ("images", "records", "grids")
+OWN_FILES = re.compile(r"images/\d{3,}/r\d{2}_\d{6}\.png|records/round_\d{2}/batch_\d{6}\.pt|grids/round_\d{2}\.png"
+                       r"|generator/rank_\d{2}\.pt")
+SET_FOLDERS = ("images", "records", "grids", "generator")
 
 
 def foreign_files(root: Path) -> list[str]:
@@ -263,6 +264,9 @@ class SyntheticSetWriter:
                                 "teacher_confidence": _mean_w(rounds, "teacher_confidence"),
                                 "bn_distance": _mean_w(rounds, "bn_distance"),
                                 "diversity": _mean_w(rounds, "diversity"), "per_round": rounds}}
+        if all("teacher_image_passes" in rec for rec in recs):  # (sets made before it was recorded: no cost)
+            passes = sum(int(rec["teacher_image_passes"]) for rec in recs)
+            manifest["cost"] = {"teacher_image_passes": passes, "per_image": passes / len(ids)}
         bad = sorted(k for k, v in manifest["quality"].items() if isinstance(v, float) and not math.isfinite(v))
         manifest["quality"]["non_finite"] = bad  # written as null (strict JSON); named here so nobody reads 0
         atomic_write_json(self.root / "manifest.json", manifest)

@@ -48,7 +48,7 @@ from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json
 from dfnas_pl.utils.locking import one_writer
 
 EFFECT_COLUMNS = ["effect", "pairs", "seeds", "difference", "ci_low", "ci_high", "per_seed", "verdict"]
-CSV_COLUMNS = ["variant", "images", "synthesis_minutes", "teacher_top1", "bn_distance", "diversity", "sets", "seeds",
+CSV_COLUMNS = ["variant", "images", "synthesis_minutes", "teacher_passes_per_image", "teacher_top1", "bn_distance", "diversity", "sets", "seeds",
                "student_top1_mean", "ci_low", "ci_high", "student_top1_std", "per_seed", "overlaps_reference",
                "paired_difference", "difference_low", "difference_high"]
 
@@ -308,10 +308,12 @@ class SynthesisSweep:
             lo, hi = t_interval(accs)
 
             def mean_of(key: str, sets: list[dict[str, Any]] = sets) -> float:  # over the variant's sets
-                return statistics.mean(q[key] for q in sets) if sets else math.nan
+                values = [q.get(key, math.nan) for q in sets]  # (records made before a key existed: NaN)
+                return statistics.mean(values) if values else math.nan
 
             rows.append({"variant": variant, "images": sets[0]["images"] if sets else self.real_images,
                          "synthesis_minutes": mean_of("wall_time_s") / 60,
+                         "teacher_passes_per_image": mean_of("teacher_passes_per_image"),
                          "teacher_top1": mean_of("teacher_top1"), "bn_distance": mean_of("bn_distance"),
                          "diversity": mean_of("diversity"), "sets": len(sets),
                          "seeds": len(accs), "student_top1_mean": statistics.mean(accs), "ci_low": lo, "ci_high": hi,
@@ -337,10 +339,11 @@ class SynthesisSweep:
             f"; partial: {done} of {len(self.variants) * len(self.seeds)} (variant, seed) records, '-' = not run yet"
         lines = [f"Distillation check (student trained only on the set, real test top-1 %; {len(self.seeds)} seeds, "
                  f"95 % t-interval; reference: {self.reference or 'none'}{progress})", "",
-                 "| variant | images | synthesis min | teacher top-1 | BN distance | diversity | student top-1 [95 % CI] "
+                 "| variant | images | synthesis min | teacher passes / image | teacher top-1 | BN distance | diversity | student top-1 [95 % CI] "
                  "| per seed | overlaps reference | paired difference [95 % CI] |",
-                 "|---|---:|---:|---:|---:|---:|---|---|---|---|"]
-        lines += [f"| {r['variant']} | {r['images']} | {fmt(r['synthesis_minutes'], 1)} | {fmt(r['teacher_top1'], 3)} | "
+                 "|---|---:|---:|---:|---:|---:|---:|---|---|---|---|"]
+        lines += [f"| {r['variant']} | {r['images']} | {fmt(r['synthesis_minutes'], 1)} | "
+                  f"{fmt(r['teacher_passes_per_image'], 0)} | {fmt(r['teacher_top1'], 3)} | "
                   f"{fmt(r['bn_distance'])} | {fmt(r['diversity'], 3)} | {fmt(r['student_top1_mean'])} "
                   f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}] | {r['per_seed']} | {r['overlaps_reference']} | "
                   + ("-" if math.isnan(r["paired_difference"]) else f"{r['paired_difference']:+.2f} "
@@ -393,6 +396,7 @@ def set_quality(path: str) -> dict[str, Any]:
                                 f"the set is gone. Delete that variant's records to remake set and students.")
     m = json.loads(manifest.read_text())
     return {"images": m["images"], "wall_time_s": m.get("wall_time_s", math.nan),
+            "teacher_passes_per_image": m.get("cost", {}).get("per_image", math.nan),
             **{k: m["quality"][k] for k in ("teacher_top1", "bn_distance", "diversity")}}
 
 

@@ -27,6 +27,7 @@ from torch import nn
 from dfnas_pl import __version__
 from dfnas_pl.data.synthetic import SyntheticSetWriter, batch_weighted_mean, foreign_files
 from dfnas_pl.inversion.competition import train_competition_student
+from dfnas_pl.inversion.generator import ConditionalGenerator, MetaGenerator
 from dfnas_pl.inversion.losses import (
     BNStatisticsLoss,
     competition,
@@ -60,6 +61,9 @@ _IMAGE_SETTINGS = ("teacher", "rounds", "label_calibration", "label_temperature"
 _WINDOW_SETTINGS = ("canvas_ratio", "window_per_image", "window_labels")
 # Diversity terms: recorded only when switched on, for the same reason.
 _DIVERSITY_SETTINGS = {"r_diversity": (), "r_competition": ("competition_student", "competition_steps")}
+# The generator synthesizer's settings: recorded only when it is the synthesizer.
+_GENERATOR_SETTINGS = ("synthesizer", "generator_lr", "meta_lr", "z_dim", "generator_width")
+SYNTHESIZERS = ("pixels", "generator")
 REGIONAL_MODES = ("off", "zoom", "window")
 
 
@@ -119,7 +123,18 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
         competition_student: the competition student's architecture (a registry name, as the distillation
             check's student).
         competition_steps: KD steps (batch 64) that train the competition student at the start of each round.
-        seed: images and views of slot batch b of round r depend only on (seed, r, b).
+        synthesizer: ``pixels`` (the default): each batch's pixels are optimised from noise for
+            ``iterations`` steps. ``generator``: amortised, as Fast-Datafree: a copy of a meta-learned
+            conditional generator and the batch's codes are optimised for ``iterations`` steps (tens, not
+            hundreds), then the meta generator moves toward the copy (:mod:`dfnas_pl.inversion.generator`).
+            Same losses, same set format; ``lr`` is then the codes' learning rate.
+        generator_lr: ``generator``: Adam learning rate of the generator copy's weights.
+        meta_lr: ``generator``: Reptile step of the meta generator toward each batch's copy (0: never learns,
+            1: each batch starts from the last batch's copy).
+        z_dim: ``generator``: size of the latent code.
+        generator_width: ``generator``: channels of the generator's last hidden layer.
+        seed: images and views of slot batch b of round r depend only on (seed, r, b) (``pixels``; the
+            generator also carries its meta-learning from batch to batch within a process).
         quality_gate: after each round, stop with an error naming the round, its numbers and the likely
             cause if the teacher's top-1 on the saved images (against the round's targets) is below
             ``min_teacher_top1`` or any quality number is non-finite; false keeps such sets on purpose.
@@ -159,6 +174,11 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
         r_competition: float = 0.0,
         competition_student: str = "resnet8",
         competition_steps: int = 200,
+        synthesizer: Literal["pixels", "generator"] = "pixels",
+        generator_lr: float = 5e-3,
+        meta_lr: float = 0.5,
+        z_dim: int = 64,
+        generator_width: int = 64,
         seed: int = 0,
         quality_gate: bool = True,
         min_teacher_top1: float = 0.9,
@@ -177,7 +197,8 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
                    ("jitter", jitter, 0, None), ("flip_prob", flip_prob, 0, 1),
                    ("min_teacher_top1", min_teacher_top1, 0, 1), ("canvas_ratio", canvas_ratio, 1, 4),
                    ("r_diversity", r_diversity, 0, None), ("r_competition", r_competition, 0, None),
-                   ("competition_steps", competition_steps, 1, None),
+                   ("competition_steps", competition_steps, 1, None), ("generator_lr", generator_lr, 0, None, True),
+                   ("meta_lr", meta_lr, 0, 1), ("z_dim", z_dim, 1, None), ("generator_width", generator_width, 1, None),
                    *[(f"betas[{i}]", b, 0, 1, False, True) for i, b in enumerate(betas)],
                    *[(f"region_scale[{i}]", v, 0, 1, True) for i, v in enumerate(region_scale)],
                    *[(f"region_ratio[{i}]", v, 0, None, True) for i, v in enumerate(region_ratio)]])
@@ -205,8 +226,14 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
         if r_competition > 0 and rounds < 2:
             raise ValueError(f"r_competition {r_competition} with rounds {rounds}: the competition student learns from "
                              f"the earlier rounds' images, so round 0 has none. Set rounds >= 2, or r_competition: 0.")
+        if synthesizer not in SYNTHESIZERS:
+            raise ValueError(f"synthesizer must be one of {SYNTHESIZERS}, got {synthesizer!r}.")
+        if synthesizer == "generator" and (lowres_iterations > 0 or self.regional_mode == "window"):
+            raise ValueError("synthesizer: generator makes input-sized images directly: set lowres_iterations: 0 and "
+                             "regional_update to off or zoom (the window mode optimises a larger canvas).")
         self.writer = SyntheticSetWriter(output_dir, self.spec.num_classes)
         self._features: torch.Tensor | None = None
+        self._meta: MetaGenerator | None = None  # the generator synthesizer's meta generator (this process's)
         self._student: nn.Module | None = None  # the competition student of the current round
         self._feature_hook = None
         self._done: set[int] = set()
@@ -256,6 +283,8 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
         for weight, companions in _DIVERSITY_SETTINGS.items():
             if self.hparams[weight] > 0:
                 out.update({k: self.hparams[k] for k in (weight, *companions)})
+        if self.hparams.synthesizer != "pixels":
+            out.update({k: self.hparams[k] for k in _GENERATOR_SETTINGS})
         return out
 
     def wandb_artifacts(self) -> list[tuple[str, str, Path]]:
@@ -371,7 +400,10 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
         record = self.evaluate_saved(images, targets)
         record["final_loss"] = final_loss
         record["rank"] = self.global_rank
+        record["teacher_image_passes"] = len(slots) * self.steps_per_batch()  # forward + backward, per image
         self.writer.write_batch(round_, slots, images.cpu(), record)
+        if self._meta is not None:
+            self._meta.save()  # after the batch's files: a kill in between loses one Reptile step, no image
         n = len(slots)
         for key in ("teacher_top1", "teacher_confidence", "bn_distance", "final_loss"):
             self.log(f"synthesis/{key}", record[key], on_step=True, on_epoch=True, batch_size=n,
@@ -393,22 +425,57 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
         std = torch.tensor(self.spec.std, device=self.device).view(1, -1, 1, 1)
         return (0 - mean) / std, (1 - mean) / std
 
+    def loss(self, view: torch.Tensor, targets: torch.Tensor, bn: BNStatisticsLoss) -> tuple[torch.Tensor, dict]:
+        """The inversion loss on one view (both synthesizers): the weighted sum of the enabled terms."""
+        hp = self.hparams
+        logits = self.teacher(view)
+        terms = {"main": soft_cross_entropy(logits, targets),
+                 "bn": bn.loss() if hp.r_feature > 0 else logits.new_zeros(())}
+        terms["tv_l1"], terms["tv_l2"] = total_variation(view)
+        terms["l2"] = image_l2(view)
+        loss = (hp.main_loss_multiplier * terms["main"] + hp.r_feature * terms["bn"]
+                + hp.tv_l2 * terms["tv_l2"] + hp.tv_l1 * terms["tv_l1"] + hp.l2_scale * terms["l2"])
+        if hp.r_diversity > 0:  # features: the teacher's last Linear's input (hook_features)
+            terms["diversity"] = same_class_similarity(self._features, targets.argmax(1))
+            loss = loss + hp.r_diversity * terms["diversity"]
+        if hp.r_competition > 0 and self._student is not None:
+            terms["competition"] = competition(self._student(view), logits)
+            loss = loss + hp.r_competition * terms["competition"]
+        return loss, terms
+
+    def check_finite(self, loss: torch.Tensor, terms: dict, step: int, first_step: bool, lr_name: str) -> None:
+        if torch.isfinite(loss):
+            return
+        bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+        fix = ("The teacher gives non-finite outputs on fresh noise: check its weights." if first_step else
+               f"Lower model.init_args.{lr_name} (now {self.hparams[lr_name]}) or the weight of the diverging term.")
+        raise FloatingPointError(f"Synthesis loss became {loss.item()} at step {step} (non-finite terms: "
+                                 f"{bad or 'none'}). {fix}")
+
+    def progress_tick(self):
+        bar = getattr(getattr(self, "_trainer", None), "progress_bar_callback", None)
+        return getattr(bar, "optimisation_step", None)  # callbacks.SynthesisProgressBar counts Adam steps
+
     @torch.autocast("cuda", enabled=False)
     @torch.autocast("cpu", enabled=False)
     def synthesize(self, targets: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, float]:
-        """Optimise fresh images toward ``targets``; returns them (normalised space) and the last loss.
+        """Fresh images for ``targets`` (normalised space) and the last loss, by the configured synthesizer.
 
-        Always fp32: the BN-statistics and TV terms are small differences of large numbers, and the
-        images are the parameters, so bf16 rounding would stall the optimisation.
-        """
-        hp = self.hparams
+        Always fp32: the BN-statistics and TV terms are small differences of large numbers, and bf16
+        rounding would stall the optimisation."""
         self.hook_features()
+        if self.hparams.synthesizer == "generator":
+            return self.synthesize_with_generator(targets, gen)
+        return self.synthesize_pixels(targets, gen)
+
+    def synthesize_pixels(self, targets: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, float]:
+        """Per-image inversion: the pixels themselves are optimised, from noise."""
+        hp = self.hparams
         n, c, s = len(targets), self.spec.in_channels, self.canvas_size
         x = torch.randn(n, c, s, s, generator=gen).to(self.device).requires_grad_(True)
         lo, hi = self.pixel_bounds()
         phases = [(hp.lowres_factor, hp.lowres_iterations), (1, hp.iterations)]
-        bar = getattr(getattr(self, "_trainer", None), "progress_bar_callback", None)
-        tick = getattr(bar, "optimisation_step", None)  # callbacks.SynthesisProgressBar counts Adam steps
+        tick = self.progress_tick()
         loss_value, first_step = float("nan"), True
         with BNStatisticsLoss(self.teacher, hp.first_bn_multiplier) as bn:
             for factor, steps in [(f, k) for f, k in phases if k > 0]:
@@ -417,26 +484,8 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
                     for group in opt.param_groups:
                         group["lr"] = warmup_cosine(t, steps, hp.lr, hp.warmup_iterations)
                     view = self.view(F.avg_pool2d(x, factor) if factor > 1 else x, factor, gen)
-                    logits = self.teacher(view)
-                    terms = {"main": soft_cross_entropy(logits, targets),
-                             "bn": bn.loss() if hp.r_feature > 0 else logits.new_zeros(())}
-                    terms["tv_l1"], terms["tv_l2"] = total_variation(view)
-                    terms["l2"] = image_l2(view)
-                    loss = (hp.main_loss_multiplier * terms["main"] + hp.r_feature * terms["bn"]
-                            + hp.tv_l2 * terms["tv_l2"] + hp.tv_l1 * terms["tv_l1"] + hp.l2_scale * terms["l2"])
-                    if hp.r_diversity > 0:  # features: the teacher's last Linear's input, hooked in setup()
-                        terms["diversity"] = same_class_similarity(self._features, targets.argmax(1))
-                        loss = loss + hp.r_diversity * terms["diversity"]
-                    if hp.r_competition > 0 and self._student is not None:
-                        terms["competition"] = competition(self._student(view), logits)
-                        loss = loss + hp.r_competition * terms["competition"]
-                    if not torch.isfinite(loss):
-                        bad = [k for k, v in terms.items() if not torch.isfinite(v)]
-                        fix = ("The teacher gives non-finite outputs on fresh noise: check its weights."
-                               if first_step else
-                               f"Lower model.init_args.lr (now {hp.lr}) or the weight of the diverging term.")
-                        raise FloatingPointError(f"Synthesis loss became {loss.item()} at step {t} (non-finite "
-                                                 f"terms: {bad or 'none'}). {fix}")
+                    loss, terms = self.loss(view, targets, bn)
+                    self.check_finite(loss, terms, t, first_step, "lr")
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -446,6 +495,49 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
                     if tick is not None:
                         tick()
         return x.detach(), loss_value
+
+    def synthesize_with_generator(self, targets: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, float]:
+        """Amortised inversion (:mod:`dfnas_pl.inversion.generator`): a copy of the meta generator and the
+        batch's codes are optimised for ``iterations`` steps; the meta generator then moves toward the copy."""
+        hp = self.hparams
+        meta = self.meta_generator()
+        fast = meta.fast_copy()
+        z = torch.randn(len(targets), hp.z_dim, generator=gen).to(self.device).requires_grad_(True)
+        opt = torch.optim.Adam([{"params": fast.parameters(), "lr": hp.generator_lr}, {"params": [z], "lr": hp.lr}],
+                               betas=tuple(hp.betas))
+        base_lrs = [g["lr"] for g in opt.param_groups]
+        mean = torch.tensor(self.spec.mean, device=self.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.spec.std, device=self.device).view(1, -1, 1, 1)
+        tick = self.progress_tick()
+        loss_value = float("nan")
+        with BNStatisticsLoss(self.teacher, hp.first_bn_multiplier) as bn:
+            for t in range(hp.iterations):
+                for group, base in zip(opt.param_groups, base_lrs):
+                    group["lr"] = warmup_cosine(t, hp.iterations, base, hp.warmup_iterations)
+                x = (fast(z, targets) - mean) / std  # in [0, 1] before normalising: always a valid image
+                loss, terms = self.loss(self.view(x, 1, gen), targets, bn)
+                self.check_finite(loss, terms, t, t == 0, "generator_lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_value = loss.item()
+                if tick is not None:
+                    tick()
+        with torch.no_grad():  # the kept images: made as the loss saw them (batch statistics in the copy's BN)
+            x = (fast(z, targets) - mean) / std
+        meta.reptile_step(fast)
+        return x.detach(), loss_value
+
+    def meta_generator(self) -> MetaGenerator:
+        """This process's meta generator, made (or loaded from its file) at the first batch."""
+        if self._meta is None:
+            hp = self.hparams
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(hp.seed)
+                net = ConditionalGenerator(self.spec.num_classes, self.spec.in_channels, self.spec.image_size,
+                                           hp.z_dim, hp.generator_width).to(self.device)
+            self._meta = MetaGenerator(net, hp.meta_lr, self.output_dir / "generator" / f"rank_{self.global_rank:02d}.pt")
+        return self._meta
 
     def steps_per_batch(self) -> int:
         """Adam steps of one batch (low-resolution warm-up + full resolution): the progress bar's unit."""

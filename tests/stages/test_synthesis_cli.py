@@ -29,6 +29,13 @@ def small(out, *extra, iterations=40, per_class=4, batch=10):
             "--model.init_args.quality_gate", "false", *extra]
 
 
+# both synthesizers write the same set format through the same writer: resume and sharding hold for each (a
+# narrow generator and fewer steps keep its runs as short as the pixels' ones; the kill still lands mid-run)
+SYNTHESIZERS = {"pixels": [], "generator": ["--model.init_args.synthesizer", "generator",
+                                            "--model.init_args.generator_width", "16"]}
+KILL_ITERATIONS = {"pixels": 150, "generator": 60}
+
+
 def all_records(out):
     writer = SyntheticSetWriter(out, 10)
     return [rec for r in writer.rounds_on_disk() for rec in writer.records(r)]
@@ -47,9 +54,11 @@ def check_complete(out, rounds, per_round):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_without_losing_or_duplicating(tmp_path):
+@pytest.mark.parametrize("synthesizer", SYNTHESIZERS)
+def test_killed_run_resumes_without_losing_or_duplicating(tmp_path, synthesizer):
     out = tmp_path / "synthetic"
-    cmd = [sys.executable, "-m", "dfnas_pl", *small(out, iterations=150)]
+    extra, iterations = SYNTHESIZERS[synthesizer], KILL_ITERATIONS[synthesizer]
+    cmd = [sys.executable, "-m", "dfnas_pl", *small(out, *extra, iterations=iterations)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "WANDB_MODE": "offline"})
     deadline = time.time() + 300
@@ -63,19 +72,26 @@ def test_killed_run_resumes_without_losing_or_duplicating(tmp_path):
     killed_writing(out / "grids" / "round_00.png")  # and a writer killed mid-write (the kill above may add one)
     assert temporaries(out)
 
-    result = run_cli(*small(out, iterations=150))
+    result = run_cli(*small(out, *extra, iterations=iterations))
     assert "Resuming the synthetic set" in result.stdout + result.stderr
+    assert "not part of the set" not in result.stdout  # the generator's own file is the set's, not foreign
     assert re.search(r"and [12] temporary files of interrupted writes", result.stdout + result.stderr)
     check_complete(out, rounds=2, per_round=40)
     for name, data in before.items():  # finished batches were kept, not redone
         assert (out / name).read_bytes() == data
     assert not list(out.rglob("*.tmp*")), "temporary files left behind"
+    assert run_cli("check", str(out)).returncode == 0  # a sound set, whichever synthesizer made it
+    assert (out / "generator" / "rank_00.pt").exists() == (synthesizer == "generator")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["cost"]["per_image"] == iterations  # teacher passes (forward + backward) per image: the steps
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_split_the_ids_exactly_once(tmp_path):
+@pytest.mark.parametrize("synthesizer", SYNTHESIZERS)
+def test_ddp_two_processes_split_the_ids_exactly_once(tmp_path, synthesizer):
     out = tmp_path / "synthetic"
-    run_cli(*small(out, "--trainer.strategy", "ddp_nosync", "--trainer.devices", "2", iterations=10),
+    run_cli(*small(out, "--trainer.strategy", "ddp_nosync", "--trainer.devices", "2", *SYNTHESIZERS[synthesizer],
+                   iterations=10),
             env={"OMP_NUM_THREADS": "1"})
     recs = check_complete(out, rounds=2, per_round=40)
     for r in range(2):
@@ -83,6 +99,8 @@ def test_ddp_two_processes_split_the_ids_exactly_once(tmp_path):
         assert ranks == {0, 1}, f"round {r} was made by ranks {ranks}"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["world_size"] == 2
+    if synthesizer == "generator":  # each process meta-learns its own generator
+        assert sorted(p.name for p in (out / "generator").iterdir()) == ["rank_00.pt", "rank_01.pt"]
     # round 1 targets come from round 0 images made on either rank
     r0 = {int(s): z for rec in recs if rec["round"] == 0 for s, z in zip(rec["slots"], rec["logits"])}
     for rec in (rec for rec in recs if rec["round"] == 1):
