@@ -258,7 +258,10 @@ class SynthesisSweep:
         for seed, rec in records.items():
             path = self.set_path(variant, seed)
             if path not in by_set:
-                by_set[path] = rec.get("set_quality") or set_quality(path)
+                stored = rec.get("set_quality")
+                if stored is None or ("teacher_passes_per_image" not in stored and (Path(path) / "manifest.json").exists()):
+                    stored = {**set_quality(path), **(stored or {})}  # a record made before a quality key existed
+                by_set[path] = stored
         return list(by_set.values())
 
     def top1(self, records: dict[str, dict[int, dict[str, Any]]] | None = None) -> dict[str, dict[int, float]]:
@@ -395,8 +398,11 @@ def set_quality(path: str) -> dict[str, Any]:
         raise FileNotFoundError(f"{manifest} is missing and the record of a student trained on it has no set_quality: "
                                 f"the set is gone. Delete that variant's records to remake set and students.")
     m = json.loads(manifest.read_text())
-    return {"images": m["images"], "wall_time_s": m.get("wall_time_s", math.nan),
-            "teacher_passes_per_image": m.get("cost", {}).get("per_image", math.nan),
+    passes = m.get("cost", {}).get("per_image")
+    if passes is None:  # a set made before the manifest counted them: every image took the batch's steps
+        config = m.get("config", {})
+        passes = config.get("iterations", math.nan) + config.get("lowres_iterations", 0)
+    return {"images": m["images"], "wall_time_s": m.get("wall_time_s", math.nan), "teacher_passes_per_image": passes,
             **{k: m["quality"][k] for k in ("teacher_top1", "bn_distance", "diversity")}}
 
 
