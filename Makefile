@@ -8,7 +8,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast run synthesize paper-table ablation groundtruth macro-pilot macro-groundtruth macro-rank-fidelity macro-paper-table small-teacher rank-fidelity synthesis-sweep synthesis-sets synthesis-bn-weight synthesis-budget synthesis-around-default synthesis-window-confirm synthesis-first-bn synthesis-rounds darts-collapse device-carry lint bench clean
+.PHONY: install test test-fast run synthesize paper-table ablation groundtruth macro-pilot macro-groundtruth macro-rank-fidelity macro-paper-table small-teacher rank-fidelity synthesis-sweep synthesis-sets synthesis-bn-weight synthesis-budget synthesis-around-default synthesis-window-confirm synthesis-first-bn synthesis-rounds distillation-budget synthesis-alternatives darts-collapse device-carry lint bench clean
 
 install: $(VENV)/.installed $(FMNIST)
 
@@ -106,6 +106,14 @@ synthesis-first-bn: install
 # The official 10 rounds (hard and calibrated) around the shipped default's 2 (reuses the default's records).
 synthesis-rounds: install
 	$(PY) -m dfnas_pl synthesis-sweep --config studies/synthesis_quality/synthesis_rounds.yaml
+
+# The distillation check's student budget against real data of a set's size (resumable; about 2 h on 2 cores).
+distillation-budget: install
+	$(PY) studies/distillation_budget/run.py
+
+# Diversity terms and the generator synthesizer against the default, at the 1,280-step check (benchmark).
+synthesis-alternatives: install
+	$(PY) -m dfnas_pl synthesis-sweep --config studies/synthesis_alternatives/synthesis_alternatives.yaml
 
 lint: install
 	$(PY) -m ruff check .
