@@ -11,6 +11,7 @@ import torch
 from torchmetrics.classification import MulticlassAccuracy
 
 from callbacks.random_state import ResumesExactly
+from callbacks.run_progress import OneProgressBar
 from dfnas_pl.data.compatibility import check_real_data, real_data_of
 from dfnas_pl.losses import kd_loss
 from dfnas_pl.teachers.loading import TeacherSource, build_arch, load_teacher
@@ -18,7 +19,7 @@ from dfnas_pl.utils.io import atomic_write_json
 from dfnas_pl.utils.settings import check_all
 
 
-class DistilledClassifier(ResumesExactly, L.LightningModule):
+class DistilledClassifier(OneProgressBar, ResumesExactly, L.LightningModule):
     """A student trained only by distillation from the teacher on (synthetic) images.
 
     Batches are ``(image, stored_logits, class)`` from :class:`~dfnas_pl.data.synthetic.SyntheticImageDataset`
@@ -38,6 +39,8 @@ class DistilledClassifier(ResumesExactly, L.LightningModule):
         metrics_path: where the test writes ``{"test_top1", "student", ...}`` as JSON (drivers read it);
             null: only the logger gets it.
     """
+
+    progress_name = "Distillation"  # the run's one progress bar (callbacks.run_progress)
 
     def __init__(self, student: str = "resnet8", teacher: TeacherSource = "embedded:fmnist_resnet8", temperature: float = 3.0,
                  online_teacher: bool = True, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from callbacks.random_state import ResumesExactly
+from callbacks.run_progress import OneProgressBar
 from dfnas_pl.data.compatibility import check_real_data, real_data_of
 from dfnas_pl.losses import kd_loss
 from dfnas_pl.search.export import (
@@ -28,7 +29,7 @@ from dfnas_pl.utils.io import atomic_write_json
 from dfnas_pl.utils.settings import check_all
 
 
-class RetrainClassifier(ResumesExactly, L.LightningModule):
+class RetrainClassifier(OneProgressBar, ResumesExactly, L.LightningModule):
     """Trains a found architecture (real labels or KD on the synthetic set) and tests it on real data.
 
     Args:
@@ -48,6 +49,8 @@ class RetrainClassifier(ResumesExactly, L.LightningModule):
         space_overrides: space fields to change for retraining, e.g. ``{layers: 20, channels: 36}``: DARTS
             searches a cell in a small network and evaluates it in a larger one.
     """
+
+    progress_name = "Retraining"  # the run's one progress bar (callbacks.run_progress)
 
     def __init__(self, architecture: str = "runs/fmnist/search/darts/architecture.json", teacher: TeacherSource | None = None,
                  temperature: float = 3.0, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,

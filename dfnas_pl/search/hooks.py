@@ -11,14 +11,17 @@ import dataclasses
 from pathlib import Path
 
 from callbacks.random_state import ResumesExactly
+from callbacks.run_progress import OneProgressBar
 from dfnas_pl.data.compatibility import check_real_data, real_data_of
 from dfnas_pl.search.objective import SearchObjective
 from dfnas_pl.teachers.loading import Teacher, TeacherSource, load_teacher
 from dfnas_pl.utils.locking import HoldsOutputLock
 
 
-class SearchHooks(HoldsOutputLock, ResumesExactly):
+class SearchHooks(HoldsOutputLock, OneProgressBar, ResumesExactly):
     """Mixin placed before ``L.LightningModule`` in a search module's bases."""
+
+    progress_name = "Search"  # the run's one progress bar (callbacks.run_progress)
 
     algorithm: str
     output_dir: Path
