@@ -1,6 +1,7 @@
 """The one progress bar of a training run: counts every epoch's batches in one bar, resumes where it stood."""
 
 import lightning as L
+import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -38,6 +39,7 @@ def fit(tmp_path, epochs, ckpt=None):
     return trainer
 
 
+@pytest.mark.filterwarnings("ignore:Checkpoint directory")  # the resumed run writes where it was resumed from
 def test_one_bar_counts_every_epochs_batches_and_a_resume_starts_where_it_stood(tmp_path, capsys):
     trainer = fit(tmp_path, 3)
     bar = trainer.progress_bar_callback
@@ -59,5 +61,5 @@ def test_a_bar_of_the_users_own_kind_is_kept(tmp_path):
     mine = MyBar(refresh_rate=3)
     trainer = L.Trainer(max_epochs=1, logger=False, enable_model_summary=False, default_root_dir=tmp_path,
                         enable_checkpointing=False, callbacks=[mine])
-    trainer.fit(Tiny(), loader())
+    trainer.fit(Tiny(), loader(), loader())
     assert trainer.progress_bar_callback is mine
