@@ -85,7 +85,8 @@ def main() -> None:
     cli("fit", "--config", "experiments/fmnist/synthesize.yaml", "--model.init_args.teacher", teacher,
         "--model.init_args.output_dir", str(synthetic))
     check = RUN / "distill_check"
-    common = ["--config", "experiments/fmnist/distill_check.yaml", "--model.init_args.teacher", teacher,
+    common = ["--config", "studies/synthesis_quality/distill_check_40_epochs.yaml",  # as the study ran it
+              "--model.init_args.teacher", teacher,
               "--data.init_args.path", str(synthetic), "--trainer.default_root_dir", str(check),
               "--trainer.logger.init_args.save_dir", str(check),
               "--trainer.callbacks.init_args.dirpath", str(check / "checkpoints"),
@@ -100,7 +101,7 @@ def main() -> None:
             p.numel() for p in SmallNet().parameters()), "trained": "2 epochs, 55,000 real images, SGD one-cycle 0.2",
             "real_test_top1": round(teacher_top1, 4)},
         "synthetic_set": {"images": manifest["images"], "config": "experiments/fmnist/synthesize.yaml (shipped default)"},
-        "distillation_check": {"student": "resnet8", "config": "experiments/fmnist/distill_check.yaml",
+        "distillation_check": {"student": "resnet8", "config": "studies/synthesis_quality/distill_check_40_epochs.yaml",
                                "real_test_top1": student},
         "wall_seconds": round(time.time() - start), "versions": versions(),
         "command": "python studies/small_teacher/run.py", "tail": out[-300:]})
