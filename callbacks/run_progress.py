@@ -59,13 +59,16 @@ class RunProgressBar(TQDMProgressBar):
         bar = self.train_progress_bar
         if not bar.disable and (self._done % self.refresh_rate == 0 or self._done == bar.total):
             bar.n = self._done
-            bar.set_postfix({"epoch": trainer.current_epoch, **self.get_metrics(trainer, pl_module)})
+            self.show_metrics(trainer, pl_module)
             bar.refresh()
 
+    def show_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The epoch and the logged metrics in the run's bar (the bar itself counts steps)."""
+        if not self.train_progress_bar.disable:
+            self.train_progress_bar.set_postfix({"epoch": trainer.current_epoch, **self.get_metrics(trainer, pl_module)})
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        bar = self.train_progress_bar
-        if not bar.disable:
-            bar.set_postfix({"epoch": trainer.current_epoch, **self.get_metrics(trainer, pl_module)})
+        self.show_metrics(trainer, pl_module)
 
     def on_validation_batch_end(self, *args: Any, **kwargs: Any) -> None:
         pass
@@ -73,9 +76,8 @@ class RunProgressBar(TQDMProgressBar):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.val_progress_bar.close()
         self.reset_dataloader_idx_tracker()
-        if self._train_progress_bar is not None and trainer.state.fn == "fit" and not self.train_progress_bar.disable:
-            self.train_progress_bar.set_postfix({"epoch": trainer.current_epoch,
-                                                 **self.get_metrics(trainer, pl_module)})
+        if self._train_progress_bar is not None and trainer.state.fn == "fit":
+            self.show_metrics(trainer, pl_module)
 
 
 class OneProgressBar:

@@ -48,7 +48,8 @@ from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json
 from dfnas_pl.utils.locking import one_writer
 
 EFFECT_COLUMNS = ["effect", "pairs", "seeds", "difference", "ci_low", "ci_high", "per_seed", "verdict"]
-CSV_COLUMNS = ["variant", "images", "synthesis_minutes", "teacher_passes_per_image", "teacher_top1", "bn_distance", "diversity", "sets", "seeds",
+CSV_COLUMNS = ["variant", "images", "synthesis_minutes", "teacher_passes_per_image", "teacher_top1", "bn_distance",
+               "diversity", "sets", "seeds",
                "student_top1_mean", "ci_low", "ci_high", "student_top1_std", "per_seed", "overlaps_reference",
                "paired_difference", "difference_low", "difference_high"]
 

@@ -420,9 +420,18 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
         logits = self.writer.logits_for(round_ - 1, slots.tolist())
         return F.softmax(logits / self.hparams.label_temperature, dim=1)
 
+    def mean_std(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's input normalisation as [1, C, 1, 1] tensors."""
+        return (torch.tensor(self.spec.mean, device=device).view(1, -1, 1, 1),
+                torch.tensor(self.spec.std, device=device).view(1, -1, 1, 1))
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] as the teacher's input."""
+        mean, std = self.mean_std(x.device)
+        return (x - mean) / std
+
     def pixel_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = torch.tensor(self.spec.mean, device=self.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.spec.std, device=self.device).view(1, -1, 1, 1)
+        mean, std = self.mean_std(self.device)
         return (0 - mean) / std, (1 - mean) / std
 
     def loss(self, view: torch.Tensor, targets: torch.Tensor, bn: BNStatisticsLoss) -> tuple[torch.Tensor, dict]:
@@ -506,15 +515,13 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
         opt = torch.optim.Adam([{"params": fast.parameters(), "lr": hp.generator_lr}, {"params": [z], "lr": hp.lr}],
                                betas=tuple(hp.betas))
         base_lrs = [g["lr"] for g in opt.param_groups]
-        mean = torch.tensor(self.spec.mean, device=self.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.spec.std, device=self.device).view(1, -1, 1, 1)
         tick = self.progress_tick()
         loss_value = float("nan")
         with BNStatisticsLoss(self.teacher, hp.first_bn_multiplier) as bn:
             for t in range(hp.iterations):
                 for group, base in zip(opt.param_groups, base_lrs):
                     group["lr"] = warmup_cosine(t, hp.iterations, base, hp.warmup_iterations)
-                x = (fast(z, targets) - mean) / std  # in [0, 1] before normalising: always a valid image
+                x = self.standardize(fast(z, targets))  # in [0, 1] before normalising: always a valid image
                 loss, terms = self.loss(self.view(x, 1, gen), targets, bn)
                 self.check_finite(loss, terms, t, t == 0, "generator_lr")
                 opt.zero_grad(set_to_none=True)
@@ -524,7 +531,7 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
                 if tick is not None:
                     tick()
         with torch.no_grad():  # the kept images: made as the loss saw them (batch statistics in the copy's BN)
-            x = (fast(z, targets) - mean) / std
+            x = self.standardize(fast(z, targets))
         meta.reptile_step(fast)
         return x.detach(), loss_value
 
@@ -553,14 +560,12 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
         return jitter_flip(canvas, max(1, hp.jitter // factor) if hp.jitter else 0, hp.flip_prob, gen)
 
     def to_uint8(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.spec.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.spec.std, device=x.device).view(1, -1, 1, 1)
+        mean, std = self.mean_std(x.device)
         return ((x * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.spec.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.spec.std, device=images.device).view(1, -1, 1, 1)
-        return (images.float() / 255 - mean) / std
+        """Saved uint8 images as the teacher's input."""
+        return self.standardize(images.float() / 255)
 
     @torch.no_grad()
     def evaluate_saved(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
