@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from callbacks.random_state import ResumesExactly
 from callbacks.run_progress import OneProgressBar
 from dfnas_pl.data.compatibility import check_real_data, real_data_of
-from dfnas_pl.losses import kd_loss
+from dfnas_pl.losses import TeacherTargets, check_targets, teacher_loss
 from dfnas_pl.teachers.loading import TeacherSource, build_arch, load_teacher
 from dfnas_pl.utils.io import atomic_write_json
 from dfnas_pl.utils.settings import check_all
@@ -30,6 +30,8 @@ class DistilledClassifier(OneProgressBar, ResumesExactly, L.LightningModule):
         student: registry name of the student network (``resnet8``, ...).
         teacher: the teacher to distil from: a path, ``embedded:<name>`` or a mapping ``{path, arch, in_channels, image_size, mean, std, class_names, trust_checkpoint}``: a teacher file, a Lightning checkpoint, a state dict with its arch (registry name, torchvision:/timm: name, or an nn.Module import path / class_path + init_args), a TorchScript or torch.export archive, or a pickled module (trusted only).
         temperature: KD temperature.
+        kd_targets: soft: the teacher's distribution at the temperature (KD); hard: cross-entropy to the
+            teacher's top-1 class (what a set labelled by the teacher, and nothing more, would teach).
         online_teacher: run the teacher on each augmented batch (official code) instead of using the
             logits stored with the synthetic set.
         lr: SGD learning rate (cosine schedule).
@@ -43,9 +45,10 @@ class DistilledClassifier(OneProgressBar, ResumesExactly, L.LightningModule):
     progress_name = "Distillation"  # the run's one progress bar (callbacks.run_progress)
 
     def __init__(self, student: str = "resnet8", teacher: TeacherSource = "embedded:fmnist_resnet8", temperature: float = 3.0,
-                 online_teacher: bool = True, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
+                 kd_targets: TeacherTargets = "soft", online_teacher: bool = True, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
                  trust_checkpoint: bool = False, metrics_path: str | None = None) -> None:
         super().__init__()
+        check_targets(kd_targets)
         check_all([("temperature", temperature, 0, None, True), ("lr", lr, 0, None, True), ("momentum", momentum, 0, 1),
                    ("weight_decay", weight_decay, 0, None)])
         self.save_hyperparameters()
@@ -73,7 +76,7 @@ class DistilledClassifier(OneProgressBar, ResumesExactly, L.LightningModule):
         if self.hparams.online_teacher or stored is None:
             with torch.no_grad():
                 stored = self.teacher(x)
-        loss = kd_loss(self.student(x), stored, self.hparams.temperature)
+        loss = teacher_loss(self.student(x), stored, self.hparams.temperature, targets=self.hparams.kd_targets)
         self.log("train/kd_loss", loss, prog_bar=True)
         return loss
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from dfnas_pl.losses import TeacherTargets
 from dfnas_pl.search.consistency import assert_same_on_all_ranks
 from dfnas_pl.search.darts_space import (
     DEFAULT_DARTS_SPACE,
@@ -47,6 +48,8 @@ class DartsSearch(SearchHooks, L.LightningModule):
             source is a path, ``embedded:<name>`` or a mapping ``{path, arch, in_channels, image_size, mean, std, class_names, trust_checkpoint}``: a teacher file, a Lightning checkpoint, a state dict with its arch (registry name, torchvision:/timm: name, or an nn.Module import path / class_path + init_args), a TorchScript or torch.export archive, or a pickled module (trusted only).
         temperature: KD temperature (official: 3).
         kd_t_squared: scale KD by T^2 (standard KD; the official code does not).
+        kd_targets: soft: the teacher's distribution at the temperature (KD, official); hard: cross-entropy
+            to the teacher's top-1 class.
         image_size: input height = width of the data.
         unrolled: second-order architecture gradient (True) or first-order (False).
         w_lr: SGD learning rate of the supernet weights (cosine to ``w_lr_min``).
@@ -68,7 +71,8 @@ class DartsSearch(SearchHooks, L.LightningModule):
     """
 
     def __init__(self, space: DartsSpaceConfig = DEFAULT_DARTS_SPACE, teacher: TeacherSource | None = "embedded:fmnist_resnet8",
-                 temperature: float = 3.0, kd_t_squared: bool = False, image_size: int = 28, unrolled: bool = False, w_lr: float = 0.025,
+                 temperature: float = 3.0, kd_t_squared: bool = False,
+                 kd_targets: TeacherTargets = "soft", image_size: int = 28, unrolled: bool = False, w_lr: float = 0.025,
                  w_lr_min: float = 0.001, w_momentum: float = 0.9, w_weight_decay: float = 3e-4,
                  w_grad_clip: float = 5.0, alpha_lr: float = 3e-4, alpha_betas: Sequence[float] = (0.5, 0.999),
                  alpha_weight_decay: float = 1e-3, hessian_eps: float = 0.01, output_dir: str = "runs/fmnist/search/darts",
@@ -88,7 +92,7 @@ class DartsSearch(SearchHooks, L.LightningModule):
         k = len(space.primitives)
         self.alpha_normal = nn.Parameter(1e-3 * torch.randn(space.num_edges, k, generator=gen))
         self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(space.num_edges, k, generator=gen))
-        self.init_search(teacher, temperature, kd_t_squared, output_dir)
+        self.init_search(teacher, temperature, kd_t_squared, output_dir, kd_targets)
         self.history: list[dict[str, Any]] = []
 
     # -- plumbing ------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ class SearchHooks(HoldsOutputLock, OneProgressBar, ResumesExactly):
     teacher_spec: Teacher | None
 
     def init_search(self, teacher: TeacherSource | None, temperature: float, kd_t_squared: bool,
-                    output_dir: str) -> None:
+                    output_dir: str, kd_targets: str = "soft") -> None:
         """The teacher (frozen; None: train on labels), the KD-or-labels objective and the output folder.
         Called where each search loaded its teacher before, so the supernet's seeded initialisation is
         unchanged (building a teacher draws from the same random stream)."""
@@ -38,7 +38,7 @@ class SearchHooks(HoldsOutputLock, OneProgressBar, ResumesExactly):
         teacher_net = self.teacher_spec.model if self.teacher_spec else None
         if teacher_net is not None:
             teacher_net.requires_grad_(False)
-        self.objective = SearchObjective(teacher_net, temperature, kd_t_squared)
+        self.objective = SearchObjective(teacher_net, temperature, kd_t_squared, kd_targets)
         self.output_dir = Path(output_dir)
         self._finished = False
 

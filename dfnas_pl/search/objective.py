@@ -7,13 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfnas_pl.losses import kd_loss
+from dfnas_pl.losses import TeacherTargets, check_targets, teacher_loss
 
 
 class SearchObjective(nn.Module):
-    def __init__(self, teacher: nn.Module | None, temperature: float = 3.0, t_squared: bool = False) -> None:
+    def __init__(self, teacher: nn.Module | None, temperature: float = 3.0, t_squared: bool = False,
+                 targets: TeacherTargets = "soft") -> None:
         super().__init__()
-        self.teacher, self.temperature, self.t_squared = teacher, temperature, t_squared
+        check_targets(targets)
+        self.teacher, self.temperature, self.t_squared, self.targets = teacher, temperature, t_squared, targets
 
     def train(self, mode: bool = True) -> SearchObjective:
         """The teacher stays in eval mode whatever mode the search module is put in."""
@@ -39,7 +41,7 @@ class SearchObjective(nn.Module):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.teacher is None:
             return F.cross_entropy(logits, targets)
-        return kd_loss(logits, targets, self.temperature, self.t_squared)
+        return teacher_loss(logits, targets, self.temperature, self.t_squared, self.targets)
 
     def agreement(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Top-1 against the labels, or against the teacher's argmax."""

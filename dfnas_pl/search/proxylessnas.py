@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfnas_pl.losses import TeacherTargets
 from dfnas_pl.search.consistency import assert_same_on_all_ranks
 from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.hooks import SearchHooks
@@ -48,6 +49,8 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
             source is a path, ``embedded:<name>`` or a mapping ``{path, arch, in_channels, image_size, mean, std, class_names, trust_checkpoint}``: a teacher file, a Lightning checkpoint, a state dict with its arch (registry name, torchvision:/timm: name, or an nn.Module import path / class_path + init_args), a TorchScript or torch.export archive, or a pickled module (trusted only).
         temperature: KD temperature (official: 3).
         kd_t_squared: scale KD by T^2 (standard KD; the official code does not).
+        kd_targets: soft: the teacher's distribution at the temperature (KD, official); hard: cross-entropy
+            to the teacher's top-1 class.
         w_lr: SGD learning rate of the weights (cosine to 0).
         w_momentum: SGD momentum.
         w_weight_decay: SGD weight decay.
@@ -62,7 +65,8 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
     """
 
     def __init__(self, space: LayerwiseSpaceConfig = DEFAULT_MOBILENET_SPACE,
-                 teacher: TeacherSource | None = "embedded:fmnist_resnet8", temperature: float = 3.0, kd_t_squared: bool = False, w_lr: float = 0.05,
+                 teacher: TeacherSource | None = "embedded:fmnist_resnet8", temperature: float = 3.0, kd_t_squared: bool = False,
+                 kd_targets: TeacherTargets = "soft", w_lr: float = 0.05,
                  w_momentum: float = 0.9, w_weight_decay: float = 4e-5, alpha_lr: float = 6e-3,
                  alpha_betas: tuple[float, float] = (0.0, 0.999), cost_weight: float = 0.0, target_mflops: float | None = None,
                  warmup_epochs: int = 0, output_dir: str = "runs/fmnist/search/proxylessnas", seed: int = 0) -> None:
@@ -76,7 +80,7 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
         self.space = space
         self.supernet = LayerwiseSupernet(space)
         self.alphas = nn.ParameterList(nn.Parameter(torch.zeros(n)) for n in self.supernet.num_choices)
-        self.init_search(teacher, temperature, kd_t_squared, output_dir)
+        self.init_search(teacher, temperature, kd_t_squared, output_dir, kd_targets)
         fixed, table = self.supernet.cost_table()
         self.fixed_flops = fixed
         self.costs = [torch.tensor(row, dtype=torch.float32) for row in table]

@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from dfnas_pl.losses import TeacherTargets
 from dfnas_pl.search.consistency import assert_same_on_all_ranks
 from dfnas_pl.search.evolution import Candidate, EvolutionSearch
 from dfnas_pl.search.export import write_architecture
@@ -45,6 +46,8 @@ class SPOSSearch(SearchHooks, L.LightningModule):
             source is a path, ``embedded:<name>`` or a mapping ``{path, arch, in_channels, image_size, mean, std, class_names, trust_checkpoint}``: a teacher file, a Lightning checkpoint, a state dict with its arch (registry name, torchvision:/timm: name, or an nn.Module import path / class_path + init_args), a TorchScript or torch.export archive, or a pickled module (trusted only).
         temperature: KD temperature (official: 3).
         kd_t_squared: scale KD by T^2 (standard KD; the official code does not).
+        kd_targets: soft: the teacher's distribution at the temperature (KD, official); hard: cross-entropy
+            to the teacher's top-1 class.
         lr: SGD learning rate of the supernet (cosine to 0).
         momentum: SGD momentum.
         weight_decay: SGD weight decay (SPOS: 4e-5).
@@ -63,7 +66,8 @@ class SPOSSearch(SearchHooks, L.LightningModule):
     """
 
     def __init__(self, space: LayerwiseSpaceConfig = DEFAULT_SHUFFLENET_SPACE,
-                 teacher: TeacherSource | None = "embedded:fmnist_resnet8", temperature: float = 3.0, kd_t_squared: bool = False, lr: float = 0.1,
+                 teacher: TeacherSource | None = "embedded:fmnist_resnet8", temperature: float = 3.0, kd_t_squared: bool = False,
+                 kd_targets: TeacherTargets = "soft", lr: float = 0.1,
                  momentum: float = 0.9, weight_decay: float = 4e-5, max_mflops: float | None = None,
                  population: int = 20, generations: int = 5, top_k: int = 5, mutation_prob: float = 0.1,
                  bn_recalibration_batches: int = 5, score_batches: int | None = None,
@@ -78,7 +82,7 @@ class SPOSSearch(SearchHooks, L.LightningModule):
         self.save_hyperparameters()
         self.space = space
         self.supernet = LayerwiseSupernet(space)
-        self.init_search(teacher, temperature, kd_t_squared, output_dir)
+        self.init_search(teacher, temperature, kd_t_squared, output_dir, kd_targets)
         self.fixed_flops, self.flops_table = self.supernet.cost_table()
         self.max_flops = None if max_mflops is None else max_mflops * 1e6
         if self.max_flops is not None and self.path_flops(self.cheapest()) > self.max_flops:

@@ -87,6 +87,30 @@ def test_kd_t_squared_keeps_the_logit_gradient_at_hintons_high_temperature_limit
         torch.testing.assert_close(student.grad, limit * scale, rtol=0.05, atol=5e-4 * scale)
 
 
+def test_hard_teacher_targets_keep_only_the_teachers_top_class():
+    """Hard targets: cross-entropy to the teacher's argmax, blind to the rest of its distribution and to T;
+    soft targets are the KD loss itself; anything else is refused when the search objective is built."""
+    from dfnas_pl.losses import kd_loss, teacher_loss
+    from dfnas_pl.search.objective import SearchObjective
+
+    g = torch.Generator().manual_seed(1)
+    s, t = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    hard = teacher_loss(s, t, 3.0, targets="hard")
+    torch.testing.assert_close(hard, F.cross_entropy(s, t.argmax(1)))
+    t_same_top = t + 5.0 * F.one_hot(t.argmax(1), 5)  # a far more confident teacher, same top class
+    torch.testing.assert_close(teacher_loss(s, t_same_top, 7.0, targets="hard"), hard)
+    assert teacher_loss(s, t_same_top, 3.0) != pytest.approx(teacher_loss(s, t, 3.0).item())  # soft sees it
+    torch.testing.assert_close(teacher_loss(s, t, 3.0, t_squared=True), kd_loss(s, t, 3.0, t_squared=True))
+    objective = SearchObjective(nn.Linear(5, 5), 3.0, targets="hard")
+    torch.testing.assert_close(objective(s, t), hard)
+    with pytest.raises(ValueError, match="kd_targets must be 'soft' or 'hard'"):
+        SearchObjective(nn.Linear(5, 5), 3.0, targets="argmax")
+    from dfnas_pl.distillation import DistilledClassifier
+
+    with pytest.raises(ValueError, match="kd_targets must be 'soft' or 'hard'"):
+        DistilledClassifier(kd_targets="argmax")
+
+
 def test_same_class_similarity_pushes_only_same_class_features_apart():
     torch.manual_seed(0)
     base = torch.randn(1, 16)
