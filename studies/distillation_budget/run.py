@@ -13,7 +13,10 @@ tests it on the 10,000 real test images:
 * ``default``: the shipped synthesis config's set of 500 images, one set per seed (synthesis seed = the
   student's seed), as the sweeps make them.
 
-Records: ``records/<source>_<images>_s<steps>_seed<seed>.json``; ``results.json`` and ``results.png`` are
+``--targets hard`` trains the same students on the teacher's top-1 class instead of its softened distribution
+(``model.kd_targets``): the soft-vs-hard ablation of the teacher's labels.
+
+Records: ``records/<source>_<images>_s<steps>[_hard]_seed<seed>.json``; ``results.json`` and ``results.png`` are
 rewritten from the records after each unit (``--table_only`` rewrites them without running anything).
 """
 
@@ -39,15 +42,19 @@ CONFIG = "experiments/fmnist/distill_check.yaml"
 SYNTHESIS = "experiments/fmnist/synthesize.yaml"
 
 
-def units(images: list[int], steps: list[int], seeds: list[int], synthetic: bool) -> list[tuple[str, int, int, int]]:
-    out = [("real", n, s, seed) for n in images for s in steps for seed in seeds]
+Unit = tuple[str, int, int, int, str]  # source, images, steps, seed, teacher targets
+
+
+def units(images: list[int], steps: list[int], seeds: list[int], synthetic: bool, targets: list[str]) -> list[Unit]:
+    out = [("real", n, s, seed, t) for n in images for s in steps for seed in seeds for t in targets]
     if synthetic:
-        out += [("default", 500, s, seed) for s in steps for seed in seeds]
+        out += [("default", 500, s, seed, t) for s in steps for seed in seeds for t in targets]
     return sorted(out, key=lambda u: u[2])  # cheapest budgets first: a cut-off run still holds whole curves' starts
 
 
-def record_path(source: str, n: int, steps: int, seed: int) -> Path:
-    return HERE / "records" / f"{source}_{n}_s{steps}_seed{seed}.json"
+def record_path(source: str, n: int, steps: int, seed: int, targets: str = "soft") -> Path:
+    """Soft-target records keep the names they had before ``--targets`` existed."""
+    return HERE / "records" / f"{source}_{n}_s{steps}{'' if targets == 'soft' else '_' + targets}_seed{seed}.json"
 
 
 def cli(args: list[str], log: Path) -> None:
@@ -69,9 +76,9 @@ def synthetic_set(seed: int) -> Path:
     return out
 
 
-def run_unit(unit: tuple[str, int, int, int]) -> dict:
-    source, n, steps, seed = unit
-    out = RUN / f"{source}_{n}" / f"s{steps}_seed{seed}"
+def run_unit(unit: Unit) -> dict:
+    source, n, steps, seed, targets = unit
+    out = RUN / f"{source}_{n}" / f"s{steps}{'' if targets == 'soft' else '_' + targets}_seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
     if source == "real":
         data = ["--data", json.dumps({"class_path": "dfnas_pl.data.FashionMNISTDataModule",
@@ -83,12 +90,12 @@ def run_unit(unit: tuple[str, int, int, int]) -> dict:
     args = ["--config", CONFIG, *data, "--seed_everything", str(seed), "--trainer.max_steps", str(steps),
             "--trainer.max_epochs", "-1", "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir",
             str(out), "--trainer.callbacks.init_args.dirpath", str(ckpt), "--trainer.enable_progress_bar", "false",
-            "--trainer.num_sanity_val_steps", "0", "--model.init_args.metrics_path", str(metrics)]
+            "--trainer.num_sanity_val_steps", "0", "--model.init_args.metrics_path", str(metrics), "--model.init_args.kd_targets", targets]
     start = time.time()
     resume = ["--ckpt_path", str(ckpt / "last.ckpt")] if (ckpt / "last.ckpt").exists() else []
     cli(["fit", *args, *resume], out / "distill.log")
     cli(["test", *args, "--ckpt_path", str(ckpt / "last.ckpt")], out / "distill.log")
-    rec = {"source": source, "images": n, "steps": steps, "seed": seed, "batch_size": 64,
+    rec = {"source": source, "images": n, "steps": steps, "seed": seed, "targets": targets, "batch_size": 64,
            "test_top1": json.loads(metrics.read_text())["test_top1"], "seconds": round(time.time() - start, 1)}
     atomic_write_json(record_path(*unit), rec)
     return rec
@@ -98,11 +105,11 @@ def summarise(command: str, wall: float) -> dict:
     recs = [json.loads(p.read_text()) for p in sorted((HERE / "records").glob("*.json"))]
     groups: dict[tuple, list[float]] = {}
     for r in recs:
-        groups.setdefault((r["source"], r["images"], r["steps"]), []).append(100 * r["test_top1"])
+        groups.setdefault((r["source"], r["images"], r["steps"], r.get("targets", "soft")), []).append(100 * r["test_top1"])
     rows = []
-    for (source, n, steps), accs in sorted(groups.items()):
+    for (source, n, steps, targets), accs in sorted(groups.items()):
         lo, hi = t_interval(accs) if len(accs) > 1 else (float("nan"), float("nan"))
-        rows.append({"source": source, "images": n, "steps": steps, "seeds": len(accs), "per_seed": accs,
+        rows.append({"source": source, "images": n, "steps": steps, "targets": targets, "seeds": len(accs), "per_seed": accs,
                      "mean": statistics.mean(accs), "ci_low": lo, "ci_high": hi})
     old = json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").exists() else {}
     if command.endswith("--table_only") and "command" in old:
@@ -118,13 +125,16 @@ def plot(rows: list[dict]) -> None:
     from dfnas_pl.search.plots import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for (source, n) in sorted({(r["source"], r["images"]) for r in rows}):
-        line = sorted((r for r in rows if r["source"] == source and r["images"] == n), key=lambda r: r["steps"])
+    for (source, n, targets) in sorted({(r["source"], r["images"], r["targets"]) for r in rows}):
+        line = sorted((r for r in rows if (r["source"], r["images"], r["targets"]) == (source, n, targets)),
+                      key=lambda r: r["steps"])
         ax.errorbar([r["steps"] for r in line], [r["mean"] for r in line],
                     yerr=[[r["mean"] - r["ci_low"] if r["seeds"] > 1 else 0 for r in line],
                           [r["ci_high"] - r["mean"] if r["seeds"] > 1 else 0 for r in line]],
                     marker="o" if source == "real" else "s", capsize=3,
-                    label=f"{'real' if source == 'real' else 'synthetic (default)'}, {n} images")
+                    linestyle="-" if targets == "soft" else ":",
+                    label=f"{'real' if source == 'real' else 'synthetic (default)'}, {n} images"
+                          f"{'' if targets == 'soft' else ', hard targets'}")
     ax.set_xscale("log")
     ax.set_xlabel("student steps (batch 64)")
     ax.set_ylabel("student real test top-1 (%)")
@@ -139,20 +149,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, nargs="+", default=[320, 1280, 5120])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--no_synthetic", action="store_true", help="only the real-data curve")
+    p.add_argument("--targets", nargs="+", choices=["soft", "hard"], default=["soft"],
+                   help="the teacher's softened distribution (KD) or its top-1 class")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--table_only", action="store_true")
     a = p.parse_args(argv)
     command = "python studies/distillation_budget/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
     start = time.time()
     if not a.table_only:
-        todo = [u for u in units(a.images, a.steps, a.seeds, not a.no_synthetic) if not record_path(*u).exists()]
+        todo = [u for u in units(a.images, a.steps, a.seeds, not a.no_synthetic, a.targets)
+                if not record_path(*u).exists()]
         print(f"{len(todo)} units to run", flush=True)
         if not a.no_synthetic:
             for seed in a.seeds:
                 synthetic_set(seed)
         with ThreadPoolExecutor(a.workers) as pool:
             for rec in pool.map(run_unit, todo):
-                print(f"{rec['source']} {rec['images']} images, {rec['steps']} steps, seed {rec['seed']}: "
+                print(f"{rec['source']} {rec['images']} images, {rec['steps']} steps, {rec['targets']} targets, seed {rec['seed']}: "
                       f"{100 * rec['test_top1']:.2f} % ({rec['seconds']:.0f} s)", flush=True)
                 summarise(command, time.time() - start)  # wall time so far: a killed run keeps what it spent
                 start = time.time()
