@@ -343,7 +343,9 @@ class ModelInversion(HoldsOutputLock, L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._done = self.writer.done_slots(self.current_epoch)
         self._student = None
-        if self.hparams.r_competition > 0 and self.current_epoch > 0:
+        slots = getattr(self.trainer.datamodule, "num_slots", None)
+        finished = slots is not None and len(self._done) >= slots  # a resumed run passes its finished rounds
+        if self.hparams.r_competition > 0 and self.current_epoch > 0 and not finished:
             images, _ = self.writer.saved_images(range(self.current_epoch))
             if len(images) == 0:
                 raise RuntimeError(f"Round {self.current_epoch} of '{self.output_dir}' has no earlier images to train "

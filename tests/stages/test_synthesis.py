@@ -206,9 +206,11 @@ def test_diversity_term_spreads_each_class_in_the_teachers_features(tmp_path):
     assert "r_diversity" not in json.loads((off.output_dir / "run.json").read_text())  # older sets stay resumable
 
 
-def test_competition_term_draws_images_where_the_student_disagrees(tmp_path):
+def test_competition_term_draws_images_where_the_student_disagrees(tmp_path, monkeypatch):
     """Round 1's images with the competition term: the student trained on round 0 agrees less with the
-    teacher on them than on round 1's images made without it (same seed, same targets)."""
+    teacher on them than on round 1's images made without it (same seed, same targets). Run again on the
+    finished set, nothing is made and no student is trained (a resumed run pays only for unfinished rounds)."""
+    import dfnas_pl.inversion.module as inversion_module
     from dfnas_pl.inversion.competition import train_competition_student
     from dfnas_pl.inversion.losses import competition
 
@@ -226,3 +228,10 @@ def test_competition_term_draws_images_where_the_student_disagrees(tmp_path):
             term[name] = competition(student(x), teacher(x)).item()
     assert term["on"] < term["off"] - 0.01, term
     assert json.loads((on.output_dir / "run.json").read_text())["competition_steps"] == 30
+    trained = []
+    real_training = inversion_module.train_competition_student
+    monkeypatch.setattr(inversion_module, "train_competition_student",  # counts, then trains as before
+                        lambda *a, **k: trained.append(a[-1]) or real_training(*a, **k))
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in on.output_dir.glob("images/*/*.png"))
+    synthesize(tmp_path / "on", r_competition=5.0, **kwargs)
+    assert trained == [] and sorted((p.name, p.stat().st_mtime_ns) for p in on.output_dir.glob("images/*/*.png")) == before
