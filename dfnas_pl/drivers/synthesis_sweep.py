@@ -409,10 +409,15 @@ def set_quality(path: str) -> dict[str, Any]:
 
 def plot(path: Path, rows: list[dict[str, Any]], reference: str | None, effects: list[dict[str, Any]]) -> Path:
     """Student top-1 per variant with its interval, the reference's interval as a band; beside it, each
-    effect's difference with its interval against zero."""
+    effect's difference with its interval against zero, and, when the variants spend different numbers of teacher
+    passes per image, top-1 against that cost (a cheaper synthesizer is read off this panel)."""
     from dfnas_pl.search.plots import plt, save_figure
 
-    fig, axes = plt.subplots(1, 2 if effects else 1, figsize=(10 if effects else 4.5, 0.8 + 0.35 * len(rows)),
+    costed = [r for r in rows if math.isfinite(r.get("teacher_passes_per_image") or math.nan)
+              and r["teacher_passes_per_image"] > 0]
+    with_cost = len({r["teacher_passes_per_image"] for r in costed}) > 1
+    panels = 1 + bool(effects) + with_cost
+    fig, axes = plt.subplots(1, panels, figsize=(4.5 + 5.5 * (panels - 1), max(3.0, 0.8 + 0.35 * len(rows))),
                              squeeze=False)
     ax = axes[0][0]
     ys = list(range(len(rows)))[::-1]
@@ -437,7 +442,34 @@ def plot(path: Path, rows: list[dict[str, Any]], reference: str | None, effects:
         ax.axvline(0, color="black", lw=0.8)
         ax.set_yticks(ys, [e["effect"] for e in effects], fontsize=8)
         ax.set_xlabel("effect on top-1 (points, 95 % CI)")
+    if with_cost:
+        cost_panel(axes[0][-1], costed, [r for r in rows if r not in costed])
     return save_figure(fig, path)
+
+
+def cost_panel(ax, costed: list[dict[str, Any]], uncosted: list[dict[str, Any]]) -> None:
+    """Student top-1 against the teacher passes each variant spent per image (log scale); rows without a
+    synthesis cost (real data) as horizontal lines."""
+    from dfnas_pl.search.plots import plt
+
+    for r in costed:
+        err = None if math.isnan(r["ci_low"]) else [[r["student_top1_mean"] - r["ci_low"]],
+                                                     [r["ci_high"] - r["student_top1_mean"]]]
+        ax.errorbar([r["teacher_passes_per_image"]], [r["student_top1_mean"]], yerr=err, fmt="o", capsize=3,
+                    color="tab:blue")
+        ax.annotate(r["variant"], (r["teacher_passes_per_image"], r["student_top1_mean"]), fontsize=7,
+                    xytext=(4, 3), textcoords="offset points")
+    for r in uncosted:
+        ax.axhline(r["student_top1_mean"], color="grey", ls="--", lw=0.8)
+        ax.annotate(r["variant"], (0.02, r["student_top1_mean"]), xycoords=("axes fraction", "data"), fontsize=7,
+                    xytext=(0, -9), textcoords="offset points", color="grey")
+    ax.set_xscale("log")
+    ticks = sorted({r["teacher_passes_per_image"] for r in costed})
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.set_xlim(ticks[0] / 1.5, ticks[-1] * 1.8)  # room for the labels
+    ax.set_xlabel("teacher passes per image (forward + backward)")
+    ax.set_ylabel("student real test top-1 (%)")
 
 
 def parser() -> ArgumentParser:
