@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> None:
                  f"--iterations {args.iterations} --repeats {args.repeats}` (HEAD {head}, {time.strftime('%Y-%m-%d')}).",
                  "", "| tree | synthesis ms/step (median) | ratio to floor (median) | ratios |", "|:--|---:|---:|:--|"]
         for name, label in (("old", rev), ("new", head)):
-            lines.append(f"| {label} | {med[name]['synthesis_ms_per_it']:.1f} | {med[name]['ratio']:.3f} | "
-                         ", ".join(f"{r['ratio']:.3f}" for r in rows[name]) + " |")
+            ratios = ", ".join(f"{r['ratio']:.3f}" for r in rows[name])
+            lines.append(f"| {label} | {med[name]['synthesis_ms_per_it']:.1f} | {med[name]['ratio']:.3f} | {ratios} |")
         lines += ["", f"Change of the ratio: **{change:+.1f} %** (bound: +10 %). Batch 125, one thread, the default path "
                   "(no regional update), measured alternately in fresh processes."]
         write_section(args.out, lines)
