@@ -4,11 +4,10 @@ Lightning's checkpoints hold weights, optimisers and loop counters but not the r
 run resumed from ``last.ckpt`` therefore draws other augmentations, other SPOS paths, other dropout
 masks than the uninterrupted run would have drawn from there on; its result differs for no reason but
 the kill. This callback stores the CPU, CUDA, Python and NumPy generators with every checkpoint and
-puts them back as soon as the checkpoint is read: a resumed fit fetches its first batch (and draws that
-batch's augmentation in the dataset) before any epoch hook runs, so a later restore would leave that
-batch, and every draw after it, off by one batch. Nothing between the restore and that fetch draws from the
-generators (Lightning runs the sanity check under ``isolate_rng``; W&B makes run ids with ``secrets``).
-The shuffle order is a function of (seed, epoch) already (dfnas_pl.data.epoch_shuffle).
+puts them back when the first epoch after the resume starts - the moment that, in an uninterrupted
+run, directly follows the save (Lightning saves after the epoch's validation and after the module's
+``on_train_epoch_end``). The shuffle order is a function of (seed, epoch) already
+(dfnas_pl.data.epoch_shuffle), so it does not depend on this.
 
 Limits, said plainly: with ``num_workers > 0`` each epoch's worker seeds are drawn when the epoch's
 iterator is made, which Lightning does before the first resumed epoch starts, so worker-side random
@@ -51,17 +50,25 @@ def set_random_states(states: dict[str, Any]) -> None:
 
 
 class RandomStateInCheckpoint(L.Callback):
-    """Save the random generators with each checkpoint; restore them when a checkpoint is read.
+    """Save the random generators with each checkpoint; restore them when the resumed training starts.
 
     The stage modules (searches, retraining, the distillation check) add it themselves
     (``configure_callbacks``), so a config need not name it.
     """
 
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
     def state_dict(self) -> dict[str, Any]:
         return random_states()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        set_random_states(state_dict)
+        self._pending = state_dict  # applied when training starts: the sanity check must not consume it
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending is not None:
+            set_random_states(self._pending)
+            self._pending = None
 
 
 class ResumesExactly:

@@ -207,7 +207,7 @@ def test_pipeline_killed_at_random_points_ends_with_the_uninterrupted_architectu
     assert metrics[0]["epochs"] == metrics[1]["epochs"] == 3  # tested from last.ckpt: its epochs, not 1
 
 
-def test_the_random_state_survives_a_weights_only_checkpoint_and_is_restored_when_it_is_read():
+def test_the_random_state_survives_a_weights_only_checkpoint_and_is_restored_when_training_starts():
     import io
 
     import numpy as np
@@ -219,8 +219,12 @@ def test_the_random_state_survives_a_weights_only_checkpoint_and_is_restored_whe
     torch.save({"callbacks": {"RandomStateInCheckpoint": saver.state_dict()}}, buffer)
     expected = (torch.rand(3), random.random(), np.random.rand())  # what an uninterrupted run draws next
 
-    torch.rand(5), random.random(), np.random.rand()  # a resumed run draws other numbers before it reads it
-    RandomStateInCheckpoint().load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
-                                              ["callbacks"]["RandomStateInCheckpoint"])
+    loader = RandomStateInCheckpoint()
+    loader.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)["callbacks"]
+                           ["RandomStateInCheckpoint"])
+    torch.rand(5), random.random(), np.random.rand()  # a resumed run draws other numbers before training
+    loader.on_train_epoch_start(None, None)
     again = (torch.rand(3), random.random(), np.random.rand())
     assert torch.equal(again[0], expected[0]) and again[1:] == expected[1:]
+    loader.on_train_epoch_start(None, None)  # only once: later epochs go on with their own draws
+    assert not torch.equal(torch.rand(3), expected[0])
