@@ -136,10 +136,13 @@ def plot(rows: list[dict]) -> None:
                     label=f"{'real' if source == 'real' else 'synthetic (default)'}, {n} images"
                           f"{'' if targets == 'soft' else ', hard targets'}")
     ax.set_xscale("log")
+    steps = sorted({r["steps"] for r in rows})
+    ax.set_xticks(steps, [f"{s:,}" for s in steps])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
     ax.set_xlabel("student steps (batch 64)")
     ax.set_ylabel("student real test top-1 (%)")
     ax.set_title("Distillation check: student budget vs source (mean, 95 % t-interval)", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right")
     save_figure(fig, HERE / "results.png")
 
 
