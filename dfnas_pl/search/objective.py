@@ -15,7 +15,7 @@ class SearchObjective(nn.Module):
                  targets: TeacherTargets = "soft") -> None:
         super().__init__()
         check_targets(targets)
-        self.teacher, self.temperature, self.t_squared, self.targets = teacher, temperature, t_squared, targets
+        self.teacher, self.temperature, self.t_squared, self.kd_targets = teacher, temperature, t_squared, targets
 
     def train(self, mode: bool = True) -> SearchObjective:
         """The teacher stays in eval mode whatever mode the search module is put in."""
@@ -41,7 +41,7 @@ class SearchObjective(nn.Module):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.teacher is None:
             return F.cross_entropy(logits, targets)
-        return teacher_loss(logits, targets, self.temperature, self.t_squared, self.targets)
+        return teacher_loss(logits, targets, self.temperature, self.t_squared, self.kd_targets)
 
     def agreement(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Top-1 against the labels, or against the teacher's argmax."""
