@@ -45,7 +45,8 @@ class DistilledClassifier(OneProgressBar, ResumesExactly, L.LightningModule):
     progress_name = "Distillation"  # the run's one progress bar (callbacks.run_progress)
 
     def __init__(self, student: str = "resnet8", teacher: TeacherSource = "embedded:fmnist_resnet8", temperature: float = 3.0,
-                 kd_targets: TeacherTargets = "soft", online_teacher: bool = True, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
+                 kd_targets: TeacherTargets = "soft", online_teacher: bool = True, lr: float = 0.05, momentum: float = 0.9,
+                 weight_decay: float = 5e-4,
                  trust_checkpoint: bool = False, metrics_path: str | None = None) -> None:
         super().__init__()
         check_targets(kd_targets)

@@ -6,7 +6,7 @@ The synthesis losses (BN statistics, priors) live with the synthesis module in
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +29,7 @@ TeacherTargets = Literal["soft", "hard"]
 
 def check_targets(targets: str, name: str = "model.init_args.kd_targets") -> None:
     """A bad choice fails when the module is built, not at its first training step."""
-    if targets not in ("soft", "hard"):
+    if targets not in get_args(TeacherTargets):
         raise ValueError(f"{name} must be 'soft' or 'hard', got {targets!r}.")
 
 

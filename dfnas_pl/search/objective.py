@@ -12,10 +12,10 @@ from dfnas_pl.losses import TeacherTargets, check_targets, teacher_loss
 
 class SearchObjective(nn.Module):
     def __init__(self, teacher: nn.Module | None, temperature: float = 3.0, t_squared: bool = False,
-                 targets: TeacherTargets = "soft") -> None:
+                 kd_targets: TeacherTargets = "soft") -> None:
         super().__init__()
-        check_targets(targets)
-        self.teacher, self.temperature, self.t_squared, self.kd_targets = teacher, temperature, t_squared, targets
+        check_targets(kd_targets)
+        self.teacher, self.temperature, self.t_squared, self.kd_targets = teacher, temperature, t_squared, kd_targets
 
     def train(self, mode: bool = True) -> SearchObjective:
         """The teacher stays in eval mode whatever mode the search module is put in."""

@@ -101,12 +101,12 @@ def test_hard_teacher_targets_keep_only_the_teachers_top_class():
     torch.testing.assert_close(teacher_loss(s, t_same_top, 7.0, targets="hard"), hard)
     assert teacher_loss(s, t_same_top, 3.0) != pytest.approx(teacher_loss(s, t, 3.0).item())  # soft sees it
     torch.testing.assert_close(teacher_loss(s, t, 3.0, t_squared=True), kd_loss(s, t, 3.0, t_squared=True))
-    objective = SearchObjective(nn.Linear(5, 5), 3.0, targets="hard")
+    objective = SearchObjective(nn.Linear(5, 5), 3.0, kd_targets="hard")
     torch.testing.assert_close(objective(s, t), hard)
     x = torch.randn(6, 5, generator=g)
     torch.testing.assert_close(objective.targets((x, None)), objective.teacher(x))  # the teacher still labels
     with pytest.raises(ValueError, match="kd_targets must be 'soft' or 'hard'"):
-        SearchObjective(nn.Linear(5, 5), 3.0, targets="argmax")
+        SearchObjective(nn.Linear(5, 5), 3.0, kd_targets="argmax")
     from dfnas_pl.distillation import DistilledClassifier
 
     with pytest.raises(ValueError, match="kd_targets must be 'soft' or 'hard'"):
