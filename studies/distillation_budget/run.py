@@ -10,8 +10,11 @@ tests it on the 10,000 real test images:
 
 * ``real``: N images of the real training split, class-balanced and seeded (``data.train_images``), the
   teacher's soft labels (the student never sees a real label), for N = 500, 2,000, 10,000;
-* ``default``: the shipped synthesis config's set of 500 images, one set per seed (synthesis seed = the
-  student's seed), as the sweeps make them.
+* ``pixels``: a set of 500 images by per-image optimisation (``experiments/fmnist/synthesize_pixels.yaml``, the
+  shipped default until 2026-12-03; its records were named ``default`` then), one set per seed (synthesis seed =
+  the student's seed), as the sweeps make them;
+* ``generator``: the same from the meta-learned generator at 20 steps per batch
+  (``experiments/fmnist/synthesize.yaml``, the shipped default since 2026-12-03).
 
 ``--targets hard`` trains the same students on the teacher's top-1 class instead of its softened distribution
 (``model.kd_targets``): the soft-vs-hard ablation of the teacher's labels.
@@ -39,16 +42,17 @@ from dfnas_pl.utils.io import atomic_write_json
 HERE = Path(__file__).resolve().parent
 RUN = Path("runs/distillation_budget")
 CONFIG = "experiments/fmnist/distill_check.yaml"
-SYNTHESIS = "experiments/fmnist/synthesize.yaml"
+# Synthetic sources and the synthesis config that makes each one's sets (one file each, so that a source's
+# meaning does not move when the shipped default does).
+SYNTHESIS = {"pixels": "experiments/fmnist/synthesize_pixels.yaml", "generator": "experiments/fmnist/synthesize.yaml"}
 
 
 Unit = tuple[str, int, int, int, str]  # source, images, steps, seed, teacher targets
 
 
-def units(images: list[int], steps: list[int], seeds: list[int], synthetic: bool, targets: list[str]) -> list[Unit]:
+def units(images: list[int], steps: list[int], seeds: list[int], synthetic: list[str], targets: list[str]) -> list[Unit]:
     out = [("real", n, s, seed, t) for n in images for s in steps for seed in seeds for t in targets]
-    if synthetic:
-        out += [("default", 500, s, seed, t) for s in steps for seed in seeds for t in targets]
+    out += [(src, 500, s, seed, t) for src in synthetic for s in steps for seed in seeds for t in targets]
     return sorted(out, key=lambda u: u[2])  # cheapest budgets first: a cut-off run still holds whole curves' starts
 
 
@@ -65,12 +69,12 @@ def cli(args: list[str], log: Path) -> None:
         raise RuntimeError(f"exit {code}: python -m dfnas_pl {' '.join(args)}; see {log}")
 
 
-def synthetic_set(seed: int) -> Path:
-    """The shipped default's set for one seed (made once; the two seeds' sets are made one after the other)."""
-    out = RUN / f"synthetic_default_seed{seed}"
+def synthetic_set(source: str, seed: int) -> Path:
+    """One source's set for one seed (made once; the seeds' sets are made one after the other)."""
+    out = RUN / f"synthetic_{source}_seed{seed}"
     if not (out / "manifest.json").exists():
         out.mkdir(parents=True, exist_ok=True)
-        cli(["fit", "--config", SYNTHESIS, "--model.init_args.output_dir", str(out), "--model.init_args.seed", str(seed),
+        cli(["fit", "--config", SYNTHESIS[source], "--model.init_args.output_dir", str(out), "--model.init_args.seed", str(seed),
              "--seed_everything", str(seed), "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir",
              str(out), "--trainer.enable_progress_bar", "false"], out / "synthesis.log")
     return out
@@ -85,7 +89,7 @@ def run_unit(unit: Unit) -> dict:
                                       "init_args": {"root": "data", "batch_size": 64, "train_images": n,
                                                     "split_seed": seed}})]
     else:
-        data = ["--data.init_args.path", str(synthetic_set(seed))]
+        data = ["--data.init_args.path", str(synthetic_set(source, seed))]
     ckpt, metrics = out / "checkpoints", out / "metrics.json"
     args = ["--config", CONFIG, *data, "--seed_everything", str(seed), "--trainer.max_steps", str(steps),
             "--trainer.max_epochs", "-1", "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir",
@@ -133,7 +137,7 @@ def plot(rows: list[dict]) -> None:
                           [r["ci_high"] - r["mean"] if r["seeds"] > 1 else 0 for r in line]],
                     marker="o" if source == "real" else "s", capsize=3,
                     linestyle="-" if targets == "soft" else ":",
-                    label=f"{'real' if source == 'real' else 'synthetic (default)'}, {n} images"
+                    label=f"{'real' if source == 'real' else f'synthetic ({source})'}, {n} images"
                           f"{'' if targets == 'soft' else ', hard targets'}")
     ax.set_xscale("log")
     steps = sorted({r["steps"] for r in rows})
@@ -151,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--images", type=int, nargs="+", default=[500, 2000, 10000])
     p.add_argument("--steps", type=int, nargs="+", default=[320, 1280, 5120])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--no_synthetic", action="store_true", help="only the real-data curve")
+    p.add_argument("--synthetic", nargs="*", choices=sorted(SYNTHESIS), default=["pixels"],
+                   help="synthetic sources of 500 images beside the real ones (none: only the real-data curve)")
     p.add_argument("--targets", nargs="+", choices=["soft", "hard"], default=["soft"],
                    help="the teacher's softened distribution (KD) or its top-1 class")
     p.add_argument("--workers", type=int, default=2)
@@ -160,12 +165,12 @@ def main(argv: list[str] | None = None) -> None:
     command = "python studies/distillation_budget/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
     start = time.time()
     if not a.table_only:
-        todo = [u for u in units(a.images, a.steps, a.seeds, not a.no_synthetic, a.targets)
+        todo = [u for u in units(a.images, a.steps, a.seeds, a.synthetic, a.targets)
                 if not record_path(*u).exists()]
         print(f"{len(todo)} units to run", flush=True)
-        if not a.no_synthetic:
+        for source in sorted({u[0] for u in todo} - {"real"}):
             for seed in a.seeds:
-                synthetic_set(seed)
+                synthetic_set(source, seed)
         with ThreadPoolExecutor(a.workers) as pool:
             for rec in pool.map(run_unit, todo):
                 print(f"{rec['source']} {rec['images']} images, {rec['steps']} steps, {rec['targets']} targets, seed {rec['seed']}: "
