@@ -32,7 +32,13 @@ from jsonargparse import ArgumentParser
 from dfnas_pl.drivers.commands import driver_from_args, driver_parser
 from dfnas_pl.drivers.groundtruth import GroundTruth, Selection, TrainingRecipe, load_groundtruth
 from dfnas_pl.drivers.pipeline import ALGORITHMS, SEARCH_CONFIGS, Pipeline, set_is_sound
-from dfnas_pl.drivers.synthetic_sets import PAPER_METHOD, PLAIN_INVERSION, SHIPPED_DEFAULT, set_dir
+from dfnas_pl.drivers.synthetic_sets import (
+    PAPER_METHOD,
+    PIXELS_CONFIG,
+    PLAIN_INVERSION,
+    SHIPPED_DEFAULT,
+    set_dir,
+)
 from dfnas_pl.drivers.variants import Variant, check_variants
 from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
@@ -54,7 +60,7 @@ class PaperTable(Pipeline):
 
     def __init__(self, run_dir: str = "runs/fmnist_paper_table", algorithms: list[str] = list(ALGORITHMS),
                  sources: list[str] = list(SOURCES), seeds: list[int] = [0, 1, 2], search_images: int = 500,
-                 synthesis_config: str = "experiments/fmnist/synthesize.yaml",
+                 synthesis_config: str = PIXELS_CONFIG,
                  search_configs: dict[str, str] = SEARCH_CONFIGS,
                  retrain_config: str = "experiments/fmnist/retrain.yaml", overrides: dict[str, list[str]] = {},
                  synthesis_variants: dict[str, Variant] = SYNTHESIS_VARIANTS, labels: dict[str, str] = {},
@@ -67,7 +73,8 @@ class PaperTable(Pipeline):
             sources: the search-data sources (rows): real, synthetic, plain, noise, random, or a synthesis variant
             seeds: retraining seeds per architecture
             search_images: images every search source gets
-            synthesis_config: the synthesis stage's config
+            synthesis_config: the synthesis stage's config, the base the named sets are spelled out against
+                (per-image optimisation's by default: the paper's method is per-image)
             search_configs: each search's config, by algorithm
             retrain_config: the retraining stage's config (unused with groundtruth)
             overrides: extra CLI arguments per stage (as in the pipeline)

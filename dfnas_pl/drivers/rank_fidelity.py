@@ -44,6 +44,7 @@ from dfnas_pl.drivers.commands import REAL_DATA, driver_from_args, driver_parser
 from dfnas_pl.drivers.groundtruth import _fmt, load_groundtruth
 from dfnas_pl.drivers.synthetic_sets import (
     PAPER_METHOD,
+    PIXELS_CONFIG,
     PLAIN_INVERSION,
     SHIPPED_DEFAULT,
     make_synthetic_sets,
@@ -177,7 +178,7 @@ class RankFidelity:
 
     def __init__(self, run_dir: str = "runs/fmnist_rank_fidelity", table_dir: str = "runs/rank_fidelity/table",
                  spaces: list[dict[str, Any]] = [], sources: list[str] = SOURCES, seeds: list[int] = [0, 1],
-                 supernet_steps: int = 240, synthesis_config: str = "experiments/fmnist/synthesize.yaml",
+                 supernet_steps: int = 240, synthesis_config: str = PIXELS_CONFIG,
                  synthetic_sets: dict[str, Variant] = SYNTHETIC_SETS, real_data: VisionDataModule = REAL_DATA,
                  cross: list[list[str]] = [["real_500", "synthetic"], ["synthetic", "real_500"]],
                  noise_images: int = 500, score_images: int | None = 2000, workers: int = 2,
@@ -192,7 +193,8 @@ class RankFidelity:
             sources: real_<count>, real_full, noise, or a name in synthetic_sets
             seeds: supernet seeds per source
             supernet_steps: training steps of every supernet (equal budget)
-            synthesis_config: the synthesis stage's config
+            synthesis_config: the synthesis stage's config, the base the named sets are spelled out against
+                (per-image optimisation's by default: the paper's method is per-image)
             synthetic_sets: synthetic sources: name -> extra synthesis settings (a mapping of its constructor
                 arguments, or CLI arguments)
             real_data: real data (a VisionDataModule, kept as its class_path + init_args mapping): the real sources

@@ -82,7 +82,7 @@ def main() -> None:
     teacher = json.dumps({"path": str(weights), "arch": "smallnet.SmallNet", "in_channels": 1, "image_size": 28,
                           "mean": MEAN, "std": STD, "class_names": CLASSES})
     synthetic = RUN / "synthetic"
-    cli("fit", "--config", "experiments/fmnist/synthesize.yaml", "--model.init_args.teacher", teacher,
+    cli("fit", "--config", "experiments/fmnist/synthesize_pixels.yaml", "--model.init_args.teacher", teacher,  # as run
         "--model.init_args.output_dir", str(synthetic))
     check = RUN / "distill_check"
     common = ["--config", "studies/synthesis_quality/distill_check_40_epochs.yaml",  # as the study ran it
@@ -100,7 +100,7 @@ def main() -> None:
         "teacher": {"class": "studies/small_teacher/smallnet.py:SmallNet", "params": sum(
             p.numel() for p in SmallNet().parameters()), "trained": "2 epochs, 55,000 real images, SGD one-cycle 0.2",
             "real_test_top1": round(teacher_top1, 4)},
-        "synthetic_set": {"images": manifest["images"], "config": "experiments/fmnist/synthesize.yaml (shipped default)"},
+        "synthetic_set": {"images": manifest["images"], "config": "experiments/fmnist/synthesize_pixels.yaml (the shipped default when measured)"},
         "distillation_check": {"student": "resnet8", "config": "studies/synthesis_quality/distill_check_40_epochs.yaml",
                                "real_test_top1": student},
         "wall_seconds": round(time.time() - start), "versions": versions(),

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from dfnas_pl.drivers import paper_table, rank_fidelity, synthesis_sweep
-from dfnas_pl.drivers.synthetic_sets import PAPER_METHOD, PLAIN_INVERSION, SHIPPED_DEFAULT
+from dfnas_pl.drivers.synthetic_sets import PAPER_METHOD, PIXELS_CONFIG, PLAIN_INVERSION, SHIPPED_DEFAULT
 from tests.conftest import run_cli
 
 PINNED = ("--model.init_args.label_calibration", "--model.init_args.regional_update", "--model.init_args.r_feature")
@@ -57,18 +57,29 @@ def test_every_driver_set_spells_out_calibration_regional_update_and_bn_weight()
             assert {f: value(args, f) for f in PINNED} == {f: value(expected, f) for f in PINNED}, name
 
 
-def test_the_shipped_default_set_is_what_the_synthesis_config_ships(capsys, monkeypatch):
+def printed_model(capsys, monkeypatch, *args: str) -> dict:
     from dfnas_pl.cli import DFNASCLI
 
     monkeypatch.setattr(sys, "argv", ["dfnas_pl"])
     with pytest.raises(SystemExit) as done:
-        DFNASCLI(args=["fit", "--config", "experiments/fmnist/synthesize.yaml", "--print_config"])
+        DFNASCLI(args=["fit", *args, "--print_config"])
     assert done.value.code in (0, None)
-    shipped = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
-    assert shipped["label_calibration"] is (value(SHIPPED_DEFAULT, PINNED[0]) == "true")
-    assert shipped["regional_update"] in (False, "off") and value(SHIPPED_DEFAULT, PINNED[1]) in ("false", "off")
-    assert shipped["r_feature"] == float(value(SHIPPED_DEFAULT, PINNED[2]))
-    # and the library's Python default agrees with the shipped config (a user without a YAML gets the same)
+    return yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+
+
+def test_the_shipped_default_set_is_what_the_synthesis_config_ships(capsys, monkeypatch):
+    """SHIPPED_DEFAULT over the drivers' base (per-image optimisation's config) is the shipped config, setting
+    for setting: a driver's 'default' row is the set a user gets."""
+    shipped = printed_model(capsys, monkeypatch, "--config", "experiments/fmnist/synthesize.yaml")
+    rebuilt = printed_model(capsys, monkeypatch, "--config", PIXELS_CONFIG, *SHIPPED_DEFAULT)
+    assert rebuilt == shipped
+    assert shipped["synthesizer"] == "generator"
+    pixels = printed_model(capsys, monkeypatch, "--config", PIXELS_CONFIG)
+    assert pixels["synthesizer"] == "pixels"
+    # the two configs differ only where the synthesizer does (the loss is the same)
+    assert {k for k in shipped if shipped[k] != pixels[k]} == {"synthesizer", "iterations", "warmup_iterations"}
+    # and the library's Python defaults are the loss the shipped config uses (a user without a YAML gets the
+    # same loss; the class keeps per-image optimisation, whose options are a superset of the generator's)
     import inspect
 
     from dfnas_pl.inversion import ModelInversion
@@ -76,6 +87,18 @@ def test_the_shipped_default_set_is_what_the_synthesis_config_ships(capsys, monk
     defaults = {k: p.default for k, p in inspect.signature(ModelInversion.__init__).parameters.items()}
     assert {k: defaults[k] for k in ("label_calibration", "regional_update", "r_feature")} == \
         {k: shipped[k] for k in ("label_calibration", "regional_update", "r_feature")}
+    assert {k: defaults[k] for k in ("synthesizer", "iterations")} == {k: pixels[k] for k in ("synthesizer", "iterations")}
+
+
+def test_the_drivers_defaults_name_their_sets_against_the_per_image_config():
+    """The paper's method and its baselines are per-image: over the shipped (generator) config they would be
+    20-step per-image runs, a set nobody asked for."""
+    for parse in (paper_table.parser, rank_fidelity.parser):
+        assert parse().parse_args([]).synthesis_config == PIXELS_CONFIG
+    for config in sorted(Path("studies").rglob("*.yaml")):
+        c = yaml.safe_load(config.read_text())
+        if isinstance(c, dict) and "synthesis_config" in c:  # every study pins the per-image config (as measured)
+            assert c["synthesis_config"] == PIXELS_CONFIG, config
 
 
 def test_every_study_variant_names_only_settings_the_stage_has():
@@ -113,8 +136,11 @@ def test_a_misspelt_variant_setting_stops_the_driver_before_any_run(tmp_path):
 def test_a_variant_mapping_is_the_same_set_as_its_argument_list():
     from dfnas_pl.drivers.variants import check_variants
 
-    both = check_variants({"mapping": {"label_calibration": False, "regional_update": "false", "r_feature": 0.1},
+    both = check_variants({"mapping": {"label_calibration": False, "regional_update": "false", "r_feature": 0.1,
+                                       "synthesizer": "generator", "iterations": 20, "warmup_iterations": 2},
                            "list": ["--model.init_args.label_calibration", "false", "--model.init_args.regional_update",
-                                    "false", "--model.init_args.r_feature", "0.1"]},
-                          "experiments/fmnist/synthesize.yaml", "variant")
+                                    "false", "--model.init_args.r_feature", "0.1", "--model.init_args.synthesizer",
+                                    "generator", "--model.init_args.iterations", "20",
+                                    "--model.init_args.warmup_iterations", "2"]},
+                          PIXELS_CONFIG, "variant")
     assert both["mapping"] == both["list"] == SHIPPED_DEFAULT

@@ -18,7 +18,7 @@ from dfnas_pl.utils.io import atomic_write_json
 from tests.conftest import REPO, run_cli
 
 # the stage configs the sweep checks its variants against (no stage runs in these table tests)
-SYNTHESIS, DISTILL = str(REPO / "experiments/fmnist/synthesize.yaml"), str(REPO / "experiments/fmnist/distill_check.yaml")
+SYNTHESIS, DISTILL = str(REPO / "experiments/fmnist/synthesize_pixels.yaml"), str(REPO / "experiments/fmnist/distill_check.yaml")
 
 
 def test_t_interval_matches_the_textbook_value():

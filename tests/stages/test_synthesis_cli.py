@@ -31,7 +31,7 @@ def small(out, *extra, iterations=40, per_class=4, batch=10):
 
 # both synthesizers write the same set format through the same writer: resume and sharding hold for each (a
 # narrow generator and fewer steps keep its runs as short as the pixels' ones; the kill still lands mid-run)
-SYNTHESIZERS = {"pixels": [], "generator": ["--model.init_args.synthesizer", "generator",
+SYNTHESIZERS = {"pixels": ["--model.init_args.synthesizer", "pixels"], "generator": ["--model.init_args.synthesizer", "generator",
                                             "--model.init_args.generator_width", "16"]}
 KILL_ITERATIONS = {"pixels": 150, "generator": 60}
 
