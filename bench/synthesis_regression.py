@@ -3,9 +3,9 @@ commit's, measured alternately (old, new, old, new, ...) so that a machine busy 
 
     python -m bench.synthesis_regression --against b83195a --out bench/results.md
 
-Each measurement is ``bench.synthesis``'s case (batch 125, one thread, no regional update: the shipped
-default's path) in a fresh process of that tree: seconds per synthesis step, and the ratio to the bare
-teacher forward + backward measured in the same process. The ratio is the number to compare: the floor
+Each measurement is ``bench.synthesis``'s case (batch 125, one thread, no regional update: the per-image
+path, the shipped default until 2026-12-03) in a fresh process of that tree: seconds per synthesis step, and
+the ratio to the bare teacher forward + backward measured in the same process. The ratio is the number to compare: the floor
 absorbs the machine's load at that moment. The issue's bound: at most 10 % dearer.
 """
 

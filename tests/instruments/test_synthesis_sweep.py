@@ -137,6 +137,7 @@ def test_sweep_runs_variants_and_seeds_and_resumes(tmp_path, fmnist_root):
             "--model.init_args.quality_gate", "false"]
     table = tmp_path / "table"
     args = ["synthesis-sweep", "--run_dir", str(tmp_path / "run"), "--table_dir", str(table), "--set_per_seed", "true",
+            "--synthesis_config", SYNTHESIS,  # the window mode is per-image optimisation's
             "--variants", json.dumps({"default": tiny, "window": [*tiny, "--model.init_args.regional_update", "window"]}),
             "--seeds", "[0, 1]", "--effects", json.dumps({"window": [["window", "default"]]}), "--real_images", "20",
             "--real_data", json.dumps({"class_path": "dfnas_pl.data.FashionMNISTDataModule",
