@@ -452,13 +452,26 @@ def cost_panel(ax, costed: list[dict[str, Any]], uncosted: list[dict[str, Any]])
     synthesis cost (real data) as horizontal lines."""
     from dfnas_pl.search.plots import plt
 
+    groups: dict[float, list[dict[str, Any]]] = {}
     for r in costed:
-        err = None if math.isnan(r["ci_low"]) else [[r["student_top1_mean"] - r["ci_low"]],
-                                                     [r["ci_high"] - r["student_top1_mean"]]]
-        ax.errorbar([r["teacher_passes_per_image"]], [r["student_top1_mean"]], yerr=err, fmt="o", capsize=3,
-                    color="tab:blue")
-        ax.annotate(r["variant"], (r["teacher_passes_per_image"], r["student_top1_mean"]), fontsize=7,
-                    xytext=(4, 3), textcoords="offset points")
+        groups.setdefault(r["teacher_passes_per_image"], []).append(r)
+    for cost, group in groups.items():
+        # variants of equal cost side by side (a few per cent apart on the log axis), labels stacked in the
+        # order of their points, so that neither bars nor names overlap
+        group = sorted(group, key=lambda r: r["student_top1_mean"])
+        middle = (len(group) - 1) / 2
+        for i, r in enumerate(group):
+            x = cost * 1.07 ** (i - middle)
+            err = None if math.isnan(r["ci_low"]) else [[r["student_top1_mean"] - r["ci_low"]],
+                                                         [r["ci_high"] - r["student_top1_mean"]]]
+            ax.errorbar([x], [r["student_top1_mean"]], yerr=err, fmt="o", capsize=3, color="tab:blue")
+            span = group[-1]["student_top1_mean"] - group[0]["student_top1_mean"]
+            if len(group) == 1 or span > 10:  # far apart: each name beside its point
+                ax.annotate(r["variant"], (x, r["student_top1_mean"]), fontsize=7, xytext=(5, 0),
+                            textcoords="offset points", va="center")
+            else:  # close together: a stack to the left of the group
+                ax.annotate(r["variant"], (cost * 1.07 ** -middle, r["student_top1_mean"]), fontsize=7,
+                            xytext=(-6, 9 * (i - middle)), textcoords="offset points", va="center", ha="right")
     for r in uncosted:
         ax.axhline(r["student_top1_mean"], color="grey", ls="--", lw=0.8)
         ax.annotate(r["variant"], (0.02, r["student_top1_mean"]), xycoords=("axes fraction", "data"), fontsize=7,
