@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, label in (("old", rev), ("new", head)):
             ratios = ", ".join(f"{r['ratio']:.3f}" for r in rows[name])
             lines.append(f"| {label} | {med[name]['synthesis_ms_per_it']:.1f} | {med[name]['ratio']:.3f} | {ratios} |")
-        lines += ["", f"Change of the ratio: **{change:+.1f} %** (bound: +10 %). Batch 125, one thread, the default path "
+        lines += ["", f"Change of the ratio: **{change:+.1f} %** (bound: +10 %). Batch 125, one thread, the per-image path "
                   "(no regional update), measured alternately in fresh processes."]
         write_section(args.out, lines)
 
