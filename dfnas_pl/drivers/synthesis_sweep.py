@@ -460,13 +460,13 @@ def cost_panel(ax, costed: list[dict[str, Any]], uncosted: list[dict[str, Any]])
         # order of their points, so that neither bars nor names overlap
         group = sorted(group, key=lambda r: r["student_top1_mean"])
         middle = (len(group) - 1) / 2
+        spread = len(group) == 1 or group[-1]["student_top1_mean"] - group[0]["student_top1_mean"] > 10
         for i, r in enumerate(group):
             x = cost * 1.07 ** (i - middle)
             err = None if math.isnan(r["ci_low"]) else [[r["student_top1_mean"] - r["ci_low"]],
                                                          [r["ci_high"] - r["student_top1_mean"]]]
             ax.errorbar([x], [r["student_top1_mean"]], yerr=err, fmt="o", capsize=3, color="tab:blue")
-            span = group[-1]["student_top1_mean"] - group[0]["student_top1_mean"]
-            if len(group) == 1 or span > 10:  # far apart: each name beside its point
+            if spread:  # one, or far apart: each name beside its point
                 ax.annotate(r["variant"], (x, r["student_top1_mean"]), fontsize=7, xytext=(5, 0),
                             textcoords="offset points", va="center")
             else:  # close together: a stack to the left of the group
