@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dfnas_pl.drivers.commands import versions
+from dfnas_pl.drivers.synthetic_sets import PIXELS_CONFIG
 from dfnas_pl.stats import t_interval
 from dfnas_pl.utils.io import atomic_write_json
 
@@ -44,7 +45,7 @@ RUN = Path("runs/distillation_budget")
 CONFIG = "experiments/fmnist/distill_check.yaml"
 # Synthetic sources and the synthesis config that makes each one's sets (one file each, so that a source's
 # meaning does not move when the shipped default does).
-SYNTHESIS = {"pixels": "experiments/fmnist/synthesize_pixels.yaml", "generator": "experiments/fmnist/synthesize.yaml"}
+SYNTHESIS = {"pixels": PIXELS_CONFIG, "generator": "experiments/fmnist/synthesize.yaml"}
 
 
 Unit = tuple[str, int, int, int, str]  # source, images, steps, seed, teacher targets
