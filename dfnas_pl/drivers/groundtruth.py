@@ -119,6 +119,9 @@ class Selection:
             that differ most in depth, i.e. that trade layers against kernel and expansion), plus the
             space's cheapest and most expensive path. 0: the single median band.
         include: further architectures by their choices (a pilot's hand-picked set); listed first.
+        uniform: further architectures drawn uniformly at random from the whole space (not from a band),
+            appended after all the others, so raising it keeps every existing id and record: a ranking
+            judged on them is judged on the space a search sees, not on hand-chosen strata.
     """
 
     stratified: int = 24
@@ -128,6 +131,7 @@ class Selection:
     seed: int = 0
     flops_bands: int = 0
     include: tuple[tuple[str, ...], ...] = ()
+    uniform: int = 0
 
 
 def select_architectures(space_config: dict[str, Any], sel: Selection) -> dict[str, Any]:
@@ -167,6 +171,14 @@ def select_architectures(space_config: dict[str, Any], sel: Selection) -> dict[s
                              f"median FLOPs; raise selection.pool or band_tolerance, or lower median_band.")
         for choices, flops in random.Random(sel.seed + 1).sample(band, sel.median_band):
             chosen.append({"choices": list(choices), "flops": flops, "stratum": "median band"})
+    if sel.uniform:
+        rest = [p for p in pool if p[0] not in taken]
+        if len(rest) < sel.uniform:
+            raise ValueError(f"selection.uniform {sel.uniform} exceeds the {len(rest)} distinct architectures left "
+                             f"in the pool; raise selection.pool.")
+        random.Random(sel.seed + 2).shuffle(rest)  # a shuffle, not sample(): the first k stay the first k
+        for choices, flops in rest[: sel.uniform]:
+            chosen.append({"choices": list(choices), "flops": flops, "stratum": "uniform"})
     for i, arch in enumerate(chosen):
         arch["id"] = f"a{i:02d}"
         if sel.flops_bands:
@@ -369,6 +381,11 @@ class GroundTruth:
                 print(f"Ground truth: seeds {saved['seeds']} -> {mine['seeds']} (the records made so far are kept).",
                       flush=True)
                 atomic_write_json(path, mine)
+            elif _other_uniform(saved, mine):  # architectures appended or a prefix read: ids and records agree
+                if mine["selection"]["uniform"] > saved["selection"].get("uniform", 0):
+                    print(f"Ground truth: {saved['selection'].get('uniform', 0)} -> {mine['selection']['uniform']} "
+                          f"uniform architectures (the records made so far are kept).", flush=True)
+                    atomic_write_json(path, mine)
             elif saved != mine:
                 diff = sorted(_diff(saved, mine))
                 raise ValueError(f"The ground-truth directory {self.work} was made with other settings ({'; '.join(diff)}). "
@@ -402,9 +419,11 @@ class GroundTruth:
                                    arch["choices"])
             arch.update(params=json.loads(path.read_text())["params"])
             arch_files[arch["id"]] = path
-        # architecture-major: a partial run already holds seed pairs, so the noise ceiling is known early
+        # architecture-major: a partial run already holds seed pairs, so the noise ceiling is known early;
+        # seeds beyond the first two wait until every architecture has its pair
         jobs = [(a["id"], s) for a in chosen["architectures"] for s in self.seeds]
-        todo = [(a, s) for a, s in jobs if not self.record(a, s).exists()]
+        todo = sorted((j for j in jobs if not self.record(*j).exists()),
+                      key=lambda j: self.seeds.index(j[1]) >= 2)
         if self.limit is not None:
             todo = todo[: self.limit]
         print(f"Ground truth {self.space['family']}: {len(chosen['architectures'])} architectures x {len(self.seeds)} "
@@ -528,6 +547,16 @@ def _more_seeds(saved: Any, mine: dict[str, Any]) -> bool:
     old, new = saved["seeds"], mine["seeds"]
     return (len(new) > len(old) and new[: len(old)] == old
             and {k: v for k, v in saved.items() if k != "seeds"} == {k: v for k, v in mine.items() if k != "seeds"})
+
+
+def _other_uniform(saved: Any, mine: dict[str, Any]) -> bool:
+    """True when ``mine`` differs from ``saved`` only in ``selection.uniform``. The uniform architectures come
+    last, in an order fixed by the seed alone, so a larger count appends ids and a smaller one reads a prefix
+    of the same directory (a study pinned to the smaller ground truth keeps its meaning): every record agrees."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("selection"), dict):
+        return False
+    rest = lambda d: {**d, "selection": {k: v for k, v in d["selection"].items() if k != "uniform"}}  # noqa: E731
+    return rest(saved) == rest(mine)
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
