@@ -68,6 +68,9 @@ class DartsSearch(SearchHooks, L.LightningModule):
             parameter-free ops (skip, pools) in the exported normal cell; the weakest extra ones take
             their edge's strongest parametric op. null: the plain DARTS rule. The collapse itself
             (parameter-free ops of the unguarded normal cell, alpha entropy) is logged every epoch.
+        export_unhealthy: export even when the health check finds that the supernet has not learned (its
+            search-val agreement with the current architecture weights against chance;
+            dfnas_pl/search/health.py); recorded in architecture.json.
     """
 
     def __init__(self, space: DartsSpaceConfig = DEFAULT_DARTS_SPACE, teacher: TeacherSource | None = "embedded:fmnist_resnet8",
@@ -76,7 +79,7 @@ class DartsSearch(SearchHooks, L.LightningModule):
                  w_lr_min: float = 0.001, w_momentum: float = 0.9, w_weight_decay: float = 3e-4,
                  w_grad_clip: float = 5.0, alpha_lr: float = 3e-4, alpha_betas: Sequence[float] = (0.5, 0.999),
                  alpha_weight_decay: float = 1e-3, hessian_eps: float = 0.01, output_dir: str = "runs/fmnist/search/darts",
-                 seed: int = 0, max_parameter_free_normal: int | None = None) -> None:
+                 seed: int = 0, max_parameter_free_normal: int | None = None, export_unhealthy: bool = False) -> None:
         super().__init__()
         check_all([("temperature", temperature, 0, None, True), ("image_size", image_size, 1, None),
                    ("w_lr", w_lr, 0, None, True), ("w_lr_min", w_lr_min, 0, w_lr), ("w_momentum", w_momentum, 0, 1),
@@ -92,7 +95,7 @@ class DartsSearch(SearchHooks, L.LightningModule):
         k = len(space.primitives)
         self.alpha_normal = nn.Parameter(1e-3 * torch.randn(space.num_edges, k, generator=gen))
         self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(space.num_edges, k, generator=gen))
-        self.init_search(teacher, temperature, kd_t_squared, output_dir, kd_targets)
+        self.init_search(teacher, temperature, kd_t_squared, output_dir, kd_targets, export_unhealthy)
         self.history: list[dict[str, Any]] = []
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -225,6 +228,23 @@ class DartsSearch(SearchHooks, L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("darts_history", []))
 
+    @torch.no_grad()
+    def health(self) -> dict[str, Any]:
+        """The health check: the supernet's search-val agreement (the current architecture weights, running BN
+        statistics) against chance. A cell space has no random paths to score, so no spread test."""
+        _, val_loader = self.trainer.datamodule.scoring_loaders()
+        was_training = self.supernet.training
+        self.supernet.eval()
+        refs, hits = [], 0
+        for batch in val_loader:
+            x = batch[0].to(self.device)
+            ref = self.objective.teacher(x).argmax(1) if self.objective.teacher is not None else batch[-1].to(self.device)
+            hits += int((self(x).argmax(1) == ref).sum())
+            refs.append(ref.cpu())
+        self.supernet.train(was_training)
+        refs = torch.cat(refs)
+        return self.judge(refs, hits / max(1, len(refs)), "the supernet with its architecture weights")
+
     def finish(self) -> None:
         """Export the result. Runs inside the last epoch, *before* its checkpoint is saved, so a run
         killed after that checkpoint has its architecture already, and one killed before it redoes
@@ -232,9 +252,10 @@ class DartsSearch(SearchHooks, L.LightningModule):
         self._finished = True
         ranks = assert_same_on_all_ranks(self.trainer, torch.cat([a.flatten() for a in self.alphas()]),
                                          "DARTS architecture parameters")
+        health = self.health()
         if self.trainer.is_global_zero:
             record = write_architecture(self.output_dir / "architecture.json", "darts", "darts", self.space,
-                                        self.hparams.image_size, self.genotype(),
+                                        self.hparams.image_size, self.genotype(), health=health,
                                         alphas={"normal": self.arch_weights()[0].tolist(),
                                                 "reduce": self.arch_weights()[1].tolist()},
                                         unrolled=self.hparams.unrolled, epochs=self.current_epoch + 1,

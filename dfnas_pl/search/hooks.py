@@ -2,19 +2,25 @@
 space and real data agree) and the output folder's one-writer lock at setup, the export at the end of training, and the W&B artifact of that export.
 
 Each search calls ``init_search(...)`` for the preamble they share (the teacher, the objective, the output
-folder; its ``algorithm`` name comes from its registration) and implements ``finish()``: the export, called inside the last epoch before its checkpoint (so a kill never loses
+folder; its ``algorithm`` name comes from its registration) and implements ``finish()``: the health check (``judge``), then the export, called inside the last epoch before its checkpoint (so a kill never loses
 it) and here, at ``on_train_end``, when training stopped early (max_steps, max_time)."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from callbacks.random_state import ResumesExactly
 from callbacks.run_progress import OneProgressBar
 from dfnas_pl.data.compatibility import check_real_data, real_data_of
+from dfnas_pl.search.health import check_health, enforce
 from dfnas_pl.search.objective import SearchObjective
 from dfnas_pl.teachers.loading import Teacher, TeacherSource, load_teacher
+from dfnas_pl.utils.io import atomic_write_json
 from dfnas_pl.utils.locking import HoldsOutputLock
 
 
@@ -30,7 +36,7 @@ class SearchHooks(HoldsOutputLock, OneProgressBar, ResumesExactly):
     teacher_spec: Teacher | None
 
     def init_search(self, teacher: TeacherSource | None, temperature: float, kd_t_squared: bool,
-                    output_dir: str, kd_targets: str = "soft") -> None:
+                    output_dir: str, kd_targets: str = "soft", export_unhealthy: bool = False) -> None:
         """The teacher (frozen; None: train on labels), the KD-or-labels objective and the output folder.
         Called where each search loaded its teacher before, so the supernet's seeded initialisation is
         unchanged (building a teacher draws from the same random stream)."""
@@ -40,7 +46,26 @@ class SearchHooks(HoldsOutputLock, OneProgressBar, ResumesExactly):
             teacher_net.requires_grad_(False)
         self.objective = SearchObjective(teacher_net, temperature, kd_t_squared, kd_targets)
         self.output_dir = Path(output_dir)
+        self.export_unhealthy = export_unhealthy
         self._finished = False
+
+    def judge(self, references: torch.Tensor, level: float, level_of: str,
+              random_scores: Sequence[float] = ()) -> dict[str, Any]:
+        """The health check (:mod:`dfnas_pl.search.health`) before export: its line in the log, its numbers
+        in ``health.json`` and the loggers; refuses (one line, exit 2) unless it can choose or
+        ``export_unhealthy`` is set. Returns the verdict for ``architecture.json``."""
+        health = check_health(self.algorithm, references, level, level_of, random_scores,
+                              "the teacher" if self.objective.teacher is not None else "the labels")
+        for logger in self.loggers:
+            logger.log_metrics({"health/level": health.level, "health/chance": health.chance,
+                                "health/level_floor": health.level_floor, "health/can_choose": float(health.can_choose),
+                                **({"health/spread_over_noise": health.spread / health.noise}
+                                   if health.spread is not None else {})})
+        if self.trainer.is_global_zero:
+            atomic_write_json(self.output_dir / "health.json", health.as_dict())
+        health = enforce(health, self.export_unhealthy)  # refuses with the line (exit 2)
+        print(health.line() + (" Exported anyway (export_unhealthy)." if health.exported_anyway else ""), flush=True)
+        return health.as_dict()
 
     def wandb_artifacts(self) -> list[tuple[str, str, Path]]:
         """For :class:`callbacks.WandbArtifacts`: the exported architecture."""

@@ -17,6 +17,7 @@ only on (seed, step), and alpha gradients are averaged over ranks: every rank ke
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 import lightning as L
@@ -31,6 +32,7 @@ from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
 from dfnas_pl.search.plots import alpha_heatmap
 from dfnas_pl.search.registry import register_search_algorithm
+from dfnas_pl.search.scoring import reference_labels, score_paths
 from dfnas_pl.teachers.loading import TeacherSource
 from dfnas_pl.utils.io import atomic_write_json
 from dfnas_pl.utils.settings import check_all
@@ -62,6 +64,12 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
         warmup_epochs: epochs of weight-only training before architecture steps start.
         output_dir: where architecture.json, gate-probability plots and their history go.
         seed: seed of the path draws.
+        health_candidates: random paths the health check scores beside the exported one (BN recalibrated on
+            ``bn_recalibration_batches`` search-train batches, scored on search-val): do the supernet's scores
+            spread wider than the scoring set's noise? (dfnas_pl/search/health.py)
+        bn_recalibration_batches: search-train batches to re-estimate BN statistics per scored path.
+        export_unhealthy: export even when the health check finds the supernet cannot tell paths apart
+            (recorded in architecture.json).
     """
 
     def __init__(self, space: LayerwiseSpaceConfig = DEFAULT_MOBILENET_SPACE,
@@ -69,18 +77,21 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
                  kd_targets: TeacherTargets = "soft", w_lr: float = 0.05,
                  w_momentum: float = 0.9, w_weight_decay: float = 4e-5, alpha_lr: float = 6e-3,
                  alpha_betas: tuple[float, float] = (0.0, 0.999), cost_weight: float = 0.0, target_mflops: float | None = None,
-                 warmup_epochs: int = 0, output_dir: str = "runs/fmnist/search/proxylessnas", seed: int = 0) -> None:
+                 warmup_epochs: int = 0, output_dir: str = "runs/fmnist/search/proxylessnas", seed: int = 0,
+                 health_candidates: int = 16, bn_recalibration_batches: int = 4, export_unhealthy: bool = False) -> None:
         super().__init__()
         check_all([("temperature", temperature, 0, None, True), ("w_lr", w_lr, 0, None, True),
                    ("w_momentum", w_momentum, 0, 1), ("w_weight_decay", w_weight_decay, 0, None),
                    ("alpha_lr", alpha_lr, 0, None, True), ("cost_weight", cost_weight, 0, None),
-                   ("target_mflops", target_mflops, 0, None, True), ("warmup_epochs", warmup_epochs, 0, None)])
+                   ("target_mflops", target_mflops, 0, None, True), ("warmup_epochs", warmup_epochs, 0, None),
+                   ("health_candidates", health_candidates, 0, None),
+                   ("bn_recalibration_batches", bn_recalibration_batches, 0, None)])
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.space = space
         self.supernet = LayerwiseSupernet(space)
         self.alphas = nn.ParameterList(nn.Parameter(torch.zeros(n)) for n in self.supernet.num_choices)
-        self.init_search(teacher, temperature, kd_t_squared, output_dir, kd_targets)
+        self.init_search(teacher, temperature, kd_t_squared, output_dir, kd_targets, export_unhealthy)
         fixed, table = self.supernet.cost_table()
         self.fixed_flops = fixed
         self.costs = [torch.tensor(row, dtype=torch.float32) for row in table]
@@ -213,6 +224,19 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("proxyless_history", []))
 
+    def health(self) -> dict[str, Any]:
+        """The health check: the exported path's search-val agreement against chance, and the spread of
+        ``health_candidates`` uniform random paths' scores against the scoring set's noise (every path scored
+        as SPOS scores its candidates)."""
+        hp = self.hparams
+        bn_loader, val_loader = self.trainer.datamodule.scoring_loaders()
+        rng = random.Random(hp.seed * 1_000_003 - 1)
+        randoms = [[rng.randrange(n) for n in self.supernet.num_choices] for _ in range(hp.health_candidates)]
+        teacher = self.objective.teacher
+        chosen, *scores = score_paths(self.supernet, [self.best_path(), *randoms], bn_loader, val_loader,
+                                      hp.bn_recalibration_batches, None, teacher, self.device)
+        return self.judge(reference_labels(val_loader, teacher, self.device), chosen, "the exported path", scores)
+
     def finish(self) -> None:
         """Export the result. Runs inside the last epoch, *before* its checkpoint is saved, so a run
         killed after that checkpoint has its architecture already, and one killed before it redoes
@@ -220,10 +244,11 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
         self._finished = True
         ranks = assert_same_on_all_ranks(self.trainer, torch.cat([a.flatten() for a in self.alphas]),
                                          "ProxylessNAS architecture parameters")
+        health = self.health()
         if self.trainer.is_global_zero:
             path = self.names(self.best_path())
             record = write_architecture(self.output_dir / "architecture.json", "proxylessnas", self.space.family,
-                                        self.space, self.space.image_size, path,
+                                        self.space, self.space.image_size, path, health=health,
                                         probabilities=[p.detach().cpu().tolist() for p in self.probs()],
                                         cost_weight=self.hparams.cost_weight, target_mflops=self.hparams.target_mflops,
                                         ranks_agreeing=ranks)

@@ -45,3 +45,31 @@ def score_path(supernet: nn.Module, path: Sequence[int], bn_batches: Iterable, v
 def first(loader: Iterable, limit: int | None) -> Iterable:
     """The first ``limit`` batches of ``loader`` (all when ``limit`` is None)."""
     return loader if limit is None else islice(loader, limit)
+
+
+@torch.no_grad()
+def reference_labels(val_batches: Iterable, teacher: nn.Module | None = None,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+    """What ``score_path`` compares against on ``val_batches``: the teacher's argmax, else the labels (the
+    health check's chance level comes from them)."""
+    refs = [teacher(b[0].to(device)).argmax(1).cpu() if teacher is not None else torch.as_tensor(b[-1]).cpu()
+            for b in val_batches]
+    return torch.cat(refs) if refs else torch.zeros(0, dtype=torch.long)
+
+
+def score_paths(supernet: nn.Module, paths: Sequence[Sequence[int]], bn_loader: Iterable, val_loader: Iterable,
+                bn_batches: int | None, score_batches: int | None, teacher: nn.Module | None = None,
+                device: torch.device | str = "cpu") -> list[float]:
+    """``score_path`` for each path, with the supernet's BN statistics, momenta and mode restored after: for a
+    search that scores paths of a supernet it goes on using (the health check of a gradient search)."""
+    saved = {k: v.clone() for k, v in supernet.state_dict().items() if "running" in k or "num_batches" in k}
+    momenta = {m: m.momentum for m in batchnorms(supernet)}
+    was_training = supernet.training
+    try:
+        return [score_path(supernet, p, first(bn_loader, bn_batches), first(val_loader, score_batches), teacher, device)
+                for p in paths]
+    finally:
+        supernet.load_state_dict({**supernet.state_dict(), **saved})
+        for m, momentum in momenta.items():
+            m.momentum = momentum
+        supernet.train(was_training)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import statistics
 from typing import Any
 
 import lightning as L
@@ -28,7 +29,7 @@ from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
 from dfnas_pl.search.plots import line_plot
 from dfnas_pl.search.registry import register_search_algorithm
-from dfnas_pl.search.scoring import first, score_path
+from dfnas_pl.search.scoring import first, reference_labels, score_path
 from dfnas_pl.teachers.loading import TeacherSource
 from dfnas_pl.utils.io import atomic_torch_save, atomic_write_json
 from dfnas_pl.utils.settings import check_all
@@ -63,6 +64,9 @@ class SPOSSearch(SearchHooks, L.LightningModule):
         evolution: run the evolutionary search after supernet training; false: only train the supernet
             and save its weights to ``<output_dir>/supernet.pt`` and what it was trained on to
             ``supernet.json`` (the rank-fidelity instrument scores fixed architectures with them).
+        export_unhealthy: export even when the health check finds that the supernet's scores cannot tell
+            candidates apart (the first generation's random candidates: their median against chance, their
+            spread against the scoring set's noise; dfnas_pl/search/health.py); recorded in architecture.json.
     """
 
     def __init__(self, space: LayerwiseSpaceConfig = DEFAULT_SHUFFLENET_SPACE,
@@ -71,7 +75,8 @@ class SPOSSearch(SearchHooks, L.LightningModule):
                  momentum: float = 0.9, weight_decay: float = 4e-5, max_mflops: float | None = None,
                  population: int = 20, generations: int = 5, top_k: int = 5, mutation_prob: float = 0.1,
                  bn_recalibration_batches: int = 5, score_batches: int | None = None,
-                 output_dir: str = "runs/fmnist/search/spos", seed: int = 0, evolution: bool = True) -> None:
+                 output_dir: str = "runs/fmnist/search/spos", seed: int = 0, evolution: bool = True,
+                 export_unhealthy: bool = False) -> None:
         super().__init__()
         check_all([("temperature", temperature, 0, None, True), ("lr", lr, 0, None, True), ("momentum", momentum, 0, 1),
                    ("weight_decay", weight_decay, 0, None), ("max_mflops", max_mflops, 0, None, True),
@@ -82,7 +87,7 @@ class SPOSSearch(SearchHooks, L.LightningModule):
         self.save_hyperparameters()
         self.space = space
         self.supernet = LayerwiseSupernet(space)
-        self.init_search(teacher, temperature, kd_t_squared, output_dir, kd_targets)
+        self.init_search(teacher, temperature, kd_t_squared, output_dir, kd_targets, export_unhealthy)
         self.fixed_flops, self.flops_table = self.supernet.cost_table()
         self.max_flops = None if max_mflops is None else max_mflops * 1e6
         if self.max_flops is not None and self.path_flops(self.cheapest()) > self.max_flops:
@@ -194,6 +199,9 @@ class SPOSSearch(SearchHooks, L.LightningModule):
                          "num_batches" in k}
         momenta = {m: m.momentum for m in self.supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
 
+        self.references = reference_labels(first(val_loader, hp.score_batches), self.objective.teacher, self.device)
+        self.health = None
+
         def on_generation(state: dict[str, Any]) -> None:
             if state.get("exhausted"):
                 print(f"SPOS evolution stopped early: all {len(state['scores'])} candidates within the FLOPs limit "
@@ -212,6 +220,8 @@ class SPOSSearch(SearchHooks, L.LightningModule):
                 for logger in self.loggers:
                     if hasattr(logger, "log_image"):
                         logger.log_image(key="search/evolution", images=[str(png)])
+            if self.health is None:  # before any later generation reads the scores: stop here if they are noise
+                self.health = self.first_generation_health(state)
 
         try:
             best = search.run(lambda c: self.fitness(c, train_loader, val_loader), on_generation)
@@ -223,16 +233,24 @@ class SPOSSearch(SearchHooks, L.LightningModule):
         self.ranks_agreeing = assert_same_on_all_ranks(self.trainer, torch.tensor(best), "SPOS evolution result")
         return best
 
+    def first_generation_health(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The health check on the first generation, uniform over the feasible paths: what the supernet tells
+        apart before evolution has selected anything (later generations are chosen by these very scores)."""
+        scores = list(state["scores"].values())[: state["history"][0]["evaluated"]]
+        return self.judge(self.references, statistics.median(scores), f"median of {len(scores)} random candidates",
+                          scores)
+
     def finish(self) -> None:
         """Export the result. Runs inside the last epoch, *before* its checkpoint is saved, so a run
         killed after that checkpoint has its architecture already, and one killed before it redoes
         the last epoch (and a SPOS evolution continues from its saved generation)."""
         self._finished = True
         best = self.run_evolution()
+        history = self.evolution_state["history"]
+        health = self.health or self.first_generation_health(self.evolution_state)
         if self.trainer.is_global_zero:
-            history = self.evolution_state["history"]
             record = write_architecture(self.output_dir / "architecture.json", "spos", self.space.family,
-                                        self.space, self.space.image_size, self.names(best),
+                                        self.space, self.space.image_size, self.names(best), health=health,
                                         search_val_agreement=history[-1]["best"], evolution=history,
                                         max_mflops=self.hparams.max_mflops, ranks_agreeing=self.ranks_agreeing)
             print(f"SPOS architecture written to {self.output_dir / 'architecture.json'}: {self.names(best)}, "

@@ -8,6 +8,8 @@ candidates ``skip_connect`` and ``sep_conv_3x3``) the dots are 4 apart: the sepa
 9 px, the skip (a 1x1 factorised reduction) only the stem's 3.
 """
 
+import json
+
 import lightning as L
 import pytest
 import torch
@@ -74,14 +76,19 @@ def test_proxylessnas_picks_the_7x7_kernel(tmp_path):
     found the 7x7 kernel (the other 3 a 3x3 or 5x5); with 6 of 20, 8 of 8 did. The supernet is seeded too:
     its initial weights used to depend on the tests run before this one."""
     space = LayerwiseSpaceConfig(family="mobilenetv2", stage_channels=(16,), **LAYERWISE)
-    found = []
+    found, healths = [], []
     for seed in range(3):
         torch.manual_seed(seed)  # the supernet's initial weights too, not only the training
         model = ProxylessSearch(space=space, teacher=None, alpha_lr=0.05, warmup_epochs=6, w_lr=0.05,
-                                output_dir=str(tmp_path / f"px{seed}"))
+                                output_dir=str(tmp_path / f"px{seed}"), export_unhealthy=True)
         fit(model, DotPairs(7), 20, tmp_path, seed)
         found.append((model.names(model.best_path())[0], model.history[-1]["probs"]))
+        healths.append(json.loads((tmp_path / f"px{seed}" / "architecture.json").read_text())["health"])
     assert sum(name.startswith("mbconv_k7") for name, _ in found) >= 2, found
+    # the health check passes most searches, and none that chose wrong (seed 2 found the kernel with flat
+    # probabilities, its path scoring 61 % against 81-91 %, its random paths spread 1.3x the noise: not passed)
+    passed = [name for (name, _), h in zip(found, healths) if h["can_choose"]]
+    assert len(passed) >= 2 and all(name.startswith("mbconv_k7") for name in passed), (found, healths)
 
 
 @pytest.mark.slow
@@ -95,6 +102,35 @@ def test_spos_evolution_picks_a_large_receptive_field(tmp_path):
     scores = model.evolution_state["scores"]  # candidate index: 0 k3, 1 k5, 2 k7, 3 xception
     assert max(scores, key=scores.get) in ("2", "3"), scores
     assert min(scores["2"], scores["3"]) > max(scores["0"], scores["1"]) + 0.2, scores
+    health = json.loads((tmp_path / "spos" / "architecture.json").read_text())["health"]
+    assert health["can_choose"] and health["separates"] and not health["exported_anyway"], health
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["spos", "proxylessnas", "darts"])
+def test_an_untrained_supernet_cannot_choose_and_exports_nothing(tmp_path, algorithm):
+    """The same planted task after one step: the health check refuses the export, which the trained searches
+    above pass, and says why."""
+    from dfnas_pl.search.health import SearchCannotChoose
+
+    torch.manual_seed(0)
+    out = tmp_path / algorithm
+    model = {"spos": lambda: SPOSSearch(space=LayerwiseSpaceConfig(family="shufflenetv2", stage_channels=(16,),
+                                                                   **LAYERWISE),
+                                        teacher=None, population=4, generations=1, top_k=2, output_dir=str(out)),
+             "proxylessnas": lambda: ProxylessSearch(space=LayerwiseSpaceConfig(family="mobilenetv2",
+                                                                                stage_channels=(16,), **LAYERWISE),
+                                                     teacher=None, output_dir=str(out)),
+             "darts": lambda: DartsSearch(space=DartsSpaceConfig(channels=8, layers=1, steps=1, num_classes=2,
+                                                                 primitives=("skip_connect", "sep_conv_3x3")),
+                                          teacher=None, image_size=16, output_dir=str(out))}[algorithm]()
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=str(tmp_path))
+    with pytest.raises(SearchCannotChoose, match="cannot choose: the supernet agrees with the labels on"):
+        trainer.fit(model, datamodule=DotPairs(7))
+    assert not (out / "architecture.json").exists()
+    assert json.loads((out / "health.json").read_text())["verdict"] == "cannot choose"
 
 
 @pytest.mark.slow
@@ -105,3 +141,4 @@ def test_darts_picks_the_convolution_over_the_skip(tmp_path):
     model = DartsSearch(space=space, teacher=None, image_size=16, alpha_lr=0.01, output_dir=str(tmp_path / "d"))
     fit(model, DotPairs(4), 20, tmp_path)
     assert model.genotype()["reduce"] == [[("sep_conv_3x3", 0), ("sep_conv_3x3", 1)]], model.arch_weights()[1]
+    assert json.loads((tmp_path / "d" / "architecture.json").read_text())["health"]["can_choose"]
