@@ -49,7 +49,8 @@ class Pipeline:
                  search_configs: dict[str, str] = SEARCH_CONFIGS,
                  retrain_config: str = "experiments/fmnist/retrain.yaml",
                  overrides: dict[str, list[str]] = {}, launcher: list[str] | None = None,
-                 teacher: TeacherSource | None = None, real_data: VisionDataModule | None = None) -> None:
+                 teacher: TeacherSource | None = None, real_data: VisionDataModule | None = None,
+                 random_baseline: bool = True, export_unhealthy: bool = False) -> None:
         """
         Args:
             run_dir: where every stage writes
@@ -67,6 +68,11 @@ class Pipeline:
             real_data: your real data (class_path + init_args, e.g. VisionDataModule with dataset: ImageFolder)
                 for the searches' test set and the retraining; null: each stage config's own. Checked as that
                 class on the command line and kept as the mapping: each stage's process builds its own.
+            random_baseline: beside each found architecture, retrain a uniformly random one of the same space and
+                (within 5 %) the same FLOPs with the same budget: the bar a search must clear to earn its place
+            export_unhealthy: let every search export even when its health check finds it cannot choose (each
+                search's ``export_unhealthy``); false: such a search exports nothing, its row says why, and the
+                other searches go on
         """
         unknown = sorted(set(algorithms) - set(ALGORITHMS))
         if unknown:
@@ -84,6 +90,7 @@ class Pipeline:
         self.teacher, self.real_data = teacher, real_data
         self.teacher_facts = self._check_teacher_and_data()
         self.synthesis_args: list[str] = []  # extra synthesis arguments of <run_dir>/synthetic (paper-table's (b))
+        self.random_baseline, self.export_unhealthy = random_baseline, export_unhealthy
 
     def _check_teacher_and_data(self) -> dict[str, int] | None:
         """Channels, classes and size of the user's teacher, loaded once here so that a wrong source, or
@@ -126,7 +133,8 @@ class Pipeline:
         return args
 
     # -- running one stage ------------------------------------------------------------------------
-    def _cli(self, name: str, subcommand: str, config: str, args: list[str], extra_keys: list[str]) -> None:
+    def _cli(self, name: str, subcommand: str, config: str, args: list[str], extra_keys: list[str],
+             allowed_exit: int | None = None) -> int:
         extra = [a for key in ["all", *extra_keys] for a in self.overrides.get(key, [])]
         own = self.stage_args(extra_keys[-1])
         cmd = [*self.launcher, "-m", "dfnas_pl", subcommand, "--config", config, *args, *own, *extra]
@@ -138,9 +146,10 @@ class Pipeline:
         seconds = time.time() - start
         self.timings[name] = self.timings.get(name, 0.0) + seconds
         self._record_seconds(name, seconds)
-        if result.returncode != 0:
+        if result.returncode not in (0, allowed_exit):
             raise SystemExit(f"Stage '{name}' failed (exit {result.returncode}). Fix the cause and run the same "
                              f"pipeline command again: finished stages are kept.")
+        return result.returncode
 
     @property
     def ledger(self) -> Path:
@@ -170,21 +179,47 @@ class Pipeline:
                    "--trainer.logger.init_args.save_dir", str(self.run), *self.synthesis_args], ["synthesis"])
         return out
 
-    def search(self, algorithm: str, synthetic: Path) -> Path:
+    def search(self, algorithm: str, synthetic: Path) -> Path | None:
+        """The search's ``architecture.json``; None when its health check refused to export (``health.json``
+        says why)."""
         out = self.run / "search" / algorithm
         if readable_json(out / "architecture.json"):
             print(f"=== search {algorithm}: done ({out / 'architecture.json'}), skipped")
             return out / "architecture.json"
         ckpt = out / "checkpoints"
-        self._cli(f"search {algorithm}", "fit", self.search_configs[algorithm],
-                  ["--data.init_args.path", str(synthetic), "--model.init_args.output_dir", str(out),
-                   "--trainer.default_root_dir", str(out), "--trainer.callbacks.init_args.dirpath", str(ckpt),
-                   "--trainer.logger.init_args.save_dir", str(self.run), *self._resume(ckpt)],
-                  ["search", algorithm])
+        unhealthy = ["--model.init_args.export_unhealthy", "true"] if self.export_unhealthy else []
+        code = self._cli(f"search {algorithm}", "fit", self.search_configs[algorithm],
+                         ["--data.init_args.path", str(synthetic), "--model.init_args.output_dir", str(out),
+                          "--trainer.default_root_dir", str(out), "--trainer.callbacks.init_args.dirpath", str(ckpt),
+                          "--trainer.logger.init_args.save_dir", str(self.run), *unhealthy, *self._resume(ckpt)],
+                         ["search", algorithm], allowed_exit=2)
+        health = out / "health.json"
+        if code == 2 and readable_json(health) and not json.loads(health.read_text()).get("can_choose", True):
+            print(f"=== search {algorithm}: its health check refused the export ({health}); no retraining. "
+                  f"The pipeline goes on; export_unhealthy: true exports anyway.", flush=True)
+            return None
+        if code != 0:
+            raise SystemExit(f"Stage 'search {algorithm}' failed (exit {code}). Fix the cause and run the same "
+                             f"pipeline command again: finished stages are kept.")
         if not readable_json(out / "architecture.json"):
             raise SystemExit(f"Stage 'search {algorithm}' ended without writing {out / 'architecture.json'}; its log "
                              f"above says why. Fix the cause and run the same pipeline command again.")
         return out / "architecture.json"
+
+    def random_architecture(self, algorithm: str, architecture: Path) -> Path:
+        """A uniformly random architecture of the found one's space within 5 % of its FLOPs (seeded, so a
+        resumed pipeline retrains the same one)."""
+        from dfnas_pl.search.export import read_architecture, write_architecture
+        from dfnas_pl.search.random_arch import random_like
+
+        path = self.run / "random" / algorithm / "architecture.json"
+        if not readable_json(path):
+            found = read_architecture(architecture)
+            choices, _ = random_like(found, seed=0, exclude_reference=True)
+            cfg = {k: v for k, v in found["space_config"].items() if k != "image_size"}
+            write_architecture(path, "random", found["space"], cfg, found["space_config"]["image_size"], choices,
+                               like=str(architecture))
+        return path
 
     def retrain(self, algorithm: str, architecture: Path) -> Path:
         out = self.run / "retrain" / algorithm
@@ -208,17 +243,34 @@ class Pipeline:
         rows = []
         for algorithm in self.algorithms:
             architecture = self.search(algorithm, synthetic)
-            metrics = json.loads(self.retrain(algorithm, architecture).read_text())
-            rows.append({"algorithm": algorithm, "architecture": summarise(metrics["choices"]),
-                         "mflops": metrics["flops"] / 1e6, "kparams": metrics["params"] / 1e3,
-                         "test_top1": metrics["test_top1"]})
+            health = json.loads((self.run / "search" / algorithm / "health.json").read_text()) \
+                if readable_json(self.run / "search" / algorithm / "health.json") else None
+            row = {"algorithm": algorithm, "health": health}
+            if architecture is not None:
+                metrics = json.loads(self.retrain(algorithm, architecture).read_text())
+                row.update(architecture=summarise(metrics["choices"]), mflops=metrics["flops"] / 1e6,
+                           kparams=metrics["params"] / 1e3, test_top1=metrics["test_top1"])
+                if self.random_baseline:
+                    rand = json.loads(self.retrain(f"random_{algorithm}",
+                                                   self.random_architecture(algorithm, architecture)).read_text())
+                    row.update(random_mflops=rand["flops"] / 1e6, random_top1=rand["test_top1"])
+            rows.append(row)
         self.report(rows)
         return rows
 
     def report(self, rows: list[dict]) -> None:
-        lines = ["| algorithm | architecture | MFLOPs | K params | test top-1 |", "|---|---|---:|---:|---:|"]
-        lines += [f"| {r['algorithm']} | {r['architecture']} | {r['mflops']:.2f} | {r['kparams']:.1f} | "
-                  f"{100 * r['test_top1']:.2f} % |" for r in rows]
+        lines = ["| algorithm | health | architecture | MFLOPs | K params | test top-1 | random, same FLOPs |",
+                 "|---|---|---|---:|---:|---:|---:|"]
+        for r in rows:
+            h = r["health"]
+            verdict = "-" if h is None else (h["verdict"] + (" (exported anyway)" if h.get("exported_anyway") else "")
+                                             + f": {h['level']:.0%} vs chance {h['chance']:.0%}")
+            if "architecture" not in r:
+                lines.append(f"| {r['algorithm']} | {verdict} | not exported | | | | |")
+                continue
+            rand = f"{100 * r['random_top1']:.2f} % ({r['random_mflops']:.2f} MFLOPs)" if "random_top1" in r else "-"
+            lines.append(f"| {r['algorithm']} | {verdict} | {r['architecture']} | {r['mflops']:.2f} | "
+                         f"{r['kparams']:.1f} | {100 * r['test_top1']:.2f} % | {rand} |")
         table = "\n".join(lines)
         atomic_write_bytes(self.run / "pipeline_results.md", (table + "\n").encode())
         # stage_seconds: the run dir's ledger (every invocation, so a resumed pipeline still shows its
@@ -228,7 +280,9 @@ class Pipeline:
         print("\n" + table)
         print(f"\nResults: {self.run / 'pipeline_results.md'}\nSynthetic set and image grids: "
               f"{self.run / 'synthetic'} (grids/)\nSearch plots and architectures: {self.run / 'search'}/<algorithm>/\n"
-              f"Retraining logs and metrics: {self.run / 'retrain'}/<algorithm>/\n"
+              f"Retraining logs and metrics: {self.run / 'retrain'}/<algorithm>/ (random_<algorithm>/: the random "
+              f"architecture of the same FLOPs)\nEach search's health check: {self.run / 'search'}/<algorithm>/"
+              f"health.json\n"
               f"W&B runs (group {self.group or pipeline_group(self.run)}): {self.run / 'wandb'} "
               f"(offline: `wandb sync {self.run / 'wandb'}/offline-run-*` uploads them)")
 

@@ -61,9 +61,11 @@ class SearchHooks(HoldsOutputLock, OneProgressBar, ResumesExactly):
                                 "health/level_floor": health.level_floor, "health/can_choose": float(health.can_choose),
                                 **({"health/spread_over_noise": health.spread / health.noise}
                                    if health.spread is not None else {})})
+        if not health.can_choose and self.export_unhealthy:
+            health = dataclasses.replace(health, exported_anyway=True)
         if self.trainer.is_global_zero:
             atomic_write_json(self.output_dir / "health.json", health.as_dict())
-        health = enforce(health, self.export_unhealthy)  # refuses with the line (exit 2)
+        enforce(health, self.export_unhealthy)  # refuses with the line (exit 2)
         print(health.line() + (" Exported anyway (export_unhealthy)." if health.exported_anyway else ""), flush=True)
         return health.as_dict()
 

@@ -8,6 +8,7 @@ large."""
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -15,15 +16,18 @@ from dfnas_pl.search.space_registry import search_space
 
 
 def random_like(reference: dict[str, Any], seed: int = 0, samples: int = 20000,
-                tolerance: float = 0.05) -> tuple[Any, int]:
+                tolerance: float = 0.05, exclude_reference: bool = False) -> tuple[Any, int]:
     """Choices and FLOPs of a random architecture in ``reference``'s space with FLOPs within ``tolerance``
-    (relative) of its FLOPs, or the closest of ``samples`` draws."""
+    (relative) of its FLOPs, or the closest of ``samples`` draws; ``exclude_reference``: never the reference
+    itself (a baseline for a search, whose own draws may come from the same seed)."""
     rng = random.Random(seed)
     space = search_space(reference["space"])
     sampler = space.sampler(reference["space_config"])
     best, best_gap, best_flops = None, float("inf"), 0
     for _ in range(min(samples, space.max_draws or samples)):
         choices = sampler.draw(rng)
+        if exclude_reference and json.loads(json.dumps(choices)) == reference["choices"]:
+            continue
         flops = sampler.flops(choices)
         if abs(flops - reference["flops"]) < best_gap:
             best, best_gap, best_flops = choices, abs(flops - reference["flops"]), flops

@@ -28,13 +28,15 @@ def toy_overrides(wandb=False) -> dict[str, list[str]]:
     }
 
 
-def toy_config(tmp_path, fmnist_root, wandb=False):
+def toy_config(tmp_path, fmnist_root, wandb=False, algorithms=("darts", "proxylessnas", "spos"),
+               export_unhealthy=True, random_baseline=True):
+    """Toy searches (two steps) cannot pass their health check: export them anyway unless a test says not."""
     run = tmp_path / "run"
     overrides = toy_overrides(wandb)
     overrides["retrain"] += ["--data.init_args.root", str(fmnist_root)]
     config = tmp_path / "pipeline.yaml"
-    config.write_text(json.dumps({"run_dir": str(run), "algorithms": ["darts", "proxylessnas", "spos"],
-                                  "overrides": overrides}))
+    config.write_text(json.dumps({"run_dir": str(run), "algorithms": list(algorithms), "overrides": overrides,
+                                  "export_unhealthy": export_unhealthy, "random_baseline": random_baseline}))
     return config, run
 
 
@@ -48,25 +50,45 @@ def test_pipeline_runs_every_stage_and_prints_the_table(tmp_path, fmnist_root):
         metrics = json.loads((run / "retrain" / algorithm / "metrics.json").read_text())
         assert metrics["flops"] == arch["flops"] and metrics["params"] == arch["params"]
         assert 0.0 <= metrics["test_top1"] <= 1.0 and metrics["algorithm"] == algorithm
-        assert f"| {algorithm} |" in out
-    assert "| algorithm | architecture | MFLOPs | K params | test top-1 |" in out
+        assert arch["health"]["verdict"] == "cannot choose" and arch["health"]["exported_anyway"]
+        # the random baseline: the same space, FLOPs within 5 % where the space has such a network
+        rand = json.loads((run / "random" / algorithm / "architecture.json").read_text())
+        assert rand["space"] == arch["space"] and rand["choices"] != arch["choices"]
+        assert (run / "retrain" / f"random_{algorithm}" / "metrics.json").exists()
+        assert f"| {algorithm} | cannot choose (exported anyway): " in out
+    assert "| algorithm | health | architecture | MFLOPs | K params | test top-1 | random, same FLOPs |" in out
     assert (run / "pipeline_results.md").read_text().count("\n") == 5
     spent = json.loads((run / "stage_seconds.json").read_text())
     assert sorted(spent) == sorted(["synthesis", *(f"{s} {a}" for s in ("search", "retrain")
-                                                   for a in ("darts", "proxylessnas", "spos"))])
+                                                   for a in ("darts", "proxylessnas", "spos")),
+                                    *(f"retrain random_{a}" for a in ("darts", "proxylessnas", "spos"))])
     assert all(seconds > 0 for seconds in spent.values())
 
     # W&B: one group for the whole pipeline run, a job type per stage, the results as artifacts
     group = json.loads((run / "wandb_group.json").read_text())["group"]
     runs = [summary(d) for d in sorted((run / "wandb").glob("offline-run-*"))]
-    assert len(runs) == 1 + 3 + 3 * 2  # synthesis, 3 searches, 3 x (retrain fit + test)
+    assert len(runs) == 1 + 3 + 6 * 2  # synthesis, 3 searches, (3 found + 3 random) x (retrain fit + test)
     assert {r["group"] for r in runs} == {group} and group in out
-    assert sorted(r["job_type"] for r in runs) == ["retrain"] * 6 + ["search"] * 3 + ["synthesize"]
+    assert sorted(r["job_type"] for r in runs) == ["retrain"] * 12 + ["search"] * 3 + ["synthesize"]
     artifacts = {a for r in runs for a in r["artifacts"]}
     assert ("synthetic-set", "dataset") in artifacts
     for algorithm in ("darts", "proxylessnas", "spos"):
         assert (f"architecture-{algorithm}", "architecture") in artifacts
         assert (f"retrained-{algorithm}", "result") in artifacts
+
+
+@pytest.mark.slow
+def test_a_search_that_cannot_choose_exports_nothing_and_the_table_says_so(tmp_path, fmnist_root):
+    """By default a toy search (two steps) is refused its export: the pipeline retrains nothing for it, goes on,
+    and its row gives the verdict and the numbers."""
+    config, run = toy_config(tmp_path, fmnist_root, algorithms=["spos"], export_unhealthy=False)
+    done = run_cli("pipeline", "--config", str(config), timeout=900)
+    assert "dfnas_pl: error: SPOS cannot choose: the supernet agrees with the teacher on" in done.stderr
+    assert not (run / "search" / "spos" / "architecture.json").exists() and not (run / "retrain").exists()
+    health = json.loads((run / "search" / "spos" / "health.json").read_text())
+    assert health["verdict"] == "cannot choose" and not health["exported_anyway"]
+    assert f"| spos | cannot choose: {health['level']:.0%} vs chance {health['chance']:.0%} | not exported |" \
+        in (run / "pipeline_results.md").read_text()
 
 
 def test_a_second_pipeline_on_the_same_run_dir_is_refused(tmp_path):
