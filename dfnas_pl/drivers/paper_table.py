@@ -136,8 +136,9 @@ class PaperTable(Pipeline):
         self._cli(f"search {algorithm} on {source}", "fit", self.search_configs[algorithm],
                   [*data, "--model.init_args.output_dir", str(out), "--trainer.default_root_dir", str(out),
                    "--trainer.callbacks.init_args.dirpath", str(ckpt), "--trainer.logger.init_args.save_dir",
-                   str(self.run), *self._resume(ckpt)], ["search", algorithm])
-        return out / "architecture.json"
+                   str(self.run), "--model.init_args.export_unhealthy", "true", *self._resume(ckpt)],
+                  ["search", algorithm])
+        return out / "architecture.json"  # a table measures what every search finds: its health is a column
 
     def random_architecture(self, algorithm: str, reference: Path) -> Path:
         out = self.run / "search" / algorithm / "random" / "architecture.json"
@@ -176,8 +177,8 @@ class PaperTable(Pipeline):
             for algorithm, archs in found.items():
                 for source in self.sources:
                     runs = [self.retrain_seed(algorithm, source, seed, archs[source]) for seed in self.seeds]
-                    rows.append(row(algorithm, source, self.labels[source], [100 * m["test_top1"] for m in runs],
-                                    runs[0]["flops"], runs[0]["params"]))
+                    rows.append({**row(algorithm, source, self.labels[source], [100 * m["test_top1"] for m in runs],
+                                       runs[0]["flops"], runs[0]["params"]), "health": health_of(archs[source])})
         self.write_table(rows)
         return rows
 
@@ -204,14 +205,14 @@ class PaperTable(Pipeline):
             entry = known.get(tuple(arch["choices"])) or trained[tuple(arch["choices"])]
             accs = [100 * entry["top1"][str(seed)] for seed in self.seeds]
             rows.append({**row(alg, src, self.labels[src], accs, entry["flops"], entry["params"]),
-                         "in_groundtruth": tuple(arch["choices"]) in known, "choices": " ".join(arch["choices"])})
+                         "health": health_of(found[alg][src]), "in_groundtruth": tuple(arch["choices"]) in known, "choices": " ".join(arch["choices"])})
         return rows
 
     def write_table(self, rows: list[dict]) -> None:
-        lines = ["| algorithm | search data | test top-1 (mean ± std) | seeds | MFLOPs | K params |",
-                 "|---|---|---:|---:|---:|---:|"]
+        lines = ["| algorithm | search data | test top-1 (mean ± std) | seeds | MFLOPs | K params | search health |",
+                 "|---|---|---:|---:|---:|---:|---|"]
         lines += [f"| {r['algorithm']} | {r['label']} | {r['mean']:.2f} ± {r['std']:.2f} | {r['seeds']} | "
-                  f"{r['mflops']:.2f} | {r['kparams']:.1f} |" for r in rows]
+                  f"{r['mflops']:.2f} | {r['kparams']:.1f} | {r['health']} |" for r in rows]
         if self.groundtruth is not None:  # which architecture each search found, on the ground truth's scale
             lines[0] += " architecture | in the ground truth |"
             lines[1] += "---|---|"
@@ -232,6 +233,13 @@ class PaperTable(Pipeline):
         atomic_write_bytes(table.with_suffix(".csv"), buf.getvalue().encode())
         plot(table.with_suffix(".png"), rows)
         print("\n" + "\n".join(lines) + f"\n\nTable: {table.with_suffix('.md')} (.csv, .png)")
+
+
+def health_of(architecture: Path) -> str:
+    """The search's health verdict with its level and chance (dfnas_pl/search/health.py); "-" for the random
+    baseline and for searches made before the check existed."""
+    h = json.loads(Path(architecture).read_text()).get("health")
+    return "-" if not h else f"{h['verdict']}: {h['level']:.0%} vs chance {h['chance']:.0%}"
 
 
 def row(algorithm: str, source: str, label: str, accs: list[float], flops: float, params: float) -> dict:

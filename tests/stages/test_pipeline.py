@@ -8,15 +8,17 @@ from tests.conftest import lock_held_by_another_process, run_cli
 from tests.wandb_records import summary
 
 
-def toy_overrides(wandb=False) -> dict[str, list[str]]:
-    """Per-stage pipeline overrides that make every stage a few seconds' work."""
+def toy_overrides(wandb=False, export_unhealthy=True) -> dict[str, list[str]]:
+    """Per-stage pipeline overrides that make every stage a few seconds' work. Two search steps cannot pass a
+    search's health check: the searches export anyway unless a test says not."""
     quiet = ([] if wandb else ["--trainer.logger", "false"]) + ["--trainer.enable_progress_bar", "false"]
+    unhealthy = ["--model.init_args.export_unhealthy", "true"] if export_unhealthy else []
     return {
         "synthesis": ["--data.init_args.images_per_class", "1", "--data.init_args.batch_size", "10",
                       "--model.init_args.iterations", "5", "--model.init_args.warmup_iterations", "2",
                       "--model.init_args.quality_gate", "false", *quiet],
         "search": ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches",
-                   "1", "--data.init_args.batch_size", "4", "--data.init_args.val_fraction", "0.5", *quiet],
+                   "1", "--data.init_args.batch_size", "4", "--data.init_args.val_fraction", "0.5", *unhealthy, *quiet],
         "darts": ["--model.init_args.space.channels", "4", "--model.init_args.space.layers", "3"],
         "proxylessnas": ["--model.init_args.space.stage_channels", "[8, 16, 16]", "--model.init_args.warmup_epochs",
                          "0"],
@@ -30,9 +32,9 @@ def toy_overrides(wandb=False) -> dict[str, list[str]]:
 
 def toy_config(tmp_path, fmnist_root, wandb=False, algorithms=("darts", "proxylessnas", "spos"),
                export_unhealthy=True, random_baseline=True):
-    """Toy searches (two steps) cannot pass their health check: export them anyway unless a test says not."""
+    """The pipeline's own export_unhealthy setting (not the per-search override) lets the toy searches export."""
     run = tmp_path / "run"
-    overrides = toy_overrides(wandb)
+    overrides = toy_overrides(wandb, export_unhealthy=False)
     overrides["retrain"] += ["--data.init_args.root", str(fmnist_root)]
     config = tmp_path / "pipeline.yaml"
     config.write_text(json.dumps({"run_dir": str(run), "algorithms": list(algorithms), "overrides": overrides,

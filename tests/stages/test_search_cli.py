@@ -15,6 +15,7 @@ from tests.conftest import REPO, lock_held_by_another_process, run_cli
 from tests.wandb_records import summary
 
 ALGORITHMS = search_algorithms()
+UNHEALTHY = ["--model.init_args.export_unhealthy", "true"]  # a few toy steps cannot pass the health check
 TINY = {  # toy sizes of the shipped configs (an algorithm without an entry runs its config as it is)
     "darts": ["--model.init_args.space.channels", "4", "--model.init_args.space.layers", "3"],
     "proxylessnas": ["--model.init_args.space.stage_channels", "[8, 16, 16]", "--model.init_args.warmup_epochs", "0"],
@@ -30,7 +31,7 @@ def search_args(algorithm, out, synthetic, epochs=2, batches=2, *extra):
             "--trainer.callbacks.init_args.dirpath", str(out / "checkpoints"), "--trainer.logger", "false",
             "--trainer.default_root_dir", str(out), "--trainer.max_epochs", str(epochs),
             "--trainer.limit_train_batches", str(batches), "--trainer.limit_val_batches", "1", *TINY.get(algorithm, []),
-            *extra]
+            *UNHEALTHY, *extra]
 
 
 def test_every_registered_algorithm_has_its_module_and_a_config_that_names_it():

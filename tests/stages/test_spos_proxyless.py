@@ -70,7 +70,7 @@ def small_trainer(tmp_path, epochs=1, batches=2, **kw):
 
 def test_spos_search_exports_a_feasible_architecture_and_resumes_its_evolution(tmp_path, synthetic_set):
     kwargs = dict(space=SMALL_SHUFFLE, output_dir=str(tmp_path / "spos"), population=4, generations=2, top_k=2,
-                  bn_recalibration_batches=1, score_batches=1)
+                  bn_recalibration_batches=1, score_batches=1, export_unhealthy=True)
     probe = SPOSSearch(**kwargs)
     limit = (probe.path_flops(probe.cheapest()) + 0.6 * (max(probe.path_flops((3,) * 3), 1) -
                                                          probe.path_flops(probe.cheapest()))) / 1e6
@@ -107,7 +107,7 @@ def test_spos_stopped_by_max_steps_still_evolves_and_exports(tmp_path, synthetic
     """The ImageNet config counts steps (max_steps 150,000, max_epochs -1): no epoch ends as the last one,
     so the evolution must run when training stops."""
     model = SPOSSearch(space=SMALL_SHUFFLE, output_dir=str(tmp_path / "spos"), population=2, generations=1, top_k=1,
-                       bn_recalibration_batches=1, score_batches=1)
+                       bn_recalibration_batches=1, score_batches=1, export_unhealthy=True)
     data = SearchDataModule(source="synthetic", path=str(synthetic_set), batch_size=4)
     L.Trainer(max_steps=2, max_epochs=-1, accelerator="cpu", logger=False, enable_checkpointing=False,
               enable_progress_bar=False, limit_val_batches=0, default_root_dir=str(tmp_path)).fit(model, datamodule=data)
@@ -178,7 +178,7 @@ def test_proxyless_flops_target_only_penalises_the_excess(tmp_path):
 
 
 def test_proxyless_search_exports_the_most_probable_path(tmp_path, synthetic_set):
-    model = ProxylessSearch(space=SMALL_MOBILE, output_dir=str(tmp_path / "px"))
+    model = ProxylessSearch(space=SMALL_MOBILE, output_dir=str(tmp_path / "px"), export_unhealthy=True)  # toy
     data = SearchDataModule(source="synthetic", path=str(synthetic_set), batch_size=8)
     small_trainer(tmp_path, epochs=2).fit(model, datamodule=data)
     arch = json.loads((tmp_path / "px" / "architecture.json").read_text())

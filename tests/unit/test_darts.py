@@ -96,7 +96,7 @@ def test_search_writes_an_architecture_that_rebuilds_with_its_flops_and_params(t
     from dfnas_pl.data.search_data import SearchDataModule
 
     cfg = DartsSpaceConfig(channels=4, layers=3)
-    model = DartsSearch(space=cfg, output_dir=str(tmp_path / "darts"))
+    model = DartsSearch(space=cfg, output_dir=str(tmp_path / "darts"), export_unhealthy=True)  # toy: 2 steps
     data = SearchDataModule(source="synthetic", path=str(synthetic_set), batch_size=8)
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, limit_train_batches=2, limit_val_batches=1)
@@ -158,6 +158,7 @@ def test_the_guard_is_applied_to_the_export_and_the_collapse_is_recorded(tmp_pat
     from dfnas_pl.data.search_data import SearchDataModule
 
     model = DartsSearch(space=DartsSpaceConfig(channels=4, layers=3), output_dir=str(tmp_path / "darts"),
+                        export_unhealthy=True,
                         max_parameter_free_normal=0)
     L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
               limit_train_batches=2, limit_val_batches=1).fit(
