@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -68,6 +68,12 @@ class DartsSearch(SearchHooks, L.LightningModule):
             parameter-free ops (skip, pools) in the exported normal cell; the weakest extra ones take
             their edge's strongest parametric op. null: the plain DARTS rule. The collapse itself
             (parameter-free ops of the unguarded normal cell, alpha entropy) is logged every epoch.
+        selection: how the exported cell is read off the trained supernet. ``alpha``: the DARTS rule on the
+            architecture weights (per edge the largest weight, per node the two strongest edges). ``perturbation``:
+            the same rule on each op's measured importance, the rise of the supernet's search-val loss when that
+            op alone is taken out of its edge (Wang et al., "Rethinking architecture selection in differentiable
+            NAS", ICLR 2021: alpha magnitudes need not say which op the supernet relies on, and favour
+            parameter-free ops). Which to ship: studies/darts_selection/README.md.
         export_unhealthy: export even when the health check finds that the supernet has not learned (its
             search-val agreement with the current architecture weights against chance;
             dfnas_pl/search/health.py); recorded in architecture.json.
@@ -79,7 +85,8 @@ class DartsSearch(SearchHooks, L.LightningModule):
                  w_lr_min: float = 0.001, w_momentum: float = 0.9, w_weight_decay: float = 3e-4,
                  w_grad_clip: float = 5.0, alpha_lr: float = 3e-4, alpha_betas: Sequence[float] = (0.5, 0.999),
                  alpha_weight_decay: float = 1e-3, hessian_eps: float = 0.01, output_dir: str = "runs/fmnist/search/darts",
-                 seed: int = 0, max_parameter_free_normal: int | None = None, export_unhealthy: bool = False) -> None:
+                 seed: int = 0, max_parameter_free_normal: int | None = None,
+                 selection: Literal["alpha", "perturbation"] = "alpha", export_unhealthy: bool = False) -> None:
         super().__init__()
         check_all([("temperature", temperature, 0, None, True), ("image_size", image_size, 1, None),
                    ("w_lr", w_lr, 0, None, True), ("w_lr_min", w_lr_min, 0, w_lr), ("w_momentum", w_momentum, 0, 1),
@@ -209,10 +216,44 @@ class DartsSearch(SearchHooks, L.LightningModule):
         self.log("search/val_loss", self.objective(logits, targets), prog_bar=True)
         self.log("search/val_agreement", self.objective.agreement(logits, targets), prog_bar=True)
 
-    def genotype(self) -> dict[str, list[list[tuple[str, int]]]]:
-        normal, reduce = self.arch_weights()
+    def genotype(self, scores: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, list[list[tuple[str, int]]]]:
+        """The cell the DARTS rule reads off ``scores`` per [edge, op] (default: the architecture weights)."""
+        normal, reduce = self.arch_weights() if scores is None else scores
         return {"normal": derive_genotype(normal, self.space, self.hparams.max_parameter_free_normal),
                 "reduce": derive_genotype(reduce, self.space)}
+
+    @torch.no_grad()
+    def perturbation_importance(self, val_batches) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per cell type, [edge, op]: the rise of the supernet's search-val loss (the search objective, running
+        BN statistics) when that op's weight on that edge is set to 0, every other weight as trained. A loss,
+        not top-1: on a few hundred images a continuous score separates ops that accuracy ties."""
+        was_training = self.supernet.training
+        self.supernet.eval()
+        batches = [(b[0].to(self.device), self.objective.targets([t.to(self.device) if torch.is_tensor(t) else t
+                                                                   for t in b])) for b in val_batches]
+
+        def loss(normal: torch.Tensor, reduce: torch.Tensor) -> float:
+            total = sum(float(self.objective(self.supernet(x, normal, reduce), t)) * len(x) for x, t in batches)
+            return total / sum(len(x) for x, _ in batches)
+
+        weights = [w.detach() for w in self.arch_weights()]
+        base = loss(*weights)
+        importance = []
+        for cell in range(2):
+            if cell == 1 and not any(c.reduction for c in self.supernet.cells):
+                importance.append(torch.zeros_like(weights[1]))
+                continue
+            rows = torch.zeros_like(weights[cell])
+            for e in range(rows.shape[0]):
+                for k, op in enumerate(self.space.primitives):
+                    if op == "none":
+                        continue
+                    w = [x.clone() for x in weights]
+                    w[cell][e, k] = 0.0
+                    rows[e, k] = loss(*w) - base
+            importance.append(rows)
+        self.supernet.train(was_training)
+        return importance[0], importance[1]
 
     def collapse(self) -> dict[str, float]:
         """How far the search has collapsed: parameter-free ops in the normal cell the plain DARTS rule
@@ -253,9 +294,17 @@ class DartsSearch(SearchHooks, L.LightningModule):
         ranks = assert_same_on_all_ranks(self.trainer, torch.cat([a.flatten() for a in self.alphas()]),
                                          "DARTS architecture parameters")
         health = self.health()
+        extra: dict[str, Any] = {"selection": self.hparams.selection}
+        genotype = self.genotype()
+        if self.hparams.selection == "perturbation":
+            importance = self.perturbation_importance(self.trainer.datamodule.scoring_loaders()[1])
+            genotype = self.genotype(importance)
+            extra.update(importance={"normal": importance[0].tolist(), "reduce": importance[1].tolist()},
+                         alpha_genotype=self.genotype(),
+                         parameter_free_normal_exported=count_parameter_free(genotype["normal"]))
         if self.trainer.is_global_zero:
             record = write_architecture(self.output_dir / "architecture.json", "darts", "darts", self.space,
-                                        self.hparams.image_size, self.genotype(), health=health,
+                                        self.hparams.image_size, genotype, health=health, **extra,
                                         alphas={"normal": self.arch_weights()[0].tolist(),
                                                 "reduce": self.arch_weights()[1].tolist()},
                                         unrolled=self.hparams.unrolled, epochs=self.current_epoch + 1,
