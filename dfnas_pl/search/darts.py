@@ -70,10 +70,12 @@ class DartsSearch(SearchHooks, L.LightningModule):
             (parameter-free ops of the unguarded normal cell, alpha entropy) is logged every epoch.
         selection: how the exported cell is read off the trained supernet. ``alpha``: the DARTS rule on the
             architecture weights (per edge the largest weight, per node the two strongest edges). ``perturbation``:
-            the same rule on each op's measured importance, the rise of the supernet's search-val loss when that
-            op alone is taken out of its edge (Wang et al., "Rethinking architecture selection in differentiable
-            NAS", ICLR 2021: alpha magnitudes need not say which op the supernet relies on, and favour
-            parameter-free ops). Which to ship: studies/darts_selection/README.md.
+            the same rule on each op's importance, the rise of the supernet's search-val loss when that op alone
+            is taken out of its edge (Wang et al., "Rethinking architecture selection in differentiable NAS",
+            ICLR 2021: alpha magnitudes need not say which op the supernet relies on, and favour parameter-free
+            ops), estimated to first order from one backward pass (``-w * dL/dw``); ``perturbation_exact``
+            measures each removal with a forward pass of its own (edges x ops x 2 passes: minutes at the
+            shipped size, where the estimate takes a second). Which to ship: studies/darts_selection/README.md.
         export_unhealthy: export even when the health check finds that the supernet has not learned (its
             search-val agreement with the current architecture weights against chance;
             dfnas_pl/search/health.py); recorded in architecture.json.
@@ -86,7 +88,8 @@ class DartsSearch(SearchHooks, L.LightningModule):
                  w_grad_clip: float = 5.0, alpha_lr: float = 3e-4, alpha_betas: Sequence[float] = (0.5, 0.999),
                  alpha_weight_decay: float = 1e-3, hessian_eps: float = 0.01, output_dir: str = "runs/fmnist/search/darts",
                  seed: int = 0, max_parameter_free_normal: int | None = None,
-                 selection: Literal["alpha", "perturbation"] = "alpha", export_unhealthy: bool = False) -> None:
+                 selection: Literal["alpha", "perturbation", "perturbation_exact"] = "alpha",
+                 export_unhealthy: bool = False) -> None:
         super().__init__()
         check_all([("temperature", temperature, 0, None, True), ("image_size", image_size, 1, None),
                    ("w_lr", w_lr, 0, None, True), ("w_lr_min", w_lr_min, 0, w_lr), ("w_momentum", w_momentum, 0, 1),
@@ -222,21 +225,39 @@ class DartsSearch(SearchHooks, L.LightningModule):
         return {"normal": derive_genotype(normal, self.space, self.hparams.max_parameter_free_normal),
                 "reduce": derive_genotype(reduce, self.space)}
 
-    @torch.no_grad()
-    def perturbation_importance(self, val_batches) -> tuple[torch.Tensor, torch.Tensor]:
+    def perturbation_importance(self, val_batches, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Per cell type, [edge, op]: the rise of the supernet's search-val loss (the search objective, running
         BN statistics) when that op's weight on that edge is set to 0, every other weight as trained. A loss,
-        not top-1: on a few hundred images a continuous score separates ops that accuracy ties."""
+        not top-1: on a few hundred images a continuous score separates ops that accuracy ties. ``exact``:
+        each removal measured by a forward pass; else its first-order estimate ``-w * dL/dw`` from one
+        backward pass over the same images."""
         was_training = self.supernet.training
         self.supernet.eval()
         batches = [(b[0].to(self.device), self.objective.targets([t.to(self.device) if torch.is_tensor(t) else t
                                                                    for t in b])) for b in val_batches]
+        count = sum(len(x) for x, _ in batches)
+        weights = [w.detach() for w in self.arch_weights()]
+        if not exact:
+            probe = [w.clone().requires_grad_(True) for w in weights]
+            with torch.enable_grad():
+                total = sum(self.objective(self.supernet(x, *probe), t) * len(x) / count for x, t in batches)
+                grads = torch.autograd.grad(total, probe, allow_unused=True)
+            self.supernet.train(was_training)
+            none = [k for k, op in enumerate(self.space.primitives) if op == "none"]
+            out = []
+            for w, g in zip(weights, grads):
+                rows = torch.zeros_like(w) if g is None else -(w * g).detach()
+                rows[:, none] = 0.0
+                out.append(rows)
+            return out[0], out[1]
+        return self._exact_importance(batches, weights, was_training)
 
+    @torch.no_grad()
+    def _exact_importance(self, batches, weights, was_training) -> tuple[torch.Tensor, torch.Tensor]:
         def loss(normal: torch.Tensor, reduce: torch.Tensor) -> float:
             total = sum(float(self.objective(self.supernet(x, normal, reduce), t)) * len(x) for x, t in batches)
             return total / sum(len(x) for x, _ in batches)
 
-        weights = [w.detach() for w in self.arch_weights()]
         base = loss(*weights)
         importance = []
         for cell in range(2):
@@ -296,8 +317,9 @@ class DartsSearch(SearchHooks, L.LightningModule):
         health = self.health()
         extra: dict[str, Any] = {"selection": self.hparams.selection}
         genotype = self.genotype()
-        if self.hparams.selection == "perturbation":
-            importance = self.perturbation_importance(self.trainer.datamodule.scoring_loaders()[1])
+        if self.hparams.selection != "alpha":
+            importance = self.perturbation_importance(self.trainer.datamodule.scoring_loaders()[1],
+                                                      exact=self.hparams.selection == "perturbation_exact")
             genotype = self.genotype(importance)
             extra.update(importance={"normal": importance[0].tolist(), "reduce": importance[1].tolist()},
                          alpha_genotype=self.genotype(),

@@ -3,8 +3,8 @@
 For each algorithm's shipped config (the ones `make run` uses, or the macro ones with ``--macro``), each budget
 (``--trainer.max_epochs``) and each search seed: one search on the shipped synthetic set, exactly as the
 pipeline runs it, but exporting whatever its health (``export_unhealthy``) so that every budget has a record.
-DARTS searches with ``selection: perturbation``, so one search exports both the alpha rule's cell and the
-perturbation cell (``architecture.json``: ``alpha_genotype``) for studies/darts_selection.
+DARTS searches with ``selection: perturbation`` (the first-order estimate), so one search exports both the alpha
+rule's cell and the perturbation cell (``architecture.json``: ``alpha_genotype``) for studies/darts_selection.
 
     python studies/search_health/run.py --synthetic runs/fmnist/synthetic --algorithms spos --epochs 40 80 160
 
@@ -72,8 +72,9 @@ def table(records: list[dict], tag: str) -> str:
         h = [r["health"] for r in rs]
         ratio = [x["spread"] / x["noise"] for x in h if x.get("spread") is not None]
         ratio_s = " / ".join(f"{v:.1f}" for v in ratio) if ratio else "-"
+        levels = " / ".join(f"{x['level']:.2f}" for x in h)
         lines.append(f"| {alg} | {ep} | {len(rs)} | {statistics.median(x['level'] for x in h):.2f} "
-                     f"({' / '.join(f'{x['level']:.2f}' for x in h)}) | {h[0]['chance']:.2f} | "
+                     f"({levels}) | {h[0]['chance']:.2f} | "
                      f"{h[0]['level_floor']:.2f} | {ratio_s} | {sum(x['can_choose'] for x in h)} / {len(h)} | "
                      f"{statistics.mean(r['seconds'] for r in rs):.0f} |")
     return "\n".join(lines)
