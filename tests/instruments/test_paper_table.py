@@ -43,6 +43,8 @@ def test_random_baseline_reaches_a_reference_in_the_tail_of_the_flops_distributi
 def test_paper_table_at_toy_size(tmp_path, fmnist_root):
     config, run = toy_config(tmp_path, fmnist_root)
     cfg = json.loads(config.read_text())
+    for key in ("export_unhealthy", "random_baseline"):  # the pipeline's; the paper table's searches always export
+        cfg.pop(key)
     cfg.update(algorithms=["spos"], seeds=[0, 1], search_images=20,
                synthetic_args=["--model.init_args.label_calibration", "true", "--model.init_args.regional_update", "zoom"])
     config.write_text(json.dumps(cfg))
@@ -57,6 +59,7 @@ def test_paper_table_at_toy_size(tmp_path, fmnist_root):
     assert real["algorithm"] == "spos"
     assert json.loads((run / "search" / "spos" / "random" / "architecture.json").read_text())["algorithm"] == "random"
     assert (run / "paper_table.png").stat().st_size > 0 and "(e) random architecture" in out
+    assert "| search health |" in out and "| spos | (c) plain inversion |" in out and "cannot choose" in out
     spent = json.loads((run / "stage_seconds.json").read_text())
     assert len([s for s in spent if s.startswith("retrain spos/")]) == 5 * 2 and len(spent) == 2 + 4 + 10
     table = (run / "paper_table.md").read_text()
