@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -33,8 +34,9 @@ MACRO = {"spos": "experiments/fmnist/search_spos_macro.yaml",
          "proxylessnas": "experiments/fmnist/search_proxylessnas_macro.yaml"}
 
 
-def search(algorithm: str, config: str, synthetic: str, epochs: int, seed: int, run: Path, tag: str) -> dict:
-    name = f"{tag}{algorithm}_e{epochs}_s{seed}"
+def search(algorithm: str, config: str, synthetic: str, epochs: int, seed: int, run: Path, tag: str,
+           search_args: list[str] = (), variant: str = "") -> dict:
+    name = f"{tag}{algorithm}_e{epochs}_s{seed}{'_' + variant if variant else ''}"
     record = HERE / "records" / f"{name}.json"
     if record.exists():
         return json.loads(record.read_text())
@@ -44,7 +46,7 @@ def search(algorithm: str, config: str, synthetic: str, epochs: int, seed: int, 
             "--seed_everything", str(seed), "--model.init_args.seed", str(seed),
             "--model.init_args.output_dir", str(out), "--model.init_args.export_unhealthy", "true",
             "--trainer.default_root_dir", str(out), "--trainer.callbacks.init_args.dirpath", str(out / "checkpoints"),
-            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", *extra]
+            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", *extra, *search_args]
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     with open(out / "search.log", "ab") as log:
@@ -53,7 +55,8 @@ def search(algorithm: str, config: str, synthetic: str, epochs: int, seed: int, 
         raise SystemExit(f"The {name} search failed (exit {code}); see {out / 'search.log'}.")
     arch = json.loads((out / "architecture.json").read_text())
     ckpt = json.loads((out / "health.json").read_text())
-    rec = {"algorithm": algorithm, "config": config, "epochs": epochs, "seed": seed, "health": ckpt,
+    rec = {"algorithm": algorithm, "config": config, "epochs": epochs, "seed": seed, "variant": variant,
+           "search_args": list(search_args), "health": ckpt,
            "choices": arch["choices"], "flops": arch["flops"], "params": arch["params"],
            **({"alpha_genotype": arch["alpha_genotype"], "importance": arch["importance"]} if "importance" in arch
               else {}),
@@ -66,14 +69,14 @@ def search(algorithm: str, config: str, synthetic: str, epochs: int, seed: int, 
 def table(records: list[dict], tag: str) -> str:
     lines = ["| algorithm | epochs | seeds | level (median over seeds) | chance | floor | spread / noise | "
              "passes | search seconds (mean) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    keys = sorted({(r["algorithm"], r["epochs"]) for r in records})
-    for alg, ep in keys:
-        rs = [r for r in records if (r["algorithm"], r["epochs"]) == (alg, ep)]
+    keys = sorted({(r["algorithm"], r["epochs"], r.get("variant", "")) for r in records})
+    for alg, ep, variant in keys:
+        rs = [r for r in records if (r["algorithm"], r["epochs"], r.get("variant", "")) == (alg, ep, variant)]
         h = [r["health"] for r in rs]
         ratio = [x["spread"] / x["noise"] for x in h if x.get("spread") is not None]
         ratio_s = " / ".join(f"{v:.1f}" for v in ratio) if ratio else "-"
         levels = " / ".join(f"{x['level']:.2f}" for x in h)
-        lines.append(f"| {alg} | {ep} | {len(rs)} | {statistics.median(x['level'] for x in h):.2f} "
+        lines.append(f"| {alg}{' (' + variant + ')' if variant else ''} | {ep} | {len(rs)} | {statistics.median(x['level'] for x in h):.2f} "
                      f"({levels}) | {h[0]['chance']:.2f} | "
                      f"{h[0]['level_floor']:.2f} | {ratio_s} | {sum(x['can_choose'] for x in h)} / {len(h)} | "
                      f"{statistics.mean(r['seconds'] for r in rs):.0f} |")
@@ -111,15 +114,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--macro", action="store_true", help="the macro search configs instead of make run's")
     p.add_argument("--run_dir", default="runs/search_health")
+    p.add_argument("--search_args", type=shlex.split, default=[],
+                   help="extra search CLI arguments, one quoted string (give them a --variant name)")
+    p.add_argument("--variant", default="", help="name of the --search_args setting in the records and the table")
     p.add_argument("--table_only", action="store_true", help="rewrite the table and plot from the records")
     a = p.parse_args(argv)
+    if a.search_args and not a.variant:
+        raise SystemExit("--search_args change the search: name them with --variant, so their records stay apart.")
     tag = "macro_" if a.macro else ""
     if not a.table_only:
         for alg in a.algorithms:
             config = (MACRO if a.macro else CONFIGS)[alg]
             for ep in a.epochs:
                 for seed in a.seeds:
-                    rec = search(alg, config, a.synthetic, ep, seed, Path(a.run_dir), tag)
+                    rec = search(alg, config, a.synthetic, ep, seed, Path(a.run_dir), tag, a.search_args, a.variant)
                     h = rec["health"]
                     print(f"{tag}{alg} {ep} epochs seed {seed}: {h['verdict']} (level {h['level']:.2f}, floor "
                           f"{h['level_floor']:.2f}, spread/noise "
