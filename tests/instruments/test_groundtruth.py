@@ -190,3 +190,30 @@ def test_a_data_argument_added_since_at_its_default_keeps_the_records(tmp_path):
     subset = driver_from_args(GroundTruth, [*args, "--data.init_args.train_images", "500"], "groundtruth")
     with pytest.raises(ValueError, match="other settings.*train_images"):
         subset.check_settings()
+
+
+def test_uniform_architectures_are_appended_and_a_smaller_count_reads_a_prefix(tmp_path):
+    """selection.uniform: draws from the whole space after the stratified ones; raising it keeps every existing
+    id's choices (records stay valid), and the settings check lets the count move either way, nothing else."""
+    from dfnas_pl.drivers.commands import driver_from_args
+    from dfnas_pl.drivers.groundtruth import GroundTruth
+
+    space = {**TINY_SPACE, "stage_channels": [32, 64, 128], "stage_layers": [2, 2, 2]}
+    base = dict(stratified=6, median_band=2, pool=3000, seed=1)
+    plain = select_architectures(space, Selection(**base))["architectures"]
+    small = select_architectures(space, Selection(**base, uniform=5))["architectures"]
+    large = select_architectures(space, Selection(**base, uniform=12))["architectures"]
+    assert [a["choices"] for a in small[:8]] == [a["choices"] for a in plain]
+    assert [a["choices"] for a in large[:13]] == [a["choices"] for a in small]  # appended, not redrawn
+    assert [a["stratum"] for a in large[8:]] == ["uniform"] * 12 and len({tuple(a["choices"]) for a in large}) == 20
+    assert [a["id"] for a in large[-2:]] == ["a18", "a19"]
+
+    args = ["--config", "studies/macro_groundtruth/groundtruth_macro_uniform.yaml", "--work_dir", str(tmp_path / "w"),
+            "--output", str(tmp_path / "gt.json")]
+    driver_from_args(GroundTruth, args, "groundtruth").check_settings()  # made with 32
+    driver_from_args(GroundTruth, [*args, "--selection.uniform", "0"], "groundtruth").check_settings()  # a prefix
+    assert json.loads((tmp_path / "w" / "settings.json").read_text())["selection"]["uniform"] == 32  # not lowered
+    driver_from_args(GroundTruth, [*args, "--selection.uniform", "40"], "groundtruth").check_settings()
+    assert json.loads((tmp_path / "w" / "settings.json").read_text())["selection"]["uniform"] == 40
+    with pytest.raises(ValueError, match="other settings.*selection.seed"):
+        driver_from_args(GroundTruth, [*args, "--selection.seed", "5"], "groundtruth").check_settings()
