@@ -8,7 +8,8 @@ exactly what the search relies on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from itertools import islice
 
 import torch
@@ -57,19 +58,26 @@ def reference_labels(val_batches: Iterable, teacher: nn.Module | None = None,
     return torch.cat(refs) if refs else torch.zeros(0, dtype=torch.long)
 
 
-def score_paths(supernet: nn.Module, paths: Sequence[Sequence[int]], bn_loader: Iterable, val_loader: Iterable,
-                bn_batches: int | None, score_batches: int | None, teacher: nn.Module | None = None,
-                device: torch.device | str = "cpu") -> list[float]:
-    """``score_path`` for each path, with the supernet's BN statistics, momenta and mode restored after: for a
-    search that scores paths of a supernet it goes on using (the health check of a gradient search)."""
+@contextmanager
+def batchnorm_state_kept(supernet: nn.Module) -> Iterator[None]:
+    """Scoring recalibrates BN statistics and momenta per path; this puts the trained ones (and the mode) back."""
     saved = {k: v.clone() for k, v in supernet.state_dict().items() if "running" in k or "num_batches" in k}
     momenta = {m: m.momentum for m in batchnorms(supernet)}
     was_training = supernet.training
     try:
-        return [score_path(supernet, p, first(bn_loader, bn_batches), first(val_loader, score_batches), teacher, device)
-                for p in paths]
+        yield
     finally:
         supernet.load_state_dict({**supernet.state_dict(), **saved})
         for m, momentum in momenta.items():
             m.momentum = momentum
         supernet.train(was_training)
+
+
+def score_paths(supernet: nn.Module, paths: Sequence[Sequence[int]], bn_loader: Iterable, val_loader: Iterable,
+                bn_batches: int | None, score_batches: int | None, teacher: nn.Module | None = None,
+                device: torch.device | str = "cpu") -> list[float]:
+    """``score_path`` for each path, the supernet's BN state restored after: for a search that scores paths of a
+    supernet it goes on using (the health check of a gradient search)."""
+    with batchnorm_state_kept(supernet):
+        return [score_path(supernet, p, first(bn_loader, bn_batches), first(val_loader, score_batches), teacher, device)
+                for p in paths]

@@ -19,7 +19,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import nn
 
 from dfnas_pl.losses import TeacherTargets
 from dfnas_pl.search.consistency import assert_same_on_all_ranks
@@ -29,7 +28,7 @@ from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
 from dfnas_pl.search.plots import line_plot
 from dfnas_pl.search.registry import register_search_algorithm
-from dfnas_pl.search.scoring import first, reference_labels, score_path
+from dfnas_pl.search.scoring import batchnorm_state_kept, first, reference_labels, score_path
 from dfnas_pl.teachers.loading import TeacherSource
 from dfnas_pl.utils.io import atomic_torch_save, atomic_write_json
 from dfnas_pl.utils.settings import check_all
@@ -195,10 +194,6 @@ class SPOSSearch(SearchHooks, L.LightningModule):
                 atomic_torch_save(weights_file, self.supernet.state_dict())
                 state_file.unlink(missing_ok=True)
             self.trainer.strategy.barrier("spos-evolution-start")
-        saved_buffers = {k: v.clone() for k, v in self.supernet.state_dict().items() if "running" in k or
-                         "num_batches" in k}
-        momenta = {m: m.momentum for m in self.supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
-
         self.references = reference_labels(first(val_loader, hp.score_batches), self.objective.teacher, self.device)
         self.health = None
 
@@ -223,12 +218,8 @@ class SPOSSearch(SearchHooks, L.LightningModule):
             if self.health is None:  # before any later generation reads the scores: stop here if they are noise
                 self.health = self.first_generation_health(state)
 
-        try:
+        with batchnorm_state_kept(self.supernet):
             best = search.run(lambda c: self.fitness(c, train_loader, val_loader), on_generation)
-        finally:
-            self.supernet.load_state_dict({**self.supernet.state_dict(), **saved_buffers})
-            for m, momentum in momenta.items():
-                m.momentum = momentum
         self.evolution_state = search.state
         self.ranks_agreeing = assert_same_on_all_ranks(self.trainer, torch.tensor(best), "SPOS evolution result")
         return best
