@@ -122,7 +122,7 @@ def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
     start = time.time()
     scores = {scored_on: score_all(unit, weights, scored_on) for scored_on in unit["scored_on"]}
     record = {"space": unit["space"], "source": unit["source"], "seed": unit["seed"], "steps": unit["steps"],
-              "scores": scores, "train_seconds": round(train_seconds, 1),
+              "scorer": unit.get("scorer", "top1"), "scores": scores, "train_seconds": round(train_seconds, 1),
               "score_seconds": round(time.time() - start, 1)}
     atomic_write_json(unit["score_file"], record)
     return record
@@ -135,7 +135,7 @@ def score_all(unit: dict[str, Any], weights: Path, scored_on: str) -> dict[str, 
 
     from dfnas_pl.data.search_data import SearchDataModule
     from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
-    from dfnas_pl.search.scoring import first, score_path
+    from dfnas_pl.search.scoring import ScoringSet, first, score_path
     from dfnas_pl.teachers.loading import load_teacher
 
     cfg = LayerwiseSpaceConfig.from_dict(unit["space_config"])
@@ -155,11 +155,12 @@ def score_all(unit: dict[str, Any], weights: Path, scored_on: str) -> dict[str, 
     teacher = None if source == "real" else load_teacher(unit["teacher"]).model.eval()
     bn_batches = trained["bn_recalibration_batches"]
     val_batches = math.ceil(unit["score_images"] / d["batch_size"]) if unit["score_images"] else None
+    scoring = ScoringSet(first(val_loader, val_batches), teacher, trained.get("temperature", 1.0))
     scores = {}
     for arch in unit["architectures"]:
         path = [names.index(c) for names, c in zip(supernet.choice_names, arch["choices"])]
-        scores[arch["id"]] = score_path(supernet, path, first(bn_loader, bn_batches),
-                                        first(val_loader, val_batches), teacher)
+        scores[arch["id"]] = score_path(supernet, path, first(bn_loader, bn_batches), scoring,
+                                        unit.get("scorer", "top1")).score
     return scores
 
 
@@ -189,7 +190,8 @@ class RankFidelity:
             run_dir: synthetic sets, supernets, logs
             table_dir: score files per unit, <table_name>.md/.csv/.json and the scatter plots
             spaces: per space: name, groundtruth (JSON), train_config (search YAML), overrides (CLI args), teacher
-                (labels synthetic/noise data when scoring; default: the train config's)
+                (labels synthetic/noise data when scoring; default: the train config's), scorer (default: the
+                train config's, as the search scores)
             sources: real_<count>, real_full, noise, or a name in synthetic_sets
             seeds: supernet seeds per source
             supernet_steps: training steps of every supernet (equal budget)
@@ -296,6 +298,8 @@ class RankFidelity:
                         "score_file": str(self.score_file(space["name"], source, seed, steps)),
                         "scored_on": [source, *partners], "sets": sets, "real_data": self.real_data,
                         "noise_images": self.noise_images, "score_images": self.score_images,
+                        # the search's own scorer unless the space names one: the instrument scores as the search does
+                        "scorer": space.get("scorer", model_args.get("scorer", "top1")),
                         "teacher": space.get("teacher", model_args.get("teacher", "embedded:fmnist_resnet8"))})
         return units
 

@@ -33,6 +33,7 @@ from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.plots import alpha_heatmap
 from dfnas_pl.search.registry import register_search_algorithm
+from dfnas_pl.search.scoring import ScoringSet
 from dfnas_pl.teachers.loading import TeacherSource
 from dfnas_pl.utils.io import atomic_write_json
 from dfnas_pl.utils.settings import check_all
@@ -294,18 +295,13 @@ class DartsSearch(SearchHooks, L.LightningModule):
     def health(self) -> dict[str, Any]:
         """The health check: the supernet's search-val agreement (the current architecture weights, running BN
         statistics) against chance. A cell space has no random paths to score, so no spread test."""
-        _, val_loader = self.trainer.datamodule.scoring_loaders()
+        scoring = ScoringSet(self.trainer.datamodule.scoring_loaders()[1], self.objective.teacher,
+                             self.objective.temperature, self.device)
         was_training = self.supernet.training
         self.supernet.eval()
-        refs, hits = [], 0
-        for batch in val_loader:
-            x = batch[0].to(self.device)
-            ref = self.objective.teacher(x).argmax(1) if self.objective.teacher is not None else batch[-1].to(self.device)
-            hits += int((self(x).argmax(1) == ref).sum())
-            refs.append(ref.cpu())
+        hits = sum(int((self(b.x).argmax(1) == b.references).sum()) for b in scoring.batches)
         self.supernet.train(was_training)
-        refs = torch.cat(refs)
-        return self.judge(refs, hits / max(1, len(refs)), "the supernet with its architecture weights")
+        return self.judge(scoring, hits / max(1, len(scoring)), "the supernet with its architecture weights")
 
     def finish(self) -> None:
         """Export the result. Runs inside the last epoch, *before* its checkpoint is saved, so a run

@@ -19,6 +19,7 @@ from callbacks.run_progress import OneProgressBar
 from dfnas_pl.data.compatibility import check_real_data, real_data_of
 from dfnas_pl.search.health import check_health, enforce
 from dfnas_pl.search.objective import SearchObjective
+from dfnas_pl.search.scoring import ScoringSet
 from dfnas_pl.teachers.loading import Teacher, TeacherSource, load_teacher
 from dfnas_pl.utils.io import atomic_write_json
 from dfnas_pl.utils.locking import HoldsOutputLock
@@ -49,23 +50,24 @@ class SearchHooks(HoldsOutputLock, OneProgressBar, ResumesExactly):
         self.export_unhealthy = export_unhealthy
         self._finished = False
 
-    def judge(self, references: torch.Tensor, level: float, level_of: str,
-              random_scores: Sequence[float] = ()) -> dict[str, Any]:
+    def judge(self, scoring: ScoringSet, level: float, level_of: str,
+              random_scores: Sequence[float] | torch.Tensor = (), scorer: str = "top1") -> dict[str, Any]:
         """The health check (:mod:`dfnas_pl.search.health`) before export: its line in the log, its numbers
         in ``health.json`` and the loggers; refuses (one line, exit 2) unless it can choose or
-        ``export_unhealthy`` is set. Returns the verdict for ``architecture.json``."""
-        health = check_health(self.algorithm, references, level, level_of, random_scores,
-                              "the teacher" if self.objective.teacher is not None else "the labels")
+        ``export_unhealthy`` is set. ``random_scores``: the random candidates' per-image values (k x n) or
+        their means. Returns the verdict for ``architecture.json``."""
+        health = check_health(self.algorithm, scoring.references, level, level_of, random_scores,
+                              "the teacher" if self.objective.teacher is not None else "the labels", scorer=scorer)
         for logger in self.loggers:
             logger.log_metrics({"health/level": health.level, "health/chance": health.chance,
                                 "health/level_floor": health.level_floor, "health/can_choose": float(health.can_choose),
-                                **({"health/spread_over_noise": health.spread / health.noise}
+                                **({"health/spread_over_noise": health.spread / max(health.noise, 1e-12)}
                                    if health.spread is not None else {})})
-        if not health.can_choose and self.export_unhealthy:
-            health = dataclasses.replace(health, exported_anyway=True)
-        if self.trainer.is_global_zero:
-            atomic_write_json(self.output_dir / "health.json", health.as_dict())
-        enforce(health, self.export_unhealthy)  # refuses with the line (exit 2)
+        try:
+            health = enforce(health, self.export_unhealthy)  # refuses with the line (exit 2)
+        finally:  # the numbers are kept either way: a refused search's folder says why
+            if self.trainer.is_global_zero:
+                atomic_write_json(self.output_dir / "health.json", health.as_dict())
         print(health.line() + (" Exported anyway (export_unhealthy)." if health.exported_anyway else ""), flush=True)
         return health.as_dict()
 

@@ -32,7 +32,7 @@ from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
 from dfnas_pl.search.plots import alpha_heatmap
 from dfnas_pl.search.registry import register_search_algorithm
-from dfnas_pl.search.scoring import reference_labels, score_paths
+from dfnas_pl.search.scoring import ScoringSet, check_scorer, score_paths
 from dfnas_pl.teachers.loading import TeacherSource
 from dfnas_pl.utils.io import atomic_write_json
 from dfnas_pl.utils.settings import check_all
@@ -68,6 +68,7 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
             ``bn_recalibration_batches`` search-train batches, scored on search-val): do the supernet's scores
             spread wider than the scoring set's noise? (dfnas_pl/search/health.py)
         bn_recalibration_batches: search-train batches to re-estimate BN statistics per scored path.
+        scorer: what the health check's random paths are scored by (``top1`` or ``kd``; SPOS's ``scorer``).
         export_unhealthy: export even when the health check finds the supernet cannot tell paths apart
             (recorded in architecture.json).
     """
@@ -78,8 +79,10 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
                  w_momentum: float = 0.9, w_weight_decay: float = 4e-5, alpha_lr: float = 6e-3,
                  alpha_betas: tuple[float, float] = (0.0, 0.999), cost_weight: float = 0.0, target_mflops: float | None = None,
                  warmup_epochs: int = 0, output_dir: str = "runs/fmnist/search/proxylessnas", seed: int = 0,
-                 health_candidates: int = 16, bn_recalibration_batches: int = 4, export_unhealthy: bool = False) -> None:
+                 health_candidates: int = 16, bn_recalibration_batches: int = 4, scorer: str = "top1",
+                 export_unhealthy: bool = False) -> None:
         super().__init__()
+        check_scorer(scorer)
         check_all([("temperature", temperature, 0, None, True), ("w_lr", w_lr, 0, None, True),
                    ("w_momentum", w_momentum, 0, 1), ("w_weight_decay", w_weight_decay, 0, None),
                    ("alpha_lr", alpha_lr, 0, None, True), ("cost_weight", cost_weight, 0, None),
@@ -232,10 +235,11 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
         bn_loader, val_loader = self.trainer.datamodule.scoring_loaders()
         rng = random.Random(hp.seed * 1_000_003 - 1)
         randoms = [[rng.randrange(n) for n in self.supernet.num_choices] for _ in range(hp.health_candidates)]
-        teacher = self.objective.teacher
-        chosen, *scores = score_paths(self.supernet, [self.best_path(), *randoms], bn_loader, val_loader,
-                                      hp.bn_recalibration_batches, None, teacher, self.device)
-        return self.judge(reference_labels(val_loader, teacher, self.device), chosen, "the exported path", scores)
+        scoring = ScoringSet(val_loader, self.objective.teacher, self.objective.temperature, self.device)
+        chosen, *scores = score_paths(self.supernet, [self.best_path(), *randoms], bn_loader, scoring,
+                                      hp.bn_recalibration_batches, hp.scorer)
+        values = torch.stack([s.values for s in scores]) if scores else ()
+        return self.judge(scoring, chosen.agreement, "the exported path's top-1", values, hp.scorer)
 
     def finish(self) -> None:
         """Export the result. Runs inside the last epoch, *before* its checkpoint is saved, so a run

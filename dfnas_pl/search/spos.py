@@ -28,7 +28,7 @@ from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
 from dfnas_pl.search.plots import line_plot
 from dfnas_pl.search.registry import register_search_algorithm
-from dfnas_pl.search.scoring import batchnorm_state_kept, first, reference_labels, score_path
+from dfnas_pl.search.scoring import PathScore, ScoringSet, batchnorm_state_kept, check_scorer, first, score_path
 from dfnas_pl.teachers.loading import TeacherSource
 from dfnas_pl.utils.io import atomic_torch_save, atomic_write_json
 from dfnas_pl.utils.settings import check_all
@@ -58,6 +58,10 @@ class SPOSSearch(SearchHooks, L.LightningModule):
         mutation_prob: per-layer mutation probability (SPOS: 0.1).
         bn_recalibration_batches: search-train batches to re-estimate BN statistics per candidate.
         score_batches: search-val batches to score a candidate (null: all).
+        scorer: what a candidate is scored by on search-val (dfnas_pl/search/scoring.py): ``top1``, agreement
+            with the teacher's argmax (or the label); ``kd``, minus the KL divergence from the teacher's
+            distribution at ``temperature`` (or the label's log-likelihood), continuous, so it orders candidates
+            whose top-1 ties. Which ranks better: studies/macro_scorer/README.md.
         output_dir: where architecture.json, evolution_state.json and the evolution plot go.
         seed: seed of path sampling and evolution.
         evolution: run the evolutionary search after supernet training; false: only train the supernet
@@ -73,7 +77,7 @@ class SPOSSearch(SearchHooks, L.LightningModule):
                  kd_targets: TeacherTargets = "soft", lr: float = 0.1,
                  momentum: float = 0.9, weight_decay: float = 4e-5, max_mflops: float | None = None,
                  population: int = 20, generations: int = 5, top_k: int = 5, mutation_prob: float = 0.1,
-                 bn_recalibration_batches: int = 5, score_batches: int | None = None,
+                 bn_recalibration_batches: int = 5, score_batches: int | None = None, scorer: str = "top1",
                  output_dir: str = "runs/fmnist/search/spos", seed: int = 0, evolution: bool = True,
                  export_unhealthy: bool = False) -> None:
         super().__init__()
@@ -83,6 +87,7 @@ class SPOSSearch(SearchHooks, L.LightningModule):
                    ("top_k", top_k, 1, population), ("mutation_prob", mutation_prob, 0, 1),
                    ("bn_recalibration_batches", bn_recalibration_batches, 0, None),
                    ("score_batches", score_batches, 1, None)])
+        check_scorer(scorer)
         self.save_hyperparameters()
         self.space = space
         self.supernet = LayerwiseSupernet(space)
@@ -148,6 +153,7 @@ class SPOSSearch(SearchHooks, L.LightningModule):
             atomic_write_json(self.output_dir / "supernet.json", {
                 "steps": self.global_step, "space": dataclasses.asdict(self.space), "data": data,
                 "teacher": self.hparams.teacher, "bn_recalibration_batches": self.hparams.bn_recalibration_batches,
+                "temperature": self.hparams.temperature, "scorer": self.hparams.scorer,
                 "seed": self.hparams.seed})
             print(f"SPOS supernet (no evolution) saved to {self.output_dir / 'supernet.pt'} "
                   f"after {self.global_step} steps.")
@@ -159,14 +165,17 @@ class SPOSSearch(SearchHooks, L.LightningModule):
         self.log("search/val_agreement_fixed_path", self.objective.agreement(logits, targets), prog_bar=True)
 
     # -- evolution ----------------------------------------------------------------------------
-    def fitness(self, path: Candidate, train_loader, val_loader) -> float:
-        """Top-1 agreement on search-val after BN recalibration on search-train batches."""
-        return score_path(self.supernet, path, first(train_loader, self.hparams.bn_recalibration_batches),
-                          first(val_loader, self.hparams.score_batches), self.objective.teacher, self.device)
+    def fitness(self, path: Candidate, train_loader) -> float:
+        """The scorer's mean on search-val after BN recalibration on search-train batches (the per-image values
+        are kept for the health check)."""
+        scored = score_path(self.supernet, path, first(train_loader, self.hparams.bn_recalibration_batches),
+                            self.scoring, self.hparams.scorer)
+        self.path_scores[tuple(path)] = scored
+        return scored.score
 
     def evolution_settings(self) -> dict[str, Any]:
         keys = ("population", "generations", "top_k", "mutation_prob", "bn_recalibration_batches", "score_batches",
-                "seed", "max_mflops")
+                "scorer", "seed", "max_mflops")
         return {**{k: self.hparams[k] for k in keys}, "space": dataclasses.asdict(self.space)}
 
     def run_evolution(self) -> Candidate:
@@ -194,8 +203,10 @@ class SPOSSearch(SearchHooks, L.LightningModule):
                 atomic_torch_save(weights_file, self.supernet.state_dict())
                 state_file.unlink(missing_ok=True)
             self.trainer.strategy.barrier("spos-evolution-start")
-        self.references = reference_labels(first(val_loader, hp.score_batches), self.objective.teacher, self.device)
-        self.health = None
+        self.scoring = ScoringSet(first(val_loader, hp.score_batches), self.objective.teacher,
+                                  self.objective.temperature, self.device)
+        self.path_scores: dict[Candidate, PathScore] = {}
+        self.verdict = None
 
         def on_generation(state: dict[str, Any]) -> None:
             if state.get("exhausted"):
@@ -211,25 +222,31 @@ class SPOSSearch(SearchHooks, L.LightningModule):
                 atomic_write_json(state_file, {"settings": settings, "state": state})
                 png = line_plot(self.output_dir / "evolution.png",
                           {"best": [x["best"] for x in state["history"]], "mean": [x["mean"] for x in state["history"]]},
-                          "generation", "search-val top-1 agreement", "SPOS evolution")
+                          "generation", f"search-val score ({self.hparams.scorer})", "SPOS evolution")
                 for logger in self.loggers:
                     if hasattr(logger, "log_image"):
                         logger.log_image(key="search/evolution", images=[str(png)])
-            if self.health is None:  # before any later generation reads the scores: stop here if they are noise
-                self.health = self.first_generation_health(state)
+            if self.verdict is None:  # before any later generation reads the scores: stop here if they are noise
+                self.verdict = self.first_generation_health(state, train_loader)
 
         with batchnorm_state_kept(self.supernet):
-            best = search.run(lambda c: self.fitness(c, train_loader, val_loader), on_generation)
+            best = search.run(lambda c: self.fitness(c, train_loader), on_generation)
         self.evolution_state = search.state
         self.ranks_agreeing = assert_same_on_all_ranks(self.trainer, torch.tensor(best), "SPOS evolution result")
         return best
 
-    def first_generation_health(self, state: dict[str, Any]) -> dict[str, Any]:
+    def first_generation_health(self, state: dict[str, Any], train_loader) -> dict[str, Any]:
         """The health check on the first generation, uniform over the feasible paths: what the supernet tells
-        apart before evolution has selected anything (later generations are chosen by these very scores)."""
-        scores = list(state["scores"].values())[: state["history"][0]["evaluated"]]
-        return self.judge(self.references, statistics.median(scores), f"median of {len(scores)} random candidates",
-                          scores)
+        apart before evolution has selected anything (later generations are chosen by these very scores). A
+        resumed evolution scores them again for their per-image values (deterministic, the same weights)."""
+        first_gen = [tuple(int(v) for v in k.split(",")) for k in list(state["scores"])[: state["history"][0]["evaluated"]]]
+        for c in first_gen:
+            if c not in self.path_scores:
+                self.fitness(c, train_loader)
+        scored = [self.path_scores[c] for c in first_gen]
+        return self.judge(self.scoring, statistics.median(s.agreement for s in scored),
+                          f"median of {len(scored)} random candidates' top-1", torch.stack([s.values for s in scored]),
+                          self.hparams.scorer)
 
     def finish(self) -> None:
         """Export the result. Runs inside the last epoch, *before* its checkpoint is saved, so a run
@@ -238,11 +255,14 @@ class SPOSSearch(SearchHooks, L.LightningModule):
         self._finished = True
         best = self.run_evolution()
         history = self.evolution_state["history"]
-        health = self.health or self.first_generation_health(self.evolution_state)
+        health = self.verdict or self.first_generation_health(self.evolution_state,
+                                                              self.trainer.datamodule.scoring_loaders()[0])
         if self.trainer.is_global_zero:
             record = write_architecture(self.output_dir / "architecture.json", "spos", self.space.family,
                                         self.space, self.space.image_size, self.names(best), health=health,
-                                        search_val_agreement=history[-1]["best"], evolution=history,
+                                        search_val_score=history[-1]["best"], scorer=self.hparams.scorer,
+                                        search_val_agreement=self.path_scores[best].agreement
+                                        if best in self.path_scores else None, evolution=history,
                                         max_mflops=self.hparams.max_mflops, ranks_agreeing=self.ranks_agreeing)
             print(f"SPOS architecture written to {self.output_dir / 'architecture.json'}: {self.names(best)}, "
                   f"{record['flops'] / 1e6:.2f} MFLOPs, {record['params'] / 1e3:.1f} K params")

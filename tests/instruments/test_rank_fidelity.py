@@ -23,7 +23,7 @@ from dfnas_pl.search.ranking import (
     top_quarter_recall,
     within_group_tau,
 )
-from dfnas_pl.search.scoring import score_path
+from dfnas_pl.search.scoring import ScoringSet, score_path
 from dfnas_pl.search.spos import SPOSSearch
 from tests.conftest import run_cli
 from tests.stages.test_search_toy import LAYERWISE, DotPairs
@@ -77,7 +77,8 @@ def test_a_supernet_trained_on_labels_ranks_the_clearly_better_architectures_on_
     assert trained["steps"] == model.global_step and trained["data"]["batch_size"] == 64
     bn, val = data.scoring_loaders()
     names = model.supernet.choice_names[0]
-    scores = [score_path(model.supernet, [i], list(bn)[:2], val) for i in range(len(names))]
+    scoring = ScoringSet(val)
+    scores = [score_path(model.supernet, [i], list(bn)[:2], scoring).score for i in range(len(names))]
     truth = [1.0 if n in ("k7", "xception") else 0.5 for n in names]
     best_two = sorted(range(len(names)), key=lambda i: -scores[i])[:2]
     assert {names[i] for i in best_two} == {"k7", "xception"}, dict(zip(names, scores))

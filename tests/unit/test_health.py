@@ -59,3 +59,42 @@ def test_enforce_refuses_unless_told_and_records_that_it_was():
     assert enforce(bad, export_unhealthy=True).exported_anyway
     good = check_health("darts", REFS, 0.8, "supernet")
     assert enforce(good, export_unhealthy=False) is good
+
+
+def _shared_difficulty_values(k: int, n: int, effect: float, seed: int):
+    """k candidates' 0/1 hits on the same n images: each image has a difficulty every candidate shares (as in a
+    trained supernet, most images are right or wrong for all: 80 % at 0.97 or 0.03, the rest anywhere), and
+    candidate c is ``effect * c`` more likely right than candidate 0."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    shared = (torch.rand(n, generator=g) < 0.8).double()
+    easy = shared * (torch.rand(n, generator=g) < 0.7).double().mul(0.94).add(0.03) \
+        + (1 - shared) * torch.rand(n, generator=g)
+    p = (easy[None, :] + effect * torch.arange(k)[:, None]).clamp(0, 1)
+    return (torch.rand(k, n, generator=g) < p).double()
+
+
+def test_the_paired_test_holds_its_false_pass_rate():
+    """Equal candidates on shared images: the paired test passes at about its 1 % (none of 100 trials is the
+    expected count within Poisson error; more than 5 would mean the test is miscalibrated)."""
+    from dfnas_pl.search.health import paired_spread
+
+    passes = sum(paired_spread(_shared_difficulty_values(16, 100, 0.0, s))[2] < 0.01 for s in range(100))
+    assert passes <= 5
+
+
+def test_the_paired_test_sees_a_difference_the_binomial_test_misses():
+    """16 candidates 0.6 points of agreement apart in turn (0-9 points), on 300 shared images, five draws: the
+    shared difficulty hides the differences from the unpaired binomial test; the paired test takes it out."""
+    refs = [i % 10 for i in range(300)]
+    paired, unpaired = [], []
+    for seed in range(5):
+        v = _shared_difficulty_values(16, 300, 0.006, seed)
+        level = float(v.mean(1).median())
+        paired.append(check_health("spos", refs, level, "median", v))
+        unpaired.append(check_health("spos", refs, level, "median", v.mean(1).tolist()))
+    assert all(h.spread_test == "paired" for h in paired) and all(h.spread_test == "binomial" for h in unpaired)
+    assert sum(bool(h.separates) for h in paired) >= 4 and sum(bool(h.separates) for h in unpaired) <= 1, \
+        ([h.spread_p for h in paired], [h.spread_p for h in unpaired])
+    assert paired[0].spread == pytest.approx(unpaired[0].spread, abs=1e-6)
