@@ -40,9 +40,8 @@ from dfnas_pl.drivers.synthetic_sets import (
     set_dir,
 )
 from dfnas_pl.drivers.variants import Variant, check_variants
-from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig
-from dfnas_pl.search.random_arch import random_like
+from dfnas_pl.search.random_arch import write_random_like
 from dfnas_pl.utils.io import atomic_write_bytes, readable_json
 from dfnas_pl.utils.locking import one_writer
 
@@ -141,14 +140,7 @@ class PaperTable(Pipeline):
         return out / "architecture.json"  # a table measures what every search finds: its health is a column
 
     def random_architecture(self, algorithm: str, reference: Path) -> Path:
-        out = self.run / "search" / algorithm / "random" / "architecture.json"
-        if not out.exists():
-            ref = json.loads(reference.read_text())
-            choices, _ = random_like(ref, seed=0)
-            cfg = {k: v for k, v in ref["space_config"].items() if k != "image_size"}
-            write_architecture(out, "random", ref["space"], cfg, ref["space_config"]["image_size"], choices,
-                               matched_to=str(reference))
-        return out
+        return write_random_like(self.run / "search" / algorithm / "random" / "architecture.json", reference)
 
     def retrain_seed(self, algorithm: str, source: str, seed: int, architecture: Path) -> dict:
         out = self.run / "retrain" / algorithm / source / f"seed{seed}"

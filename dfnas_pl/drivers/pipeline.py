@@ -41,6 +41,11 @@ def parser() -> ArgumentParser:
     return driver_parser(Pipeline, "python -m dfnas_pl pipeline", "pipeline YAML (experiments/fmnist/pipeline.yaml)")
 
 
+def stage_failed(name: str, code: int) -> SystemExit:
+    return SystemExit(f"Stage '{name}' failed (exit {code}). Fix the cause and run the same pipeline command "
+                      f"again: finished stages are kept.")
+
+
 class Pipeline:
     """synthesis -> search -> retraining, each stage a LightningCLI run of its own config."""
 
@@ -147,8 +152,7 @@ class Pipeline:
         self.timings[name] = self.timings.get(name, 0.0) + seconds
         self._record_seconds(name, seconds)
         if result.returncode not in (0, allowed_exit):
-            raise SystemExit(f"Stage '{name}' failed (exit {result.returncode}). Fix the cause and run the same "
-                             f"pipeline command again: finished stages are kept.")
+            raise stage_failed(name, result.returncode)
         return result.returncode
 
     @property
@@ -188,38 +192,34 @@ class Pipeline:
             return out / "architecture.json"
         ckpt = out / "checkpoints"
         unhealthy = ["--model.init_args.export_unhealthy", "true"] if self.export_unhealthy else []
+        started = time.time()
         code = self._cli(f"search {algorithm}", "fit", self.search_configs[algorithm],
                          ["--data.init_args.path", str(synthetic), "--model.init_args.output_dir", str(out),
                           "--trainer.default_root_dir", str(out), "--trainer.callbacks.init_args.dirpath", str(ckpt),
                           "--trainer.logger.init_args.save_dir", str(self.run), *unhealthy, *self._resume(ckpt)],
                          ["search", algorithm], allowed_exit=2)
         health = out / "health.json"
-        if code == 2 and readable_json(health) and not json.loads(health.read_text()).get("can_choose", True):
+        # a refusal is exit 2 with a verdict written by *this* run (an older one may lie there from a refused
+        # run before, and exit 2 is also every bad-input error)
+        if (code == 2 and readable_json(health) and health.stat().st_mtime >= started - 1
+                and not json.loads(health.read_text()).get("can_choose", True)):
             print(f"=== search {algorithm}: its health check refused the export ({health}); no retraining. "
                   f"The pipeline goes on; export_unhealthy: true exports anyway.", flush=True)
             return None
         if code != 0:
-            raise SystemExit(f"Stage 'search {algorithm}' failed (exit {code}). Fix the cause and run the same "
-                             f"pipeline command again: finished stages are kept.")
+            raise stage_failed(f"search {algorithm}", code)
         if not readable_json(out / "architecture.json"):
             raise SystemExit(f"Stage 'search {algorithm}' ended without writing {out / 'architecture.json'}; its log "
                              f"above says why. Fix the cause and run the same pipeline command again.")
         return out / "architecture.json"
 
     def random_architecture(self, algorithm: str, architecture: Path) -> Path:
-        """A uniformly random architecture of the found one's space within 5 % of its FLOPs (seeded, so a
-        resumed pipeline retrains the same one)."""
-        from dfnas_pl.search.export import read_architecture, write_architecture
-        from dfnas_pl.search.random_arch import random_like
+        """A uniformly random architecture of the found one's space within 5 % of its FLOPs, never the found
+        one (seeded, so a resumed pipeline retrains the same one)."""
+        from dfnas_pl.search.random_arch import write_random_like
 
-        path = self.run / "random" / algorithm / "architecture.json"
-        if not readable_json(path):
-            found = read_architecture(architecture)
-            choices, _ = random_like(found, seed=0, exclude_reference=True)
-            cfg = {k: v for k, v in found["space_config"].items() if k != "image_size"}
-            write_architecture(path, "random", found["space"], cfg, found["space_config"]["image_size"], choices,
-                               like=str(architecture))
-        return path
+        return write_random_like(self.run / "random" / algorithm / "architecture.json", architecture,
+                                 exclude_reference=True)
 
     def retrain(self, algorithm: str, architecture: Path) -> Path:
         out = self.run / "retrain" / algorithm

@@ -34,3 +34,22 @@ def random_like(reference: dict[str, Any], seed: int = 0, samples: int = 20000,
         if best_gap <= tolerance * reference["flops"]:
             break
     return best, best_flops
+
+
+def write_random_like(path, reference_path, exclude_reference: bool = False, **extra: Any):
+    """Write (once: a readable file is kept, so a resumed run retrains the same one) the seeded
+    ``random_like`` architecture of the one exported at ``reference_path`` to ``path``; ``extra`` goes into
+    its ``architecture.json`` beside ``like``, the reference it was matched to."""
+    from pathlib import Path
+
+    from dfnas_pl.search.export import read_architecture, write_architecture
+    from dfnas_pl.utils.io import readable_json
+
+    path = Path(path)
+    if not readable_json(path):
+        found = read_architecture(reference_path)
+        choices, _ = random_like(found, seed=0, exclude_reference=exclude_reference)
+        cfg = {k: v for k, v in found["space_config"].items() if k != "image_size"}
+        write_architecture(path, "random", found["space"], cfg, found["space_config"]["image_size"], choices,
+                           like=str(reference_path), **extra)
+    return path

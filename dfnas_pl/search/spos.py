@@ -28,7 +28,14 @@ from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
 from dfnas_pl.search.plots import line_plot
 from dfnas_pl.search.registry import register_search_algorithm
-from dfnas_pl.search.scoring import PathScore, ScoringSet, batchnorm_state_kept, check_scorer, first, score_path
+from dfnas_pl.search.scoring import (
+    PathScore,
+    ScoringSet,
+    batchnorm_state_kept,
+    check_scorer,
+    first,
+    score_path,
+)
 from dfnas_pl.teachers.loading import TeacherSource
 from dfnas_pl.utils.io import atomic_torch_save, atomic_write_json
 from dfnas_pl.utils.settings import check_all
