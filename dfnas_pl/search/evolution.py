@@ -1,5 +1,7 @@
 """SPOS evolutionary search (Guo et al., 2020): population, top-k, mutation, crossover, all under a
-FLOPs limit. Pure Python over candidate tuples; the caller supplies the fitness function. The RNG
+FLOPs limit; or, with ``strategy="random"``, random search with weight sharing (Li and Talwalkar, 2019): every
+generation uniformly random feasible candidates, as many as evolution scores, the best kept - the baseline an
+evolution has to beat at equal cost (its first generation is evolution's own). Pure Python over candidate tuples; the caller supplies the fitness function. The RNG
 is seeded and the state is a plain dict, so every rank runs the same search and a killed search
 resumes from its last finished generation."""
 
@@ -16,7 +18,10 @@ class EvolutionSearch:
     def __init__(self, num_choices: Sequence[int], cost: Callable[[Candidate], float], max_cost: float | None,
                  population: int = 20, generations: int = 5, top_k: int = 5, mutation_prob: float = 0.1,
                  mutation_count: int | None = None, crossover_count: int | None = None, seed: int = 0,
-                 max_tries: int = 10_000) -> None:
+                 max_tries: int = 10_000, strategy: str = "evolution") -> None:
+        if strategy not in ("evolution", "random"):
+            raise ValueError(f"Unknown search strategy '{strategy}': choose evolution or random.")
+        self.strategy = strategy
         self.num_choices, self.cost, self.max_cost = list(num_choices), cost, max_cost
         self.population_size, self.generations, self.top_k = population, generations, top_k
         self.mutation_prob = mutation_prob
@@ -46,7 +51,7 @@ class EvolutionSearch:
         rng = self._rng(generation)
         seen = {tuple(int(v) for v in k.split(",")) for k in self.state["scores"]}
         random_candidate = lambda: tuple(rng.randrange(n) for n in self.num_choices)  # noqa: E731
-        if generation == 0 or not self.state["top"]:
+        if generation == 0 or not self.state["top"] or self.strategy == "random":
             cands = self._collect(random_candidate, self.population_size, seen)
             if not cands:
                 raise ValueError(f"No candidate within the FLOPs limit {self.max_cost} found in {self.max_tries} "

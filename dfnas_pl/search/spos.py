@@ -15,7 +15,7 @@ import dataclasses
 import json
 import random
 import statistics
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -69,6 +69,9 @@ class SPOSSearch(SearchHooks, L.LightningModule):
             with the teacher's argmax (or the label); ``kd``, minus the KL divergence from the teacher's
             distribution at ``temperature`` (or the label's log-likelihood), continuous, so it orders candidates
             whose top-1 ties. Which ranks better: studies/macro_scorer/README.md.
+        strategy: ``evolution`` (SPOS) or ``random``: random search with weight sharing, as many uniformly random
+            candidates under the limit as evolution scores (population x generations), the best kept; the
+            baseline evolution must beat at equal cost.
         output_dir: where architecture.json, evolution_state.json and the evolution plot go.
         seed: seed of path sampling and evolution.
         evolution: run the evolutionary search after supernet training; false: only train the supernet
@@ -85,6 +88,7 @@ class SPOSSearch(SearchHooks, L.LightningModule):
                  momentum: float = 0.9, weight_decay: float = 4e-5, max_mflops: float | None = None,
                  population: int = 20, generations: int = 5, top_k: int = 5, mutation_prob: float = 0.1,
                  bn_recalibration_batches: int = 5, score_batches: int | None = None, scorer: str = "top1",
+                 strategy: Literal["evolution", "random"] = "evolution",
                  output_dir: str = "runs/fmnist/search/spos", seed: int = 0, evolution: bool = True,
                  export_unhealthy: bool = False) -> None:
         super().__init__()
@@ -182,14 +186,15 @@ class SPOSSearch(SearchHooks, L.LightningModule):
 
     def evolution_settings(self) -> dict[str, Any]:
         keys = ("population", "generations", "top_k", "mutation_prob", "bn_recalibration_batches", "score_batches",
-                "scorer", "seed", "max_mflops")
+                "scorer", "strategy", "seed", "max_mflops")
         return {**{k: self.hparams[k] for k in keys}, "space": dataclasses.asdict(self.space)}
 
     def run_evolution(self) -> Candidate:
         hp = self.hparams
         train_loader, val_loader = self.trainer.datamodule.scoring_loaders()
         search = EvolutionSearch(self.supernet.num_choices, self.path_flops, self.max_flops, hp.population,
-                                 hp.generations, hp.top_k, hp.mutation_prob, seed=hp.seed)
+                                 hp.generations, hp.top_k, hp.mutation_prob, seed=hp.seed,
+                                 strategy=hp.strategy)
         state_file = self.output_dir / "evolution_state.json"
         weights_file = self.output_dir / "evolution_supernet.pt"  # the weights every score was measured with
         settings = self.evolution_settings()

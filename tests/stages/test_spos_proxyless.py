@@ -62,6 +62,30 @@ def test_evolution_beats_random_search_on_a_toy_fitness():
     assert fitness(best) >= 7 and fitness(best) > fitness(random_only.run(fitness))
 
 
+def test_random_search_with_weight_sharing_returns_the_best_of_its_scored_paths():
+    """strategy="random": as many uniformly random feasible candidates as evolution scores, the same first
+    generation as evolution's, the best of them kept; on a toy fitness evolution beats it at equal cost."""
+    target = (3, 1, 2, 0, 3, 2, 1, 0)
+    scored: dict[tuple, float] = {}
+
+    def fitness(c):
+        scored[c] = float(sum(a == b for a, b in zip(c, target))) + 0.001 * c[0]
+        return scored[c]
+
+    cost = lambda c: float(sum(c))  # noqa: E731
+    rand = EvolutionSearch([4] * 8, cost, 14.0, population=20, generations=10, top_k=5, seed=0, strategy="random")
+    best = rand.run(fitness)
+    assert len(scored) == 200 and all(cost(c) <= 14.0 for c in scored)
+    assert best == max(scored, key=scored.get)
+    first_generation = list(rand.state["scores"])[:20]
+    evo = EvolutionSearch([4] * 8, cost, 14.0, population=20, generations=10, top_k=5, seed=0)
+    evo_best = evo.run(lambda c: float(sum(a == b for a, b in zip(c, target))) + 0.001 * c[0])
+    assert list(evo.state["scores"])[:20] == first_generation
+    assert scored[best] < evo.state["scores"][",".join(map(str, evo_best))]
+    with pytest.raises(ValueError, match="Unknown search strategy 'grid'"):
+        EvolutionSearch([4] * 8, cost, None, strategy="grid")
+
+
 def small_trainer(tmp_path, epochs=1, batches=2, **kw):
     return L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                      enable_progress_bar=False, limit_train_batches=batches, limit_val_batches=1,
@@ -96,7 +120,11 @@ def test_spos_search_exports_a_feasible_architecture_and_resumes_its_evolution(t
     small_trainer(tmp_path).fit(resumed, datamodule=data)
     after = json.loads((tmp_path / "spos" / "evolution_state.json").read_text())["state"]
     assert len(after["history"]) == 2 and after["generation"] == 2
-    assert 0 < len(calls) <= 4  # only generation 1's candidates were scored (population 4)
+    first_gen = {tuple(int(v) for v in k.split(",")) for k in list(state["state"]["scores"])[:4]}
+    evolved = [c for c in calls if tuple(c) not in first_gen]
+    assert 0 < len(evolved) <= 4  # only generation 1's candidates were scored for evolution (population 4)
+    # and the health check scored generation 0 again, once each, for its per-image values
+    assert sorted(tuple(c) for c in calls if tuple(c) in first_gen) == sorted(first_gen)
     saved = torch.load(tmp_path / "spos" / "evolution_supernet.pt", weights_only=True)
     for k, v in resumed.supernet.state_dict().items():
         if "running" not in k and "num_batches" not in k:
