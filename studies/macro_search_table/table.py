@@ -1,0 +1,99 @@
+"""The search table a NAS reviewer asks for: each strategy and scorer against the rules of thumb, over search seeds.
+
+Reads the found architectures (``found/``, from search.py) and their real-data accuracy with the macro ground
+truth's recipe (``studies/macro_groundtruth/macro_uniform.json`` when it holds the architecture, else this
+study's ``found.json``), 2 training seeds each. Rows, all under the search's FLOPs limit:
+
+* each (supernet training set, scorer, strategy): the mean over search seeds of the found architecture's top-1,
+  a 95 % t-interval over search seeds, and the regret to the best architecture known under the limit;
+* random sampling: the mean of the ground truth's uniformly drawn architectures under the limit (interval over
+  architectures): what a user gets by picking one at random;
+* the rule of thumb "the largest architecture under the limit".
+
+    python studies/macro_search_table/table.py      # -> search_table.md
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from dfnas_pl.utils.io import atomic_write_bytes  # noqa: E402
+
+GROUNDTRUTH = ROOT / "studies/macro_groundtruth/macro_uniform.json"
+FOUND = HERE / "found.json"
+
+
+def t_interval(xs: list[float]) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval (n - 1 degrees of freedom; a single value has none)."""
+    m = statistics.fmean(xs)
+    if len(xs) < 2:
+        return m, math.nan, math.nan
+    t = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}.get(len(xs) - 1, 2.0)
+    h = t * statistics.stdev(xs) / math.sqrt(len(xs))
+    return m, m - h, m + h
+
+
+def truths() -> dict[tuple, dict]:
+    """choices -> {top1: seed mean, seeds, flops, uniform} for every trained architecture (>= 2 seeds)."""
+    out = {}
+    for path in (GROUNDTRUTH, FOUND):
+        if not path.exists():
+            continue
+        for a in json.loads(path.read_text())["architectures"]:
+            if len(a.get("top1", {})) >= 2:
+                out[tuple(a["choices"])] = {"top1": statistics.fmean(a["top1"].values()), "seeds": len(a["top1"]),
+                                            "flops": a["flops"], "uniform": a.get("stratum") == "uniform"}
+    return out
+
+
+def main() -> None:
+    known = truths()
+    found = [json.loads(p.read_text()) for p in sorted((HERE / "found").glob("*.json"))]
+    cfg = yaml.safe_load((HERE / "groundtruth_found.yaml").read_text())
+    largest = tuple(cfg["selection"]["include"][0])
+    limit = 0.45e6
+    under = {c: t for c, t in known.items() if t["flops"] <= limit}
+    best = max(t["top1"] for t in under.values())
+    rows = ["| search (supernet trained on) | scorer | strategy | search seeds | found top-1 (%) [95 % CI over seeds] "
+            "| regret (points) | minus random sampling | minus the largest | found MFLOPs |",
+            "|---|---|---|---:|---|---:|---:|---:|---:|"]
+    groups: dict[tuple, list[dict]] = {}
+    for rec in found:
+        train = "2,000 generator images" if rec["supernet"].startswith("gen2000") else "400 shipped images"
+        groups.setdefault((train, rec["scorer"], rec["strategy"]), []).append(rec)
+    rand = [t["top1"] for t in under.values() if t["uniform"]]
+    r_mean, r_lo, r_hi = t_interval(rand)
+    big = known.get(largest, {}).get("top1")
+    for (train, scorer, strategy), recs in sorted(groups.items()):
+        accs = [known[tuple(r["choices"])]["top1"] for r in recs if tuple(r["choices"]) in known]
+        if not accs:
+            continue
+        m, lo, hi = t_interval(accs)
+        flops = statistics.fmean(r["flops"] for r in recs) / 1e6
+        rows.append(f"| {train} | {scorer} | {strategy} | {len(accs)}/{len(recs)} | {100 * m:.2f} "
+                    f"[{100 * lo:.2f}, {100 * hi:.2f}] | {100 * (best - m):.2f} | {100 * (m - r_mean):+.2f} | "
+                    + (f"{100 * (m - big):+.2f}" if big is not None else "-") + f" | {flops:.3f} |")
+    rows.append(f"| random sampling ({len(rand)} uniform ground-truth architectures under the limit) | - | - | - | "
+                f"{100 * r_mean:.2f} [{100 * r_lo:.2f}, {100 * r_hi:.2f}] | {100 * (best - r_mean):.2f} | - | - | - |")
+    if big is not None:
+        rows.append(f"| the largest under the limit ({known[largest]['flops'] / 1e6:.3f} MFLOPs) | - | - | - | "
+                    f"{100 * big:.2f} | {100 * (best - big):.2f} | {100 * (big - r_mean):+.2f} | - | - |")
+    rows.append("")
+    rows.append(f"Best known under the limit (0.45 MFLOPs): {100 * best:.2f} % over {len(under)} trained architectures. "
+                f"Each architecture's top-1 is the mean of its 2-3 training seeds with the ground truth's recipe.")
+    atomic_write_bytes(HERE / "search_table.md", ("\n".join(rows) + "\n").encode())
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
