@@ -73,6 +73,7 @@ class SearchDataModule(L.LightningDataModule):
         self.num_workers, self.split_seed = num_workers, split_seed
         self.search_train: Dataset | None = None
         self.search_val: Dataset | None = None
+        self.search_train_plain: Dataset | None = None
 
     @property
     def uses_teacher(self) -> bool:
@@ -112,6 +113,7 @@ class SearchDataModule(L.LightningDataModule):
                 order = order[: self.max_images]
             n_val = max(1, int(round(len(order) * self.val_fraction)))
             self.search_train, self.search_val = Subset(train_ds, order[n_val:]), Subset(plain_ds, order[:n_val])
+            self.search_train_plain = Subset(plain_ds, order[n_val:])  # the same images, never augmented
         if stage in (None, "test") and self.real_data is not None:
             self.real_data.setup("test")
 
@@ -120,9 +122,10 @@ class SearchDataModule(L.LightningDataModule):
                            persistent=False)
 
     def scoring_loaders(self) -> tuple[DataLoader, DataLoader]:
-        """What a one-shot search scores candidates with: search-train in a fixed order (BN
-        recalibration) and search-val (the score)."""
-        return self._loader(self.search_train, False), self._loader(self.search_val, False)
+        """What a one-shot search scores candidates with: search-train in a fixed order and without
+        augmentation (BN recalibration: a random crop here would make every score, and so the search's choice,
+        depend on the random state, and differ between DDP ranks) and search-val (the score)."""
+        return self._loader(self.search_train_plain, False), self._loader(self.search_val, False)
 
     def train_dataloader(self) -> CombinedLoader:
         return CombinedLoader({"train": self._loader(self.search_train, True),

@@ -37,3 +37,20 @@ def test_noise_source_is_reproducible_gaussian_noise():
     assert torch.equal(a, b) and abs(float(a.mean())) < 0.3 and abs(float(a.std()) - 1) < 0.2
     with pytest.raises(ValueError, match="val_fraction"):
         SearchDataModule(source="noise", val_fraction=1.0)
+
+
+def test_scoring_batches_do_not_depend_on_the_random_state(synthetic_set):
+    """BN recalibration reads search-train without augmentation: the same images whatever the random state, so a
+    search's scores (and its choice) repeat, and agree across DDP ranks; training still augments them."""
+    dm = SearchDataModule(source="synthetic", path=str(synthetic_set), val_fraction=0.25, batch_size=8)
+    dm.setup("fit")
+    torch.manual_seed(0)
+    a = next(iter(dm.scoring_loaders()[0]))[0]
+    torch.manual_seed(1)
+    b = next(iter(dm.scoring_loaders()[0]))[0]
+    assert torch.equal(a, b)
+    torch.manual_seed(0)
+    t0 = torch.stack([dm.search_train[i][0] for i in range(4)])
+    torch.manual_seed(1)
+    t1 = torch.stack([dm.search_train[i][0] for i in range(4)])
+    assert not torch.equal(t0, t1)  # the training view is augmented
