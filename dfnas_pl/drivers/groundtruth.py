@@ -386,6 +386,10 @@ class GroundTruth:
                     print(f"Ground truth: {saved['selection'].get('uniform', 0)} -> {mine['selection']['uniform']} "
                           f"uniform architectures (the records made so far are kept).", flush=True)
                     atomic_write_json(path, mine)
+            elif _appended_include(saved, mine):  # listed architectures appended: earlier ids and records agree
+                print(f"Ground truth: {len(saved['selection']['include'])} -> {len(mine['selection']['include'])} "
+                      f"listed architectures (the records made so far are kept).", flush=True)
+                atomic_write_json(path, mine)
             elif saved != mine:
                 diff = sorted(_diff(saved, mine))
                 raise ValueError(f"The ground-truth directory {self.work} was made with other settings ({'; '.join(diff)}). "
@@ -557,6 +561,19 @@ def _other_uniform(saved: Any, mine: dict[str, Any]) -> bool:
         return False
     rest = lambda d: {**d, "selection": {k: v for k, v in d["selection"].items() if k != "uniform"}}  # noqa: E731
     return rest(saved) == rest(mine)
+
+
+def _appended_include(saved: Any, mine: dict[str, Any]) -> bool:
+    """True when ``mine`` only appends to ``selection.include`` of a selection that is nothing but that list
+    (no strata, bands or uniform draws, which would come after it and change ids): every earlier id keeps its
+    architecture, so its records stay valid (a study that adds the architectures its searches find)."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("selection"), dict):
+        return False
+    sel_old, sel_new = saved["selection"], mine["selection"]
+    only_listed = all(not sel_new.get(k) for k in ("stratified", "median_band", "flops_bands", "uniform"))
+    old, new = [list(c) for c in sel_old.get("include", [])], [list(c) for c in sel_new.get("include", [])]
+    rest = lambda d: {**d, "selection": {k: v for k, v in d["selection"].items() if k != "include"}}  # noqa: E731
+    return only_listed and len(new) > len(old) and new[: len(old)] == old and rest(saved) == rest(mine)
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:

@@ -217,3 +217,30 @@ def test_uniform_architectures_are_appended_and_a_smaller_count_reads_a_prefix(t
     assert json.loads((tmp_path / "w" / "settings.json").read_text())["selection"]["uniform"] == 40
     with pytest.raises(ValueError, match="other settings.*selection.seed"):
         driver_from_args(GroundTruth, [*args, "--selection.seed", "5"], "groundtruth").check_settings()
+
+
+def test_listed_architectures_can_be_appended_when_the_list_is_the_whole_selection(tmp_path):
+    """A study that trains the architectures its searches find appends them to selection.include; the earlier ids
+    keep their architectures, so the settings check lets that through, and nothing else: not a reordered list,
+    not an append in front of strata (which would shift their ids)."""
+    from dfnas_pl.drivers.commands import driver_from_args
+    from dfnas_pl.drivers.groundtruth import GroundTruth
+
+    a = ["identity"] * 8
+    b = ["mbconv_k3_e3"] * 8
+    c = ["mbconv_k5_e6"] * 8
+    base = ["--config", "studies/macro_groundtruth/groundtruth_macro_uniform.yaml", "--work_dir", str(tmp_path / "w"),
+            "--output", str(tmp_path / "gt.json"), "--selection.flops_bands", "0", "--selection.median_band", "0",
+            "--selection.uniform", "0", "--selection.stratified", "0"]
+    driver_from_args(GroundTruth, [*base, "--selection.include", json.dumps([a, b])], "groundtruth").check_settings()
+    driver_from_args(GroundTruth, [*base, "--selection.include", json.dumps([a, b, c])], "groundtruth").check_settings()
+    assert json.loads((tmp_path / "w" / "settings.json").read_text())["selection"]["include"] == [a, b, c]
+    with pytest.raises(ValueError, match="other settings.*selection.include"):
+        driver_from_args(GroundTruth, [*base, "--selection.include", json.dumps([b, a, c, a])],
+                         "groundtruth").check_settings()
+    strata = [*base[:-1], "4"]
+    driver_from_args(GroundTruth, [*strata, "--work_dir", str(tmp_path / "s"), "--selection.include", json.dumps([a])],
+                     "groundtruth").check_settings()
+    with pytest.raises(ValueError, match="other settings.*selection.include"):
+        driver_from_args(GroundTruth, [*strata, "--work_dir", str(tmp_path / "s"), "--selection.include",
+                                       json.dumps([a, b])], "groundtruth").check_settings()
