@@ -79,7 +79,7 @@ class ProxylessSearch(SearchHooks, L.LightningModule):
                  w_momentum: float = 0.9, w_weight_decay: float = 4e-5, alpha_lr: float = 6e-3,
                  alpha_betas: tuple[float, float] = (0.0, 0.999), cost_weight: float = 0.0, target_mflops: float | None = None,
                  warmup_epochs: int = 0, output_dir: str = "runs/fmnist/search/proxylessnas", seed: int = 0,
-                 health_candidates: int = 16, bn_recalibration_batches: int = 4, scorer: str = "top1",
+                 health_candidates: int = 16, bn_recalibration_batches: int = 4, scorer: str = "kd",
                  export_unhealthy: bool = False) -> None:
         super().__init__()
         check_scorer(scorer)

@@ -87,7 +87,7 @@ class SPOSSearch(SearchHooks, L.LightningModule):
                  kd_targets: TeacherTargets = "soft", lr: float = 0.1,
                  momentum: float = 0.9, weight_decay: float = 4e-5, max_mflops: float | None = None,
                  population: int = 20, generations: int = 5, top_k: int = 5, mutation_prob: float = 0.1,
-                 bn_recalibration_batches: int = 5, score_batches: int | None = None, scorer: str = "top1",
+                 bn_recalibration_batches: int = 5, score_batches: int | None = None, scorer: str = "kd",
                  strategy: Literal["evolution", "random"] = "evolution",
                  output_dir: str = "runs/fmnist/search/spos", seed: int = 0, evolution: bool = True,
                  export_unhealthy: bool = False) -> None:
