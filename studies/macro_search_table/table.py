@@ -43,6 +43,16 @@ def t_interval(xs: list[float]) -> tuple[float, float, float]:
     return m, m - h, m + h
 
 
+def welch(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
+    """Mean difference xs - ys and its 95 % Welch interval (Welch-Satterthwaite degrees of freedom)."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    vx, vy = statistics.variance(xs) / len(xs), statistics.variance(ys) / len(ys)
+    df = (vx + vy) ** 2 / (vx ** 2 / (len(xs) - 1) + vy ** 2 / (len(ys) - 1)) if vx + vy > 0 else 1e9
+    t = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}.get(int(df), 2.1 if df < 20 else 2.0)
+    h = t * math.sqrt(vx + vy)
+    return mx - my, mx - my - h, mx - my + h
+
+
 def truths() -> dict[tuple, dict]:
     """choices -> {top1: seed mean, seeds, flops, uniform} for every trained architecture (>= 2 seeds)."""
     out = {}
@@ -65,29 +75,44 @@ def main() -> None:
     under = {c: t for c, t in known.items() if t["flops"] <= limit}
     best = max(t["top1"] for t in under.values())
     rows = ["| search (supernet trained on) | scorer | strategy | search seeds | found top-1 (%) [95 % CI over seeds] "
-            "| regret (points) | minus random sampling | minus the largest | found MFLOPs |",
-            "|---|---|---|---:|---|---:|---:|---:|---:|"]
-    groups: dict[tuple, list[dict]] = {}
+            "| regret (points) | minus random sampling [CI] | minus random search, same supernets [CI] "
+            "| minus the largest [CI] | found MFLOPs |",
+            "|---|---|---|---:|---|---:|---|---|---|---:|"]
+    groups: dict[tuple, dict[str, dict]] = {}
     for rec in found:
         train = "2,000 generator images" if rec["supernet"].startswith("gen2000") else "400 shipped images"
-        groups.setdefault((train, rec["scorer"], rec["strategy"]), []).append(rec)
+        groups.setdefault((train, rec["scorer"], rec["strategy"]), {})[rec["supernet"]] = rec
     rand = [t["top1"] for t in under.values() if t["uniform"]]
     r_mean, r_lo, r_hi = t_interval(rand)
     big = known.get(largest, {}).get("top1")
+
+    def acc(rec: dict) -> float | None:
+        t = known.get(tuple(rec["choices"]))
+        return None if t is None else t["top1"]
+
+    def ci(d: tuple[float, float, float]) -> str:
+        return f"{100 * d[0]:+.2f} [{100 * d[1]:+.2f}, {100 * d[2]:+.2f}]" if not math.isnan(d[1]) else f"{100 * d[0]:+.2f}"
+
     for (train, scorer, strategy), recs in sorted(groups.items()):
-        accs = [known[tuple(r["choices"])]["top1"] for r in recs if tuple(r["choices"]) in known]
+        accs = [a for a in (acc(r) for r in recs.values()) if a is not None]
         if not accs:
             continue
         m, lo, hi = t_interval(accs)
-        flops = statistics.fmean(r["flops"] for r in recs) / 1e6
+        flops = statistics.fmean(r["flops"] for r in recs.values()) / 1e6
+        vs_rand = ci(welch(accs, rand)) if len(accs) > 1 else f"{100 * (m - r_mean):+.2f}"
+        other = groups.get((train, scorer, "random")) if strategy == "evolution" else None
+        pairs = [(acc(r), acc(other[k])) for k, r in recs.items() if other and k in other]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+        vs_rs = ci(t_interval([a - b for a, b in pairs])) if pairs else "-"
+        vs_big = ci(t_interval([a - big for a in accs])) if big is not None else "-"
         rows.append(f"| {train} | {scorer} | {strategy} | {len(accs)}/{len(recs)} | {100 * m:.2f} "
-                    f"[{100 * lo:.2f}, {100 * hi:.2f}] | {100 * (best - m):.2f} | {100 * (m - r_mean):+.2f} | "
-                    + (f"{100 * (m - big):+.2f}" if big is not None else "-") + f" | {flops:.3f} |")
+                    f"[{100 * lo:.2f}, {100 * hi:.2f}] | {100 * (best - m):.2f} | {vs_rand} | {vs_rs} | {vs_big} | "
+                    f"{flops:.3f} |")
     rows.append(f"| random sampling ({len(rand)} uniform ground-truth architectures under the limit) | - | - | - | "
-                f"{100 * r_mean:.2f} [{100 * r_lo:.2f}, {100 * r_hi:.2f}] | {100 * (best - r_mean):.2f} | - | - | - |")
+                f"{100 * r_mean:.2f} [{100 * r_lo:.2f}, {100 * r_hi:.2f}] | {100 * (best - r_mean):.2f} | - | - | - | - |")
     if big is not None:
         rows.append(f"| the largest under the limit ({known[largest]['flops'] / 1e6:.3f} MFLOPs) | - | - | - | "
-                    f"{100 * big:.2f} | {100 * (best - big):.2f} | {100 * (big - r_mean):+.2f} | - | - |")
+                    f"{100 * big:.2f} | {100 * (best - big):.2f} | {100 * (big - r_mean):+.2f} | - | - | - |")
     rows.append("")
     rows.append(f"Best known under the limit (0.45 MFLOPs): {100 * best:.2f} % over {len(under)} trained architectures. "
                 f"Each architecture's top-1 is the mean of its 2-3 training seeds with the ground truth's recipe.")
