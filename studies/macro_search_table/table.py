@@ -27,29 +27,25 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
+from dfnas_pl.stats import T95, t_interval  # noqa: E402
 from dfnas_pl.utils.io import atomic_write_bytes  # noqa: E402
 
 GROUNDTRUTH = ROOT / "studies/macro_groundtruth/macro_uniform.json"
 FOUND = HERE / "found.json"
 
 
-def t_interval(xs: list[float]) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval (n - 1 degrees of freedom; a single value has none)."""
-    m = statistics.fmean(xs)
-    if len(xs) < 2:
-        return m, math.nan, math.nan
-    t = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}.get(len(xs) - 1, 2.0)
-    h = t * statistics.stdev(xs) / math.sqrt(len(xs))
-    return m, m - h, m + h
+def mean_interval(xs: list[float]) -> tuple[float, float, float]:
+    """Mean and its 95 % Student-t interval (:func:`dfnas_pl.stats.t_interval`; NaN for a single value)."""
+    return (statistics.fmean(xs), *t_interval(xs))
 
 
 def welch(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
-    """Mean difference xs - ys and its 95 % Welch interval (Welch-Satterthwaite degrees of freedom)."""
+    """Mean difference xs - ys and its 95 % Welch interval (Welch-Satterthwaite degrees of freedom, rounded
+    down: the wider interval)."""
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     vx, vy = statistics.variance(xs) / len(xs), statistics.variance(ys) / len(ys)
-    df = (vx + vy) ** 2 / (vx ** 2 / (len(xs) - 1) + vy ** 2 / (len(ys) - 1)) if vx + vy > 0 else 1e9
-    t = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}.get(int(df), 2.1 if df < 20 else 2.0)
-    h = t * math.sqrt(vx + vy)
+    df = (vx + vy) ** 2 / (vx ** 2 / (len(xs) - 1) + vy ** 2 / (len(ys) - 1)) if vx + vy > 0 else math.inf
+    h = T95.get(max(1, math.floor(df)), 1.96) * math.sqrt(vx + vy)
     return mx - my, mx - my - h, mx - my + h
 
 
@@ -83,7 +79,7 @@ def main() -> None:
         train = "2,000 generator images" if rec["supernet"].startswith("gen2000") else "400 shipped images"
         groups.setdefault((train, rec["scorer"], rec["strategy"]), {})[rec["supernet"]] = rec
     rand = [t["top1"] for t in under.values() if t["uniform"]]
-    r_mean, r_lo, r_hi = t_interval(rand)
+    r_mean, r_lo, r_hi = mean_interval(rand)
     big = known.get(largest, {}).get("top1")
 
     def acc(rec: dict) -> float | None:
@@ -97,14 +93,14 @@ def main() -> None:
         accs = [a for a in (acc(r) for r in recs.values()) if a is not None]
         if not accs:
             continue
-        m, lo, hi = t_interval(accs)
+        m, lo, hi = mean_interval(accs)
         flops = statistics.fmean(r["flops"] for r in recs.values()) / 1e6
         vs_rand = ci(welch(accs, rand)) if len(accs) > 1 else f"{100 * (m - r_mean):+.2f}"
         other = groups.get((train, scorer, "random")) if strategy == "evolution" else None
         pairs = [(acc(r), acc(other[k])) for k, r in recs.items() if other and k in other]
         pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
-        vs_rs = ci(t_interval([a - b for a, b in pairs])) if pairs else "-"
-        vs_big = ci(t_interval([a - big for a in accs])) if big is not None else "-"
+        vs_rs = ci(mean_interval([a - b for a, b in pairs])) if pairs else "-"
+        vs_big = ci(mean_interval([a - big for a in accs])) if big is not None else "-"
         rows.append(f"| {train} | {scorer} | {strategy} | {len(accs)}/{len(recs)} | {100 * m:.2f} "
                     f"[{100 * lo:.2f}, {100 * hi:.2f}] | {100 * (best - m):.2f} | {vs_rand} | {vs_rs} | {vs_big} | "
                     f"{flops:.3f} |")
