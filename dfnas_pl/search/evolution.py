@@ -1,9 +1,10 @@
 """SPOS evolutionary search (Guo et al., 2020): population, top-k, mutation, crossover, all under a
 FLOPs limit; or, with ``strategy="random"``, random search with weight sharing (Li and Talwalkar, 2019): every
 generation uniformly random feasible candidates, as many as evolution scores, the best kept - the baseline an
-evolution has to beat at equal cost (its first generation is evolution's own). Pure Python over candidate tuples; the caller supplies the fitness function. The RNG
-is seeded and the state is a plain dict, so every rank runs the same search and a killed search
-resumes from its last finished generation."""
+evolution has to beat at equal cost (its first generation is evolution's own). Pure Python over candidate
+tuples; the caller supplies the fitness function. The RNG is seeded and the state is a plain dict (a
+candidate's score under its ``candidate_key``), so every rank runs the same search and a killed search resumes
+from its last finished generation."""
 
 from __future__ import annotations
 
@@ -12,6 +13,20 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 Candidate = tuple[int, ...]
+
+
+def candidate_key(c: Sequence[int]) -> str:
+    """How a candidate is written in the state's ``scores`` (JSON keys are strings)."""
+    return ",".join(map(str, c))
+
+
+def key_candidate(key: str) -> Candidate:
+    return tuple(int(v) for v in key.split(","))
+
+
+def first_generation(state: dict[str, Any]) -> list[Candidate]:
+    """The first generation's candidates (uniformly random under the limit): scores are kept in scoring order."""
+    return [key_candidate(k) for k in list(state["scores"])[: state["history"][0]["evaluated"]]]
 
 
 class EvolutionSearch:
@@ -49,7 +64,7 @@ class EvolutionSearch:
 
     def propose(self, generation: int) -> list[Candidate]:
         rng = self._rng(generation)
-        seen = {tuple(int(v) for v in k.split(",")) for k in self.state["scores"]}
+        seen = {key_candidate(k) for k in self.state["scores"]}
         random_candidate = lambda: tuple(rng.randrange(n) for n in self.num_choices)  # noqa: E731
         if generation == 0 or not self.state["top"] or self.strategy == "random":
             cands = self._collect(random_candidate, self.population_size, seen)
@@ -87,9 +102,9 @@ class EvolutionSearch:
                 break
             scores = {c: fitness(c) for c in proposals}
             for c, s in scores.items():
-                self.state["scores"][",".join(map(str, c))] = s
+                self.state["scores"][candidate_key(c)] = s
             ranked = sorted(self.state["scores"].items(), key=lambda kv: (-kv[1], kv[0]))
-            self.state["top"] = [[int(v) for v in k.split(",")] for k, _ in ranked[: self.top_k]]
+            self.state["top"] = [list(key_candidate(k)) for k, _ in ranked[: self.top_k]]
             self.state["history"].append({"generation": g, "best": ranked[0][1],
                                           "mean": sum(scores.values()) / max(1, len(scores)),
                                           "evaluated": len(scores), "best_candidate": self.state["top"][0]})

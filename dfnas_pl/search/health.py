@@ -99,8 +99,8 @@ class Health:
                  f"({self.level_of}); chance is {self.chance:.0%}, learning needs >= {self.level_floor:.0%}"]
         if self.separates is not None:
             parts.append(f"its {self.candidates} random candidates' {self.scorer} scores spread "
-                         f"{self.spread / max(self.noise, 1e-12):.1f}x the noise of {self.images} images (p = {self.spread_p:.2g}; separating needs p < "
-                         f"{self.alpha:g})")
+                         f"{self.spread / max(self.noise, 1e-12):.1f}x the noise of {self.images} images "
+                         f"(p = {self.spread_p:.2g}; separating needs p < {self.alpha:g})")
         verdict = f"{name} {'can choose' if self.can_choose else 'cannot choose'}: " + "; ".join(parts)
         if self.can_choose:
             return verdict + "."

@@ -36,10 +36,10 @@ def random_like(reference: dict[str, Any], seed: int = 0, samples: int = 20000,
     return best, best_flops
 
 
-def write_random_like(path, reference_path, exclude_reference: bool = False, **extra: Any):
+def write_random_like(path, reference_path, exclude_reference: bool = False):
     """Write (once: a readable file is kept, so a resumed run retrains the same one) the seeded
-    ``random_like`` architecture of the one exported at ``reference_path`` to ``path``; ``extra`` goes into
-    its ``architecture.json`` beside ``like``, the reference it was matched to."""
+    ``random_like`` architecture of the one exported at ``reference_path`` to ``path``, its
+    ``architecture.json`` naming that reference (``like``)."""
     from pathlib import Path
 
     from dfnas_pl.search.export import read_architecture, write_architecture
@@ -51,5 +51,5 @@ def write_random_like(path, reference_path, exclude_reference: bool = False, **e
         choices, _ = random_like(found, seed=0, exclude_reference=exclude_reference)
         cfg = {k: v for k, v in found["space_config"].items() if k != "image_size"}
         write_architecture(path, "random", found["space"], cfg, found["space_config"]["image_size"], choices,
-                           like=str(reference_path), **extra)
+                           like=str(reference_path))
     return path

@@ -22,7 +22,7 @@ import torch
 
 from dfnas_pl.losses import TeacherTargets
 from dfnas_pl.search.consistency import assert_same_on_all_ranks
-from dfnas_pl.search.evolution import Candidate, EvolutionSearch
+from dfnas_pl.search.evolution import Candidate, EvolutionSearch, first_generation
 from dfnas_pl.search.export import write_architecture
 from dfnas_pl.search.hooks import SearchHooks
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
@@ -243,6 +243,8 @@ class SPOSSearch(SearchHooks, L.LightningModule):
 
         with batchnorm_state_kept(self.supernet):
             best = search.run(lambda c: self.fitness(c, train_loader), on_generation)
+            if self.verdict is None:  # resumed after its last generation: no generation ran to judge it
+                self.verdict = self.first_generation_health(search.state, train_loader)
         self.evolution_state = search.state
         self.ranks_agreeing = assert_same_on_all_ranks(self.trainer, torch.tensor(best), "SPOS evolution result")
         return best
@@ -251,7 +253,7 @@ class SPOSSearch(SearchHooks, L.LightningModule):
         """The health check on the first generation, uniform over the feasible paths: what the supernet tells
         apart before evolution has selected anything (later generations are chosen by these very scores). A
         resumed evolution scores them again for their per-image values (deterministic, the same weights)."""
-        first_gen = [tuple(int(v) for v in k.split(",")) for k in list(state["scores"])[: state["history"][0]["evaluated"]]]
+        first_gen = first_generation(state)
         for c in first_gen:
             if c not in self.path_scores:
                 self.fitness(c, train_loader)
@@ -267,11 +269,9 @@ class SPOSSearch(SearchHooks, L.LightningModule):
         self._finished = True
         best = self.run_evolution()
         history = self.evolution_state["history"]
-        health = self.verdict or self.first_generation_health(self.evolution_state,
-                                                              self.trainer.datamodule.scoring_loaders()[0])
         if self.trainer.is_global_zero:
             record = write_architecture(self.output_dir / "architecture.json", "spos", self.space.family,
-                                        self.space, self.space.image_size, self.names(best), health=health,
+                                        self.space, self.space.image_size, self.names(best), health=self.verdict,
                                         search_val_score=history[-1]["best"], scorer=self.hparams.scorer,
                                         search_val_agreement=self.path_scores[best].agreement
                                         if best in self.path_scores else None, evolution=history,

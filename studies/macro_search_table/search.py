@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from dfnas_pl.drivers.commands import versions  # noqa: E402
-from dfnas_pl.search.evolution import EvolutionSearch  # noqa: E402
+from dfnas_pl.search.evolution import EvolutionSearch, candidate_key  # noqa: E402
 from dfnas_pl.search.scoring import ScoringSet, batchnorm_state_kept, first, score_path  # noqa: E402
 from dfnas_pl.utils.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 
@@ -70,7 +70,7 @@ def search_one(supernet, bn_loader, scoring: ScoringSet, m: dict, scorer: str, s
     with batchnorm_state_kept(supernet):
         best = search.run(fitness)
     return {"scorer": scorer, "strategy": strategy, "choices": [n[c] for n, c in zip(supernet.choice_names, best)],
-            "flops": cost(best), "score": search.state["scores"][",".join(map(str, best))],
+            "flops": cost(best), "score": search.state["scores"][candidate_key(best)],
             "scored": len(search.state["scores"]), "seconds": round(time.time() - start, 1)}
 
 

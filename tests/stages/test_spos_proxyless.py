@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dfnas_pl.data.search_data import SearchDataModule
-from dfnas_pl.search.evolution import EvolutionSearch
+from dfnas_pl.search.evolution import EvolutionSearch, candidate_key, first_generation
 from dfnas_pl.search.export import build_from_architecture, count_flops, count_params
 from dfnas_pl.search.layerwise_space import LayerwiseSpaceConfig, LayerwiseSupernet
 from dfnas_pl.search.proxylessnas import ProxylessSearch
@@ -81,7 +81,7 @@ def test_random_search_with_weight_sharing_returns_the_best_of_its_scored_paths(
     evo = EvolutionSearch([4] * 8, cost, 14.0, population=20, generations=10, top_k=5, seed=0)
     evo_best = evo.run(lambda c: float(sum(a == b for a, b in zip(c, target))) + 0.001 * c[0])
     assert list(evo.state["scores"])[:20] == first_generation
-    assert scored[best] < evo.state["scores"][",".join(map(str, evo_best))]
+    assert scored[best] < evo.state["scores"][candidate_key(evo_best)]
     with pytest.raises(ValueError, match="Unknown search strategy 'grid'"):
         EvolutionSearch([4] * 8, cost, None, strategy="grid")
 
@@ -120,7 +120,7 @@ def test_spos_search_exports_a_feasible_architecture_and_resumes_its_evolution(t
     small_trainer(tmp_path).fit(resumed, datamodule=data)
     after = json.loads((tmp_path / "spos" / "evolution_state.json").read_text())["state"]
     assert len(after["history"]) == 2 and after["generation"] == 2
-    first_gen = {tuple(int(v) for v in k.split(",")) for k in list(state["state"]["scores"])[:4]}
+    first_gen = set(first_generation(state["state"]))
     evolved = [c for c in calls if tuple(c) not in first_gen]
     assert 0 < len(evolved) <= 4  # only generation 1's candidates were scored for evolution (population 4)
     # and the health check scored generation 0 again, once each, for its per-image values
