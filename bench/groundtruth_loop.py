@@ -5,8 +5,10 @@ A ground-truth job is thousands of SGD steps of one small network, so the loop a
 * ``bare``: forward, cross-entropy, backward, SGD step on batches already in memory, nothing else: the floor;
 * ``tensor`` (``recipe.loop: tensor``, what the macro ground truth uses): the same plus batch augmentation
   (shift + flip), label smoothing, the LR schedule and the weight EMA;
-* ``lightning`` (``recipe.loop: lightning``): ``RetrainClassifier`` under a Lightning ``Trainer``, images read
-  through torchvision transforms and a DataLoader, one image at a time.
+* ``lightning`` (``recipe.loop: lightning``, the retraining stage): ``RetrainClassifier`` under a Lightning
+  ``Trainer``, batches from the data module's tensor path (decoded once, cropped and flipped a batch at a time);
+* ``lightning-transforms``: the same with ``loader: transforms``, torchvision transforms behind a DataLoader, one
+  image at a time (the data path before the tensor one).
 
 Each runs the most expensive macro network (every layer ``mbconv_k5_e6``) and the cheapest (every layer
 identity), batch 128, in its own process, after warm-up steps; the result is seconds per step and the ratio
@@ -61,9 +63,9 @@ def measure(loop: str, network: str, steps: int, warmup: int, tensors: str) -> f
             loss.backward()
             opt.step()
         return (time.perf_counter() - start) / steps
-    recipe = dataclasses.replace(TrainingRecipe(), loop=loop, train_images=n, epochs=1, batch_size=BATCH,
-                                 label_smoothing=0.1, augment=True, **({"ema_decay": 0.995, "flip_tta": True}
-                                                                       if loop == "tensor" else {}))
+    recipe = dataclasses.replace(TrainingRecipe(), loop="tensor" if loop == "tensor" else "lightning",
+                                 train_images=n, epochs=1, batch_size=BATCH, label_smoothing=0.1, augment=True,
+                                 **({"ema_decay": 0.995, "flip_tta": True} if loop == "tensor" else {}))
     if loop == "tensor":
         data = load_tensors(Path(tensors))
         data = {**data, "test_x": data["test_x"][:BATCH], "test_y": data["test_y"][:BATCH]}  # the step, not the test
@@ -83,9 +85,13 @@ def measure(loop: str, network: str, steps: int, warmup: int, tensors: str) -> f
     arch = Path(tensors).parent / f"{network.replace(' ', '_')}.json"
     write_architecture(arch, "bench", "macro", {k: v for k, v in SPACE.items() if k != "image_size"}, 28,
                        NETWORKS[network])
-    dm = FashionMNISTDataModule(root="data")
+    dm = FashionMNISTDataModule(root="data", batch_size=BATCH,
+                                loader="transforms" if loop == "lightning-transforms" else "tensor")
     dm.setup("fit")
-    train = DataLoader(Subset(dm.train_set, range(n)), batch_size=BATCH, shuffle=True, drop_last=True)
+    if dm.tensor_path:
+        train = dm.tensor_loader("train", index=dm.train_set.indices[:n])
+    else:
+        train = DataLoader(Subset(dm.train_set, range(n)), batch_size=BATCH, shuffle=True, drop_last=True)
 
     class StepClock(L.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
@@ -120,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for network in NETWORKS:
         times = {}
-        for loop in ("bare", "tensor", "lightning"):
+        for loop in ("bare", "tensor", "lightning", "lightning-transforms"):
             cmd = [sys.executable, "-m", "bench.groundtruth_loop", "--case", loop, network, "--steps", str(a.steps),
                    "--warmup", str(a.warmup), "--tensors", a.tensors]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout

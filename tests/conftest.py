@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import lightning as L
@@ -19,6 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 TEACHER = "embedded:fmnist_resnet8"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# decoded-image caches (an ImageFolder's, dfnas_pl/data/decoded.py) go to a folder of this test session, not
+# the user's ~/.cache; the CLI runs the tests start inherit it
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="dfnas-test-cache-")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs the tests on 2 xdist workers (one per core): one torch thread per worker, and the
     # same for the stage processes the tests start (the CLI reads DFNAS_NUM_THREADS), not 2 x 2 threads

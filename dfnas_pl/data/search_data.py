@@ -19,6 +19,7 @@ from torchvision.transforms import v2 as T
 from dfnas_pl.data.compatibility import check_real_data
 from dfnas_pl.data.epoch_shuffle import make_loader
 from dfnas_pl.data.synthetic import SyntheticImageDataset
+from dfnas_pl.data.tensor_loader import TensorLoader
 from dfnas_pl.data.vision import VisionDataModule
 from dfnas_pl.utils.settings import check_all
 
@@ -54,13 +55,15 @@ class SearchDataModule(L.LightningDataModule):
         augment: random crop + flip on the synthetic search-train split.
         num_workers: DataLoader worker processes (0: load in the main process).
         split_seed: seed of the subsample and the train/val split.
+        loader: ``tensor`` (images decoded once, batches cropped and flipped whole: dfnas_pl/data/tensor_loader.py)
+            or ``transforms`` (per-image transforms behind a DataLoader).
     """
 
     def __init__(self, source: Literal["synthetic", "real", "noise"] = "synthetic",
                  path: str = "runs/fmnist/synthetic", real_data: VisionDataModule | None = None,
                  val_fraction: float = 0.5, max_images: int | None = None, noise_images: int = 500,
                  image_shape: tuple[int, int, int] = (1, 28, 28), batch_size: int = 64, augment: bool = True,
-                 num_workers: int = 0, split_seed: int = 0) -> None:
+                 num_workers: int = 0, split_seed: int = 0, loader: Literal["tensor", "transforms"] = "tensor") -> None:
         super().__init__()
         check_all([("val_fraction", val_fraction, 0, 1, True, True), ("max_images", max_images, 2, None),
                    ("noise_images", noise_images, 2, None), ("batch_size", batch_size, 1, None),
@@ -70,7 +73,8 @@ class SearchDataModule(L.LightningDataModule):
         self.source, self.path, self.real_data = source, path, real_data
         self.val_fraction, self.max_images, self.noise_images = val_fraction, max_images, noise_images
         self.image_shape, self.batch_size, self.augment = tuple(image_shape), batch_size, augment
-        self.num_workers, self.split_seed = num_workers, split_seed
+        self.num_workers, self.split_seed, self.loader = num_workers, split_seed, loader
+        self._tensors: tuple[torch.Tensor, tuple[torch.Tensor, ...], dict] | None = None
         self.search_train: Dataset | None = None
         self.search_val: Dataset | None = None
         self.search_train_plain: Dataset | None = None
@@ -117,15 +121,45 @@ class SearchDataModule(L.LightningDataModule):
         if stage in (None, "test") and self.real_data is not None:
             self.real_data.setup("test")
 
-    def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
-        return make_loader(ds, self.batch_size, shuffle, self.num_workers, drop_last=shuffle and len(ds) > self.batch_size,
-                           persistent=False)
+    def _loader(self, ds: Subset, shuffle: bool, shard: bool = True) -> DataLoader | TensorLoader:
+        drop_last = shuffle and len(ds) > self.batch_size
+        if self.loader == "transforms":
+            return make_loader(ds, self.batch_size, shuffle, self.num_workers, drop_last=drop_last, persistent=False)
+        images, fields, how = self._decoded()
+        augment = ds is self.search_train  # the only augmented split
+        return TensorLoader(images, fields, self.batch_size, shuffle=shuffle, drop_last=drop_last, index=ds.indices,
+                            shard=shard, **(how["train"] if augment else how["eval"]))
+
+    def _decoded(self) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], dict]:
+        """The source's images in one tensor, the fields beside them, and how each split's batches are made
+        (the per-image path's transforms: a synthetic set's random window, crop and flip for search-train)."""
+        if self._tensors is None:
+            if self.source == "synthetic":
+                full = self.search_val.dataset
+                size = int(full.manifest["teacher"]["image_size"])
+                norm = {"mean": full.mean.flatten().tolist(), "std": full.std.flatten().tolist(), "size": size}
+                how = {"train": {**norm, "window_mode": "random", "padding": 2 if self.augment else 0,
+                                 "flip": self.augment},
+                       "eval": {**norm, "window_mode": "centre"}}
+                self._tensors = (full.decoded(), (full.logits, full.classes), how)
+            elif self.source == "noise":
+                noise = self.search_val.dataset
+                images = torch.stack([noise[i][0] for i in range(len(noise))])
+                self._tensors = (images, (torch.zeros(len(noise), dtype=torch.long),), {"train": {}, "eval": {}})
+            else:
+                real = self.real_data
+                images, labels = real.decoded(True)
+                norm = {"mean": real.mean, "std": real.std}
+                aug = bool(real.hparams.augment)
+                how = {"train": {**norm, "padding": real.hparams.crop_padding if aug else 0, "flip": aug}, "eval": norm}
+                self._tensors = (images, (labels,), how)
+        return self._tensors
 
     def scoring_loaders(self) -> tuple[DataLoader, DataLoader]:
         """What a one-shot search scores candidates with: search-train in a fixed order and without
         augmentation (BN recalibration: a random crop here would make every score, and so the search's choice,
         depend on the random state, and differ between DDP ranks) and search-val (the score)."""
-        return self._loader(self.search_train_plain, False), self._loader(self.search_val, False)
+        return self._loader(self.search_train_plain, False, shard=False), self._loader(self.search_val, False, shard=False)
 
     def train_dataloader(self) -> CombinedLoader:
         return CombinedLoader({"train": self._loader(self.search_train, True),

@@ -372,13 +372,24 @@ class SyntheticImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def read(self, i: int) -> torch.Tensor:
+        """Image ``i`` as stored: uint8, the canvas size."""
         try:
             data = torch.frombuffer(bytearray(self.paths[i].read_bytes()), dtype=torch.uint8)
-            img = decode_png(data, mode=self._mode).float() / 255.0
+            return decode_png(data, mode=self._mode)
         except (OSError, RuntimeError) as err:
             raise ValueError(f"Image '{self.paths[i]}' of the synthetic set is missing or corrupt "
                              f"({type(err).__name__}). {REPAIR.format(root=self.root)}") from None
+
+    def decoded(self) -> torch.Tensor:
+        """Every image as stored, ``(N, C, canvas, canvas)`` uint8: what ``TensorLoader`` draws from (the
+        teacher's size is cut from it per batch, as ``__getitem__`` does per image)."""
+        if len(self) == 0:
+            return torch.zeros(0, len(self.mean), self.canvas_size, self.canvas_size, dtype=torch.uint8)
+        return torch.stack([self.read(i) for i in range(len(self))])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        img = T.functional.to_dtype(self.read(i), torch.float32, scale=True)  # as the tensor loader scales
         if self.crop is not None:
             img = self.crop(img)
         if self.transform is not None:

@@ -5,6 +5,7 @@ ever used to *report* accuracy, never to train or select."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
@@ -14,6 +15,7 @@ from torchvision.transforms import v2 as T
 from dfnas_pl.data.compatibility import check_real_data
 from dfnas_pl.data.epoch_shuffle import make_loader
 from dfnas_pl.data.synthetic import SyntheticImageDataset
+from dfnas_pl.data.tensor_loader import TensorLoader
 from dfnas_pl.data.vision import VisionDataModule
 from dfnas_pl.utils.settings import check_all
 
@@ -32,11 +34,14 @@ class SyntheticDataModule(L.LightningDataModule):
         eval_data: real data for test (and val when ``val_fraction`` is 0).
         num_workers: DataLoader worker processes (0: load in the main process).
         split_seed: seed of the synthetic train/val split.
+        loader: ``tensor`` (the set decoded once, batches cropped and flipped whole: dfnas_pl/data/tensor_loader.py)
+            or ``transforms`` (per-image transforms behind a DataLoader).
     """
 
     def __init__(self, path: str = "runs/fmnist/synthetic", batch_size: int = 64, val_fraction: float = 0.0,
                  augment: bool = True, crop_padding: int = 2, rounds: list[int] | None = None,
-                 eval_data: VisionDataModule | None = None, num_workers: int = 0, split_seed: int = 0) -> None:
+                 eval_data: VisionDataModule | None = None, num_workers: int = 0, split_seed: int = 0,
+                 loader: Literal["tensor", "transforms"] = "tensor") -> None:
         super().__init__()
         check_all([("batch_size", batch_size, 1, None), ("val_fraction", val_fraction, 0, 1, False, True),
                    ("crop_padding", crop_padding, 0, None), ("num_workers", num_workers, 0, None)],
@@ -44,7 +49,9 @@ class SyntheticDataModule(L.LightningDataModule):
         self.path, self.batch_size, self.val_fraction = Path(path), batch_size, val_fraction
         self.augment, self.crop_padding, self.rounds = augment, crop_padding, rounds
         self.eval_data, self.num_workers, self.split_seed = eval_data, num_workers, split_seed
+        self.loader = loader
         self.train_set = self.val_set = None
+        self._images: torch.Tensor | None = None
 
     def prepare_data(self) -> None:
         if self.eval_data is not None:
@@ -73,13 +80,22 @@ class SyntheticDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return int(self.manifest["teacher"]["num_classes"])
 
-    def _loader(self, ds, shuffle: bool) -> DataLoader:
-        return make_loader(ds, self.batch_size, shuffle, self.num_workers)
+    def _loader(self, ds: Subset, shuffle: bool) -> DataLoader | TensorLoader:
+        if self.loader == "transforms":
+            return make_loader(ds, self.batch_size, shuffle, self.num_workers)
+        full = ds.dataset
+        if self._images is None:
+            self._images = full.decoded()
+        augment = shuffle and self.augment
+        return TensorLoader(self._images, (full.logits, full.classes), self.batch_size, shuffle=shuffle,
+                            index=ds.indices, padding=self.crop_padding if augment else 0, flip=augment,
+                            size=int(full.manifest["teacher"]["image_size"]), window_mode="random" if shuffle else "centre",
+                            mean=full.mean.flatten().tolist(), std=full.std.flatten().tolist())
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | TensorLoader:
         return self._loader(self.train_set, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader | list:
+    def val_dataloader(self) -> DataLoader | TensorLoader | list:
         if self.val_set is not None:
             return self._loader(self.val_set, shuffle=False)
         return self.eval_data.val_dataloader() if self.eval_data is not None else []

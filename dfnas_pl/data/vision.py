@@ -18,9 +18,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets
 from torchvision.transforms import v2 as T
+from torchvision.transforms.v2 import functional as TF
 
 from dfnas_pl.data import fashion_mnist
 from dfnas_pl.data.epoch_shuffle import make_loader
+from dfnas_pl.data.tensor_loader import TensorLoader
 from dfnas_pl.utils.settings import check_all
 
 # Per-channel statistics of the training sets (pixel values in [0, 1]).
@@ -59,6 +61,11 @@ class VisionDataModule(L.LightningDataModule):
         train_images: train on only this many images of the training split, the same number per class
             (seeded by ``split_seed``); null: all. The distillation check's real-data reference: a student
             taught on as many real images as a synthetic set holds.
+        loader: ``tensor`` (every split decoded once into memory, batches cropped, flipped and normalised a
+            whole batch at a time: dfnas_pl/data/tensor_loader.py) or ``transforms`` (torchvision transforms
+            per image behind a DataLoader; what ``crop: imagenet`` always uses, photos differing in size).
+        cache_dir: where an ImageFolder's decoded images are kept between runs (a file per folder, rebuilt when
+            its files change; never inside the data folder); null: ``~/.cache/dfnas_pl``.
     """
 
     def __init__(
@@ -78,6 +85,8 @@ class VisionDataModule(L.LightningDataModule):
         test_split: str = "test",
         crop: Literal["resize", "imagenet"] = "resize",
         train_images: int | None = None,
+        loader: Literal["tensor", "transforms"] = "tensor",
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         check_all([("batch_size", batch_size, 1, None), ("val_size", val_size, 0, None),
@@ -97,6 +106,7 @@ class VisionDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self._decoded: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def in_channels(self) -> int:
@@ -251,17 +261,65 @@ class VisionDataModule(L.LightningDataModule):
         rounds = itertools.zip_longest(*(per_class[c] for c in sorted(per_class)))
         return [i for r in rounds for i in r if i is not None][:count]
 
+    @property
+    def tensor_path(self) -> bool:
+        """Batches from decoded tensors (``loader: tensor``; not for ``crop: imagenet``'s photos of any size)."""
+        return self.hparams.loader == "tensor" and self.hparams.crop != "imagenet"
+
+    def _decode_transform(self) -> T.Compose:
+        """The per-image path up to its random crop: the uint8 pixels both paths start from."""
+        ops: list = [T.ToImage()]
+        if self.hparams.image_size is not None:
+            ops.append(T.Resize((self.hparams.image_size, self.hparams.image_size), antialias=True))
+        if self.in_channels == 1:
+            ops.append(T.Grayscale(1))
+        return T.Compose(ops)
+
+    def decoded(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The official training (``train``) or test split as ``(uint8 images, labels)``, decoded once; checked
+        against the per-image path's evaluation input on a few images."""
+        if train not in self._decoded:
+            from dfnas_pl.data.decoded import decode, default_cache_dir
+
+            tf = self._decode_transform()
+            cache = self.hparams.cache_dir
+            images, labels = decode(self._make(train, tf), tf, Path(cache) if cache else default_cache_dir(),
+                                    {"image_size": self.hparams.image_size, "channels": self.in_channels})
+            reference = self._make(train, self._transforms(train=False))
+            for i in torch.linspace(0, len(images) - 1, 8).long().unique().tolist():
+                x, y = reference[i]
+                mine = TF.normalize(TF.to_dtype(images[i], torch.float32, scale=True), list(self.mean), list(self.std))
+                if mine.shape != x.shape or not torch.allclose(mine, x, atol=1e-5) or int(labels[i]) != int(y):
+                    raise ValueError(f"The tensor data path reads item {i} of {self.hparams.dataset} at "
+                                     f"'{self.hparams.root}' differently from torchvision's per-image path. Fix: set "
+                                     f"data.init_args.loader: transforms (and please report it).")
+            self._decoded[train] = (images, labels)
+        return self._decoded[train]
+
+    def tensor_loader(self, split: Literal["train", "val", "test"], augment: bool | None = None,
+                      shuffle: bool | None = None, index: Sequence[int] | None = None, **kw) -> TensorLoader:
+        """A ``TensorLoader`` of ``split`` (``index``: these items of the official training split instead),
+        augmented as the data module's settings say for ``train`` unless ``augment`` is given."""
+        images, labels = self.decoded(split != "test")
+        if index is None:
+            index = {"train": self.train_set, "val": self.val_set}[split].indices if split != "test" else None
+        augment = (split == "train" and self.hparams.augment) if augment is None else augment
+        return TensorLoader(images, (labels,), self.hparams.batch_size,
+                            shuffle=split == "train" if shuffle is None else shuffle, index=index,
+                            padding=self.hparams.crop_padding if augment else 0, flip=augment,
+                            mean=self.mean, std=self.std, **kw)
+
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return make_loader(dataset, self.hparams.batch_size, shuffle, self.hparams.num_workers)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+    def train_dataloader(self) -> DataLoader | TensorLoader:
+        return self.tensor_loader("train") if self.tensor_path else self._loader(self.train_set, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+    def val_dataloader(self) -> DataLoader | TensorLoader:
+        return self.tensor_loader("val") if self.tensor_path else self._loader(self.val_set, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+    def test_dataloader(self) -> DataLoader | TensorLoader:
+        return self.tensor_loader("test") if self.tensor_path else self._loader(self.test_set, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
@@ -294,7 +352,7 @@ class FashionMNISTDataModule(VisionDataModule):
 
     def __init__(self, root: str = "data", batch_size: int = 128, val_size: int = 5000, augment: bool = True,
                  num_workers: int = 0, split_seed: int = 0, download: bool = False,
-                 train_images: int | None = None) -> None:
+                 train_images: int | None = None, loader: Literal["tensor", "transforms"] = "tensor") -> None:
         super().__init__("FashionMNIST", root=root, batch_size=batch_size, val_size=val_size, augment=augment,
                          num_workers=num_workers, split_seed=split_seed, download=download,
-                         train_images=train_images)
+                         train_images=train_images, loader=loader)
