@@ -271,6 +271,8 @@ class Pipeline:
             rand = f"{100 * r['random_top1']:.2f} % ({r['random_mflops']:.2f} MFLOPs)" if "random_top1" in r else "-"
             lines.append(f"| {r['algorithm']} | {verdict} | {r['architecture']} | {r['mflops']:.2f} | "
                          f"{r['kparams']:.1f} | {100 * r['test_top1']:.2f} % | {rand} |")
+        if any(r["algorithm"] == "darts" and "architecture" in r for r in rows):
+            lines += ["", DARTS_NOTE]
         table = "\n".join(lines)
         atomic_write_bytes(self.run / "pipeline_results.md", (table + "\n").encode())
         # stage_seconds: the run dir's ledger (every invocation, so a resumed pipeline still shows its
@@ -285,6 +287,12 @@ class Pipeline:
               f"health.json\n"
               f"W&B runs (group {self.group or pipeline_group(self.run)}): {self.run / 'wandb'} "
               f"(offline: `wandb sync {self.run / 'wandb'}/offline-run-*` uploads them)")
+
+
+# Said wherever the pipeline prints a DARTS cell, until a DARTS selection is measured to beat random cells.
+DARTS_NOTE = ("Note: DARTS is not shown to beat random cells of its space: over 4 search seeds, neither its alpha rule "
+              "nor perturbation selection retrained better than a random cell (studies/darts_selection). Read its "
+              "row against the random cell beside it.")
 
 
 def summarise(choices) -> str:
