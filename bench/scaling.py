@@ -66,6 +66,8 @@ def search_case(tmp: Path, algorithm: str, devices: int, batches: int) -> dict:
                  "--model.init_args.output_dir", str(out), "--trainer.default_root_dir", str(out),
                  "--trainer.callbacks.init_args.dirpath", str(out / "checkpoints"), "--trainer.max_epochs", "1",
                  "--trainer.limit_train_batches", str(batches), "--trainer.limit_val_batches", "0",
+                 # a speed benchmark on noise: its one-epoch supernet cannot choose, which is not what is timed
+                 "--model.init_args.export_unhealthy", "true",
                  "--model.init_args.warmup_epochs" if algorithm == "proxylessnas" else "--trainer.log_every_n_steps",
                  "0" if algorithm == "proxylessnas" else "5"], devices, SEARCH_STRATEGY[algorithm],
                 tmp / f"timer_{algorithm}_{devices}", "steps")
