@@ -2,7 +2,7 @@
 
 The pixels are those the per-image torchvision path produces before its random crop, flip, scaling and
 normalisation (``to_image``, the resize, the grey conversion: the same transform object is applied), so the
-two paths give the same model inputs; ``decode`` checks that on a few images and says so where it cannot.
+two paths give the same model inputs (the data modules check that on a few images).
 
 * torchvision datasets that hold their split as one array (MNIST, Fashion-MNIST, CIFAR): the transform runs on
   the whole array at once, in seconds;
@@ -38,16 +38,15 @@ def default_cache_dir() -> Path:
 def decode(dataset: Dataset, transform: Callable, cache_dir: Path | None = None,
            settings: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images uint8 (N, C, H, W), labels long (N,))`` of every item of ``dataset``, through ``transform``
-    (the per-image path's decoding part, ending in a uint8 image). ``settings``: what besides the files decides
+    (the per-image path's decoding part, ending in a uint8 image; ``dataset`` reads its items through it too).
+    ``settings``: what besides the files decides
     the pixels (size, channels), part of an ImageFolder cache's key."""
     from torchvision import datasets
 
     if isinstance(dataset, datasets.ImageFolder):
-        images, labels = folder_cache(dataset, transform, settings or {}, cache_dir)
-    else:
-        whole = _whole_array(dataset, transform)
-        images, labels = whole if whole is not None else _one_by_one(dataset, transform, str(dataset))
-    return images, labels
+        return folder_cache(dataset, settings or {}, cache_dir)
+    whole = _whole_array(dataset, transform)
+    return whole if whole is not None else _one_by_one(dataset, str(dataset))
 
 
 def _whole_array(dataset: Any, transform: Callable) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -67,20 +66,13 @@ def _whole_array(dataset: Any, transform: Callable) -> tuple[torch.Tensor, torch
     return torch.cat(chunks).contiguous(), torch.as_tensor(targets, dtype=torch.long).clone()
 
 
-def _one_by_one(dataset: Any, transform: Callable, where: str,
-                paths: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every item through the dataset's own reader and ``transform``; names the file an error came from."""
-    from torchvision import datasets
-
+def _one_by_one(dataset: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every item through the dataset's own reader and transform; names the file an error came from."""
+    paths = [p for p, _ in dataset.samples] if hasattr(dataset, "samples") else None
     images, labels = [], []
     for i in range(len(dataset)):
         try:
-            if isinstance(dataset, datasets.ImageFolder):
-                path, label = dataset.samples[i]
-                img = transform(dataset.loader(path))
-            else:
-                img, label = dataset[i]
-                img = transform(img)
+            img, label = dataset[i]
         except (OSError, SyntaxError, ValueError) as err:  # PIL: OSError (truncated), UnidentifiedImageError
             name = paths[i] if paths else f"item {i} of {where}"
             raise ValueError(f"Image '{name}' cannot be read ({type(err).__name__}: {err}). Fix: replace or "
@@ -114,9 +106,8 @@ def _why_stale(old: list[list], new: list[list]) -> str:
     return ", ".join(parts) or "decoded with other settings"
 
 
-def folder_cache(dataset: Any, transform: Callable, settings: dict[str, Any],
-                 cache_dir: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """An ImageFolder's decoded images, from ``cache_dir``'s file for this folder and ``settings`` when it still
+def folder_cache(dataset: Any, settings: dict[str, Any], cache_dir: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """An ImageFolder's decoded images (through its own transform), from ``cache_dir``'s file for this folder and ``settings`` when it still
     matches the folder, else decoded (each file once) and saved there. ``cache_dir`` None: kept in memory only."""
     root = Path(dataset.root).resolve()
     listing = _listing(dataset)
@@ -136,8 +127,7 @@ def folder_cache(dataset: Any, transform: Callable, settings: dict[str, Any],
             why = _why_stale(saved["listing"], listing) if ok else "unreadable"
             print(f"dfnas_pl: the decoded-image cache '{cache}' no longer matches '{root}' ({why}): decoding the "
                   f"folder again.", flush=True)
-    paths = [p for p, _ in dataset.samples]
-    images, labels = _one_by_one(dataset, transform, f"'{root}'", paths)
+    images, labels = _one_by_one(dataset, f"'{root}'")
     if cache is not None:
         try:
             atomic_torch_save(cache, {"format": CACHE_FORMAT, "key": key, "root": str(root), "settings": settings,

@@ -136,8 +136,7 @@ class SearchDataModule(L.LightningDataModule):
         if self._tensors is None:
             if self.source == "synthetic":
                 full = self.search_val.dataset
-                size = int(full.manifest["teacher"]["image_size"])
-                norm = {"mean": full.mean.flatten().tolist(), "std": full.std.flatten().tolist(), "size": size}
+                norm = full.input_settings()
                 how = {"train": {**norm, "window_mode": "random", "padding": 2 if self.augment else 0,
                                  "flip": self.augment},
                        "eval": {**norm, "window_mode": "centre"}}

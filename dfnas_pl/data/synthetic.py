@@ -381,6 +381,12 @@ class SyntheticImageDataset(Dataset):
             raise ValueError(f"Image '{self.paths[i]}' of the synthetic set is missing or corrupt "
                              f"({type(err).__name__}). {REPAIR.format(root=self.root)}") from None
 
+    def input_settings(self) -> dict[str, Any]:
+        """What ``TensorLoader`` needs to turn :meth:`decoded` into the teacher's input: the size to cut the canvas
+        to, the per-channel normalisation."""
+        return {"size": int(self.manifest["teacher"]["image_size"]), "mean": self.mean.flatten().tolist(),
+                "std": self.std.flatten().tolist()}
+
     def decoded(self) -> torch.Tensor:
         """Every image as stored, ``(N, C, canvas, canvas)`` uint8: what ``TensorLoader`` draws from (the
         teacher's size is cut from it per batch, as ``__getitem__`` does per image)."""

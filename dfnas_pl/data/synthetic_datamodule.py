@@ -89,8 +89,7 @@ class SyntheticDataModule(L.LightningDataModule):
         augment = shuffle and self.augment
         return TensorLoader(self._images, (full.logits, full.classes), self.batch_size, shuffle=shuffle,
                             index=ds.indices, padding=self.crop_padding if augment else 0, flip=augment,
-                            size=int(full.manifest["teacher"]["image_size"]), window_mode="random" if shuffle else "centre",
-                            mean=full.mean.flatten().tolist(), std=full.std.flatten().tolist())
+                            window_mode="random" if shuffle else "centre", **full.input_settings())
 
     def train_dataloader(self) -> DataLoader | TensorLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -91,6 +91,8 @@ class TensorLoader:
             iterates itself and whose result must be the same on every rank, e.g. candidate scoring).
     """
 
+    batch_sampler = None  # what Lightning's data checks read off a loader (none: it is not a DataLoader)
+
     def __init__(self, images: torch.Tensor, fields: Sequence[torch.Tensor] = (), batch_size: int = 64,
                  shuffle: bool = False, drop_last: bool = False, index: torch.Tensor | Sequence[int] | None = None,
                  padding: int = 0, flip: bool = False, size: int | None = None,
@@ -112,8 +114,6 @@ class TensorLoader:
 
     def _rank_world(self) -> tuple[int, int]:
         return rank_and_world() if self.shard else (0, 1)
-
-    batch_sampler = None  # what Lightning's data checks read off a loader (none: it is not a DataLoader)
 
     @property
     def sampler(self) -> TensorLoader:
@@ -158,12 +158,11 @@ class TensorLoader:
                 x = window(x, top, left, s, s)
             else:
                 x = TF.center_crop(x, [s, s])
-        if x.dtype == torch.uint8:
+        pixels = x.dtype == torch.uint8  # float images are already the model's input: no scaling, no normalising
+        if pixels:
             x = TF.to_dtype(x, torch.float32, scale=True)
-            if self.padding or self.flip:
-                x = random_shift_flip(x, self.padding, self.flip, gen)
-            if self.mean is not None:
-                x = TF.normalize(x, self.mean, self.std)
-        elif self.padding or self.flip:
+        if self.padding or self.flip:
             x = random_shift_flip(x, self.padding, self.flip, gen)
+        if pixels and self.mean is not None:
+            x = TF.normalize(x, self.mean, self.std)
         return x

@@ -195,12 +195,8 @@ class VisionDataModule(L.LightningDataModule):
             if self.in_channels == 1:
                 ops.append(T.Grayscale(1))
             return T.Compose([*ops, T.ToDtype(torch.float32, scale=True), T.Normalize(self.mean, self.std)])
-        if size is not None:
-            ops.append(T.Resize((size, size), antialias=True))
-        if self.in_channels == 1:
-            ops.append(T.Grayscale(1))
+        ops = list(self._decode_transform().transforms)  # the pixels the tensor path decodes, then per-image work
         if train and self.hparams.augment:
-            size = self.hparams.image_size
             ops += [T.RandomCrop(size, padding=self.hparams.crop_padding) if size else _PadCrop(self.hparams.crop_padding),
                     T.RandomHorizontalFlip()]
         ops += [T.ToDtype(torch.float32, scale=True), T.Normalize(self.mean, self.std)]
@@ -277,7 +273,7 @@ class VisionDataModule(L.LightningDataModule):
 
     def decoded(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The official training (``train``) or test split as ``(uint8 images, labels)``, decoded once; checked
-        against the per-image path's evaluation input on a few images."""
+        against the per-image path's evaluation input on a few images (after ``setup`` of that split)."""
         if train not in self._decoded:
             from dfnas_pl.data.decoded import decode, default_cache_dir
 
@@ -285,7 +281,7 @@ class VisionDataModule(L.LightningDataModule):
             cache = self.hparams.cache_dir
             images, labels = decode(self._make(train, tf), tf, Path(cache) if cache else default_cache_dir(),
                                     {"image_size": self.hparams.image_size, "channels": self.in_channels})
-            reference = self._make(train, self._transforms(train=False))
+            reference = self.val_set.dataset if train else self.test_set  # the evaluation transform, set up
             for i in torch.linspace(0, len(images) - 1, 8).long().unique().tolist():
                 x, y = reference[i]
                 mine = TF.normalize(TF.to_dtype(images[i], torch.float32, scale=True), list(self.mean), list(self.std))

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfnas_pl.data.tensor_loader import window
 from dfnas_pl.utils.io import atomic_write_bytes
 
 TENSORS_FORMAT = "dfnas_pl.groundtruth-tensors/1"
@@ -105,10 +106,7 @@ class BatchAugment:
             return x
         padded = self.fill.expand(n, c, h + 2 * p, w + 2 * p).clone()
         padded[:, :, p:p + h, p:p + w] = x
-        W = w + 2 * p
-        rows = (torch.arange(h).view(1, 1, h, 1) + dy.view(n, 1, 1, 1)).expand(n, c, h, W)
-        cols = (torch.arange(w).view(1, 1, 1, w) + dx.view(n, 1, 1, 1)).expand(n, c, h, w)
-        return padded.gather(2, rows).gather(3, cols)
+        return window(padded, dy, dx, h, w)
 
 
 class WeightEMA:
